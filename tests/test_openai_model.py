@@ -1,0 +1,513 @@
+"""The OpenAI-compatible backend against a real HTTP server on loopback.
+
+Every test talks HTTP to :class:`rede.testing.openai_server.FakeOpenAIServer`; nothing is
+mocked. Backoff is zero so retries cost no waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import subprocess
+import sys
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Iterator
+from email.utils import formatdate
+from typing import Any
+
+import pytest
+
+from rede.errors import ConfigError, ModelError, ModelResponseError, ModelUnavailable
+from rede.models import ModelRequest, Price, StreamChunk, estimate_tokens, model_from_spec
+from rede.models._retry import RetryPolicy, is_retryable_status, parse_retry_after
+from rede.models.openai import DEFAULT_BASE_URL, OpenAIModel
+from rede.testing.openai_server import (
+    FakeOpenAIServer,
+    count_tokens,
+    default_responder,
+    piece_logprob,
+    split_pieces,
+)
+
+MakeModel = Callable[..., OpenAIModel]
+
+
+@pytest.fixture
+def server() -> Iterator[FakeOpenAIServer]:
+    with FakeOpenAIServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+async def make_model(server: FakeOpenAIServer) -> AsyncIterator[MakeModel]:
+    made: list[OpenAIModel] = []
+
+    def make(name: str = "rede-fake", **kw: Any) -> OpenAIModel:
+        kw.setdefault("base_url", server.base_url)
+        kw.setdefault("api_key", "test-key")
+        kw.setdefault("backoff_s", 0.0)
+        model = OpenAIModel(name, **kw)
+        made.append(model)
+        return model
+
+    yield make
+    for model in made:
+        await model.aclose()
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return json.load(resp)
+
+
+def post_json(url: str, body: dict[str, Any]) -> Any:
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return json.load(resp)
+
+
+async def collect(model: OpenAIModel, request: ModelRequest) -> list[StreamChunk]:
+    return [chunk async for chunk in model.stream(request)]
+
+
+# --------------------------------------------------------------------------- completions
+
+
+async def test_complete_returns_text_usage_and_cost(
+    server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    server.responder = lambda request: "Paris is the capital of France."
+    price = Price(input_per_1k=1.0, output_per_1k=2.0)
+    model = make_model(price=price)
+    request = ModelRequest.of("What is the capital of France?", system="Answer briefly.")
+
+    response = await model.complete(request)
+
+    assert response.text == "Paris is the capital of France."
+    assert response.finish_reason == "stop"
+    prompt = count_tokens("Answer briefly.") + count_tokens("What is the capital of France?")
+    completion = count_tokens(response.text)
+    usage = response.usage
+    assert (usage.prompt_tokens, usage.completion_tokens) == (prompt, completion)
+    assert usage.cost_usd == pytest.approx(price.cost(prompt, completion))
+    assert usage.estimated is False
+    assert (usage.source, usage.model, usage.calls) == ("real", "rede-fake", 1)
+    assert usage.latency_s > 0
+    body = server.requests[-1].body
+    assert body["model"] == "rede-fake"
+    assert body["messages"] == [
+        {"role": "system", "content": "Answer briefly."},
+        {"role": "user", "content": "What is the capital of France?"},
+    ]
+    assert "response_format" not in body
+
+
+async def test_default_responder_is_deterministic(make_model: MakeModel) -> None:
+    model = make_model()
+    first = await model.complete(ModelRequest.of("tell me about rivers"))
+    second = await model.complete(ModelRequest.of("tell me about rivers"))
+    other = await model.complete(ModelRequest.of("tell me about mountains"))
+    assert first.text == second.text != other.text
+    assert "rivers" in first.text
+
+
+async def test_sampling_options_are_sent_and_logprobs_returned(
+    server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    server.responder = lambda request: "alpha beta gamma STOP delta"
+    model = make_model()
+    request = ModelRequest.of("go", temperature=0.3, max_tokens=50, stop=["STOP"], logprobs=True)
+
+    response = await model.complete(request)
+
+    body = server.requests[-1].body
+    assert body["temperature"] == 0.3
+    assert body["max_tokens"] == 50
+    assert body["stop"] == ["STOP"]
+    assert body["logprobs"] is True
+    assert response.text == "alpha beta gamma "
+    assert response.logprobs == [piece_logprob(p) for p in split_pieces(response.text)]
+
+
+async def test_max_tokens_truncates_with_finish_reason_length(
+    server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    server.responder = lambda request: "word " * 100
+    response = await make_model().complete(ModelRequest.of("go", max_tokens=3))
+    assert response.finish_reason == "length"
+    assert response.usage.completion_tokens == 3
+
+
+async def test_concurrent_calls_are_all_answered(
+    server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    server.latency_s = 0.02
+    model = make_model()
+    prompts = [f"question {i}" for i in range(8)]
+    responses = await asyncio.gather(*(model.complete(ModelRequest.of(p)) for p in prompts))
+    for prompt, response in zip(prompts, responses, strict=True):
+        assert response.text == default_responder(
+            {"messages": [{"role": "user", "content": prompt}]}
+        )
+    assert server.stats()["total"]["completions"] == 8
+
+
+# --------------------------------------------------------------------------- streaming
+
+
+async def test_stream_deltas_concatenate_to_the_text_with_final_usage(
+    server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    server.responder = lambda request: "one two three four five"
+    model = make_model(price=Price(input_per_1k=1.0, output_per_1k=1.0))
+    request = ModelRequest.of("count to five", logprobs=True)
+
+    chunks = await collect(model, request)
+
+    *deltas, last = chunks
+    assert len(deltas) == 5
+    assert all(c.response is None and c.delta for c in deltas)
+    assert last.response is not None and last.delta == ""
+    response = last.response
+    assert "".join(c.delta for c in deltas) == response.text == "one two three four five"
+    assert response.finish_reason == "stop"
+    assert response.usage.estimated is False
+    assert response.usage.prompt_tokens == count_tokens("count to five")
+    assert response.usage.completion_tokens == count_tokens(response.text)
+    assert response.usage.cost_usd > 0
+    assert response.logprobs == [piece_logprob(p) for p in split_pieces(response.text)]
+    body = server.requests[-1].body
+    assert body["stream"] is True
+    assert body["stream_options"] == {"include_usage": True}
+
+
+# --------------------------------------------------------------------------- JSON mode
+
+
+async def test_json_mode_sends_response_format_and_gets_json(
+    server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    request = ModelRequest.of("plan this", json_schema={"type": "object"})
+
+    response = await make_model().complete(request)
+
+    assert server.requests[-1].body["response_format"] == {"type": "json_object"}
+    assert isinstance(json.loads(response.text), dict)
+
+
+async def test_json_mode_off_sends_no_response_format(
+    server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    await make_model(json_mode=False).complete(
+        ModelRequest.of("plan this", json_schema={"type": "object"})
+    )
+    assert "response_format" not in server.requests[-1].body
+
+
+async def test_rejected_json_mode_is_dropped_once_and_remembered(
+    server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    server.json_mode = False  # the server answers 400 to any response_format
+    model = make_model()
+    request = ModelRequest.of("plan this", json_schema={"type": "object"})
+
+    first = await model.complete(request)
+    await model.complete(request)
+
+    sent = [r.body for r in server.requests]
+    assert ["response_format" in body for body in sent] == [True, False, False]
+    assert model.unsupported == {"response_format"}
+    assert first.text  # answered without JSON mode
+
+
+async def test_explicit_json_mode_rejected_is_an_error(
+    server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    server.json_mode = False
+    model = make_model(json_mode=True)
+    with pytest.raises(ModelError, match=r"HTTP 400.*response_format is not supported"):
+        await model.complete(ModelRequest.of("plan", json_schema={"type": "object"}))
+    assert server.stats()["total"]["requests"] == 1
+
+
+# --------------------------------------------------------------------------- retries
+
+
+async def test_429_then_success_is_retried(server: FakeOpenAIServer, make_model: MakeModel) -> None:
+    server.fail_next(429)
+    response = await make_model().complete(ModelRequest.of("hello"))
+    assert response.text
+    total = server.stats()["total"]
+    assert (total["requests"], total["errors"], total["completions"]) == (2, 1, 1)
+
+
+async def test_retry_after_replaces_the_backoff(
+    server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    server.fail_next(429, retry_after=0.001)
+    model = make_model(backoff_s=600.0)  # a wait the server's Retry-After must override
+    async with asyncio.timeout(30):
+        response = await model.complete(ModelRequest.of("hello"))
+    assert response.text
+    assert server.stats()["total"]["requests"] == 2
+
+
+async def test_dropped_connection_is_retried(
+    server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    server.drop_next(2)
+    response = await make_model().complete(ModelRequest.of("hello"))
+    assert response.text
+    assert server.stats()["total"]["requests"] == 3
+
+
+async def test_streams_are_retried_before_the_first_byte(
+    server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    server.fail_next(503)
+    chunks = await collect(make_model(), ModelRequest.of("hello"))
+    assert chunks[-1].response is not None and chunks[-1].response.text
+    assert server.stats()["total"]["requests"] == 2
+
+
+async def test_5xx_beyond_max_retries_is_unavailable(
+    server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    server.fail_next(500, count=3)
+    model = make_model(max_retries=2)
+
+    with pytest.raises(ModelUnavailable) as info:
+        await model.complete(ModelRequest.of("hello"))
+
+    message = str(info.value)
+    assert model.url in message
+    assert "'rede-fake'" in message
+    assert "HTTP 500" in message
+    assert "3 attempt" in message
+    assert server.stats()["total"]["requests"] == 3
+    # Exactly three failures were spent: the next call succeeds at once.
+    assert (await model.complete(ModelRequest.of("hello"))).text
+
+
+async def test_connection_refused_is_unavailable(make_model: MakeModel) -> None:
+    with FakeOpenAIServer() as gone:
+        url = gone.base_url
+    model = make_model(base_url=url, max_retries=1)
+    with pytest.raises(ModelUnavailable, match=r"2 attempt.*connection failed"):
+        await model.complete(ModelRequest.of("hello"))
+
+
+async def test_timeout_is_unavailable(server: FakeOpenAIServer, make_model: MakeModel) -> None:
+    server.latency_s = 5.0
+    model = make_model(timeout_s=0.05, max_retries=0)
+    with pytest.raises(ModelUnavailable, match="timeout"):
+        await model.complete(ModelRequest.of("hello"))
+
+
+async def test_other_4xx_is_a_model_error_with_the_servers_message(
+    server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    server.fail_next(401, body={"error": {"message": "Incorrect API key provided"}})
+    with pytest.raises(ModelError, match="HTTP 401: Incorrect API key provided") as info:
+        await make_model().complete(ModelRequest.of("hello"))
+    assert not isinstance(info.value, ModelUnavailable)
+    assert server.stats()["total"]["requests"] == 1
+
+
+def test_retry_policy_backs_off_exponentially_with_jitter_and_caps() -> None:
+    policy = RetryPolicy(backoff_s=0.5, max_backoff_s=3.0, jitter=0.1)
+    rng = random.Random(7)
+    delays = [policy.delay(n, rng=rng) for n in range(5)]
+    for n, delay in enumerate(delays):
+        base = min(0.5 * 2**n, 3.0)
+        assert base <= delay <= base * 1.1
+    assert policy.delay(2, retry_after=1.5) == 1.5
+    assert policy.delay(0, retry_after=3600) == policy.max_retry_after_s
+    with pytest.raises(ValueError, match="max_retries"):
+        RetryPolicy(max_retries=-1)
+
+
+def test_retry_after_headers_are_parsed() -> None:
+    assert parse_retry_after({"retry-after": "2"}) == 2.0
+    assert parse_retry_after({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
+    now = 1_000_000_000.0
+    assert parse_retry_after({"retry-after": formatdate(now + 30, usegmt=True)}, now=now) == 30
+    assert parse_retry_after({"retry-after": "soon"}) is None
+    assert parse_retry_after({}) is None
+    assert [is_retryable_status(s) for s in (429, 500, 503, 400, 401, 404)] == [
+        True,
+        True,
+        True,
+        False,
+        False,
+        False,
+    ]
+
+
+# --------------------------------------------------------------------------- malformed
+
+
+@pytest.mark.parametrize(
+    ("body", "missing"),
+    [
+        (None, "no 'choices'"),
+        ("this is not json", "the body is not JSON"),
+        ({"choices": []}, "no 'choices'"),
+        ({"choices": [{"index": 0}]}, "'choices[0]' has no 'message'"),
+        (
+            {"choices": [{"message": {"role": "assistant"}}]},
+            "'choices[0].message' has no 'content'",
+        ),
+    ],
+)
+async def test_malformed_completion_is_a_response_error(
+    server: FakeOpenAIServer, make_model: MakeModel, body: Any, missing: str
+) -> None:
+    server.malform_next(body=body)
+    model = make_model()
+    with pytest.raises(ModelResponseError) as info:
+        await model.complete(ModelRequest.of("hello"))
+    assert missing in str(info.value)
+    assert model.url in str(info.value)
+    assert server.stats()["total"]["requests"] == 1  # not retried
+
+
+async def test_malformed_stream_is_a_response_error(
+    server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    server.malform_next()
+    with pytest.raises(ModelResponseError, match=r"no 'choices'.*nonsense"):
+        await collect(make_model(), ModelRequest.of("hello"))
+
+
+# --------------------------------------------------------------------------- usage
+
+
+async def test_missing_usage_is_estimated(server: FakeOpenAIServer, make_model: MakeModel) -> None:
+    server.include_usage = False
+    model = make_model()
+    request = ModelRequest.of("a question of some length", system="be useful")
+
+    response = await model.complete(request)
+    streamed = (await collect(model, request))[-1].response
+
+    assert response.usage.estimated is True
+    assert response.usage.prompt_tokens == estimate_tokens(request.prompt_text)
+    assert response.usage.completion_tokens == estimate_tokens(response.text)
+    assert streamed is not None and streamed.usage.estimated is True
+    assert streamed.text == response.text
+
+
+async def test_counters_are_kept_per_api_key(
+    server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    alpha = make_model(api_key="alpha")
+    beta = make_model(api_key="beta")
+    await alpha.complete(ModelRequest.of("one"))
+    await alpha.complete(ModelRequest.of("two"))
+    reply = await beta.complete(ModelRequest.of("three"))
+
+    stats = server.stats()
+    clients = stats["clients"]
+    assert set(clients) == {"alpha", "beta"}
+    assert (clients["alpha"]["requests"], clients["beta"]["requests"]) == (2, 1)
+    assert clients["beta"]["prompt_tokens"] == reply.usage.prompt_tokens
+    assert clients["beta"]["completion_tokens"] == reply.usage.completion_tokens
+    for counter in ("requests", "prompt_tokens", "completion_tokens", "total_tokens"):
+        assert stats["total"][counter] == clients["alpha"][counter] + clients["beta"][counter]
+
+    root = server.base_url.removesuffix("/v1")
+    assert await asyncio.to_thread(get_json, f"{root}/stats") == stats
+    await asyncio.to_thread(post_json, f"{root}/stats/reset", {})
+    assert server.stats()["clients"] == {}
+    assert server.stats()["total"]["requests"] == 0
+
+
+async def test_faults_can_be_injected_over_http(
+    server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    root = server.base_url.removesuffix("/v1")
+    await asyncio.to_thread(post_json, f"{root}/faults", {"status": 503, "count": 1})
+    with pytest.raises(ModelUnavailable, match="HTTP 503"):
+        await make_model(max_retries=0).complete(ModelRequest.of("hello"))
+
+
+async def test_models_endpoint_lists_the_model(server: FakeOpenAIServer) -> None:
+    listing = await asyncio.to_thread(get_json, f"{server.base_url}/models")
+    assert [m["id"] for m in listing["data"]] == ["rede-fake"]
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def test_loopback_guard_refuses_a_remote_url() -> None:
+    with pytest.raises(ConfigError, match=r"https://api\.example\.com/v1.*not loopback"):
+        OpenAIModel("gpt", base_url="https://api.example.com/v1")
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8000/v1", "http://localhost:11434/v1", "http://[::1]:8000/v1"]
+)
+def test_loopback_guard_allows_loopback(url: str) -> None:
+    assert OpenAIModel("m", base_url=url).base_url == url
+
+
+def test_remote_urls_are_allowed_without_the_guard(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("REDE_LOOPBACK_ONLY")
+    assert OpenAIModel("gpt", base_url="https://api.example.com/v1").base_url
+
+
+def test_base_url_defaults_to_env_then_ollama(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    assert OpenAIModel("m").base_url == DEFAULT_BASE_URL
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9999/v1/")
+    assert OpenAIModel("m").base_url == "http://127.0.0.1:9999/v1"
+
+
+async def test_api_key_defaults_to_env(
+    server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "from-env")
+    model = OpenAIModel("m", base_url=server.base_url)
+    try:
+        await model.complete(ModelRequest.of("hi"))
+    finally:
+        await model.aclose()
+    assert server.requests[-1].api_key == "from-env"
+
+
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        ({"base_url": "ftp://127.0.0.1/v1"}, "not an http"),
+        ({"timeout_s": 0}, "timeout_s"),
+        ({"max_retries": -1}, "max_retries"),
+    ],
+)
+def test_invalid_options_are_config_errors(options: dict[str, Any], problem: str) -> None:
+    with pytest.raises(ConfigError, match=problem):
+        OpenAIModel("m", **options)
+
+
+def test_model_from_spec_builds_an_openai_model(server: FakeOpenAIServer) -> None:
+    model = model_from_spec("openai:llama3.1:8b", base_url=server.base_url)
+    assert isinstance(model, OpenAIModel)
+    assert (model.name, model.source) == ("llama3.1:8b", "real")
+
+
+def test_server_runs_as_a_command() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rede.testing.openai_server", "--port", "0", "--latency-ms", "1"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        base_url = proc.stdout.readline().strip()
+        assert base_url.startswith("http://127.0.0.1:") and base_url.endswith("/v1")
+        assert get_json(f"{base_url}/models")["data"][0]["id"] == "rede-fake"
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
