@@ -1,0 +1,524 @@
+"""The Redis bus: Redis Streams with consumer groups, for agents in many processes and machines.
+
+One stream per topic (key ``namespace + str(topic)``), one field ``d`` per entry holding the
+encoded envelope, so size limits, validation and signing behave exactly as on the memory bus.
+
+- ``publish``: ``XADD key MAXLEN ~ options.maxlen``. Trimming is approximate (whole stream
+  nodes), so a stream holds a little more than ``maxlen`` entries, never unboundedly many. A
+  group or fan-out reader that falls more than ``maxlen`` entries behind loses the oldest.
+- ``subscribe(topic, group=G)``: ``XGROUP CREATE key G 0 MKSTREAM``, so a group created after
+  publishing still gets the retained backlog; ``XREADGROUP ... COUNT 1 BLOCK`` reads one entry
+  at a time, so members of a group share the work. A group that disappears (Redis restarted
+  without persistence) is created again and reading carries on.
+- Redelivery: every ``visibility_timeout_s / 4`` (at most 5 s) a group reader runs
+  ``XPENDING key G IDLE <visibility>`` and ``XCLAIM``s the entries whose holder has been silent
+  for the visibility timeout; the blocking read is cut into slices no longer than that, so a
+  blocked reader still wakes to claim. The delivery count comes from ``XPENDING``; an entry
+  already delivered ``max_deliveries`` times is acknowledged and dead-lettered
+  (``max_deliveries``) instead. (``XPENDING`` + ``XCLAIM`` rather than ``XAUTOCLAIM``: the
+  claim must see the count before it hands the entry over, and ``XAUTOCLAIM`` does not tell.)
+- ``nack``: ``XCLAIM ... IDLE <visibility + 1 s> JUSTID`` marks the entry as silent for longer
+  than the visibility timeout, so the next claim by any member takes it at once, with its
+  delivery count incremented. The entry keeps its place and its count; nothing is re-added.
+- ``subscribe(topic)`` without a group: fan-out. The stream's last id is captured at subscribe
+  time and the subscription keeps its own cursor (``XREAD``).
+
+Connection loss (``ConnectionError``/``TimeoutError`` from redis-py) never crashes a publisher
+or a consumer: the call is retried with exponential backoff for up to ``reconnect_timeout_s``
+(30 s by default) and then fails with :class:`~rede.errors.BusError`. Unacknowledged entries
+stay in Redis's pending lists meanwhile, so nothing is lost; a publish retried after a lost
+reply may be stored twice (delivery is at least once, as with any redelivery).
+
+The URL is redis-py's: ``redis://[[user]:password@]host:port/db`` (an ACL user, or only a
+password for the default user), ``rediss://`` for TLS (``?ssl_ca_certs=/path/ca.pem``,
+``ssl_certfile``/``ssl_keyfile`` for client certificates, ``ssl_cert_reqs=none`` to skip
+verification), ``unix:///path/redis.sock``. :attr:`RedisBus.url` shows it without the password.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import AuthenticationError, AuthorizationError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from rede.bus._base import Bus, BusOptions, Delivery, Subscription
+from rede.errors import BusError, ClosedBusError
+from rede.messages import Envelope, new_id
+from rede.topics import Topic
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+FIELD = b"d"
+"""The one field of a stream entry: the encoded envelope."""
+MAX_BLOCK_S = 5.0
+"""Longest single blocking read; a blocked reader wakes at least this often."""
+CLAIM_BATCH = 16
+FANOUT_BATCH = 64
+_RETRYABLE = (RedisConnectionError, RedisTimeoutError)
+_CREDENTIALS = (AuthenticationError, AuthorizationError)
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password (in the user part or the query string)."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        user, host = netloc.rsplit("@", 1)
+        user = user.split(":", 1)[0]
+        netloc = f"{user}@{host}" if user else host
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k != "password"])
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+
+
+def _is_nogroup(exc: ResponseError) -> bool:
+    text = str(exc)
+    return text.startswith(("NOGROUP", "UNBLOCKED"))
+
+
+class RedisBus(Bus):
+    """A bus on Redis Streams. Every process that uses the same URL and namespace shares it.
+
+    ``namespace`` prefixes every stream key (``"team-a:"``), so several networks or test runs
+    can share one Redis. ``reconnect_timeout_s`` bounds how long a call keeps retrying while
+    Redis is unreachable; ``connect_timeout_s`` bounds one attempt to connect.
+
+    There is no read timeout on the socket, on purpose: redis-py enforces one on writes with
+    ``asyncio.wait_for``, which on Python 3.11 can swallow a cancellation that lands as the
+    write completes, so a cancelled consumer would keep running. A dead peer is found by TCP
+    keepalive instead (redis-py's defaults: probes after 30 s idle, 3 probes 5 s apart).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        options: BusOptions | None = None,
+        *,
+        namespace: str = "",
+        reconnect_timeout_s: float = 30.0,
+        connect_timeout_s: float = 10.0,
+    ) -> None:
+        super().__init__(options)
+        self._url = url
+        self.namespace = namespace
+        self.reconnect_timeout_s = reconnect_timeout_s
+        self._redis: aioredis.Redis = aioredis.Redis.from_url(
+            url,
+            socket_connect_timeout=connect_timeout_s,
+            socket_timeout=None,
+            socket_keepalive=True,
+            retry=Retry(NoBackoff(), 0),  # one retry policy, ours: see _call
+            client_name="rede",
+        )
+        self._closed = False
+        self._closing = asyncio.Event()
+        self._subs: dict[str, set[_RedisSubscription]] = {}
+
+    @property
+    def url(self) -> str:
+        return redact_url(self._url)
+
+    def key(self, topic: Topic) -> str:
+        """The Redis key of a topic's stream."""
+        return self.namespace + str(topic)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedBusError(f"the Redis bus at {self.url} is closed")
+
+    # ------------------------------------------------------------------ calls with retry
+
+    async def _call(self, op: Callable[[], Awaitable[T]], deadline: float | None = None) -> T:
+        """Run one Redis call; on a lost connection retry with backoff until it works, the
+        bus closes, ``deadline`` passes (``TimeoutError``) or ``reconnect_timeout_s`` is
+        spent (``BusError``)."""
+        try:
+            return await op()
+        except _CREDENTIALS as exc:
+            raise self._credentials_error(exc) from exc
+        except _RETRYABLE as exc:
+            first = exc
+        return await self._retry(op, first, deadline)
+
+    async def _retry(
+        self, op: Callable[[], Awaitable[T]], exc: Exception, deadline: float | None
+    ) -> T:
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.reconnect_timeout_s
+        log.warning("lost the connection to Redis at %s (%s); reconnecting", self.url, exc)
+        delay = 0.0
+        while True:
+            self._check_open()
+            now = loop.time()
+            if now >= give_up:
+                raise BusError(
+                    f"cannot reach Redis at {self.url}: still failing after "
+                    f"{self.reconnect_timeout_s:g} s ({exc}); check that the server is up, "
+                    "or raise reconnect_timeout_s"
+                ) from exc
+            wait = min(delay, give_up - now)
+            if deadline is not None:
+                if now >= deadline:
+                    raise TimeoutError
+                wait = min(wait, deadline - now)
+            if wait > 0:
+                try:
+                    async with asyncio.timeout(wait):
+                        await self._closing.wait()
+                except TimeoutError:
+                    pass
+                self._check_open()
+            delay = min(max(delay * 2, 0.05), 2.0)
+            try:
+                result = await op()
+            except _CREDENTIALS as err:
+                raise self._credentials_error(err) from err
+            except _RETRYABLE as err:
+                exc = err
+                continue
+            log.warning("reconnected to Redis at %s", self.url)
+            return result
+
+    def _credentials_error(self, exc: Exception) -> BusError:
+        return BusError(
+            f"Redis at {self.url} refused the credentials ({exc}): check the user and "
+            "password in the bus URL (redis://user:password@host:port/db)"
+        )
+
+    async def _ensure_group(self, key: str, group: str) -> None:
+        try:
+            await self._call(lambda: self._redis.xgroup_create(key, group, id="0", mkstream=True))
+        except ResponseError as exc:
+            if not str(exc).startswith("BUSYGROUP"):
+                raise
+
+    # ------------------------------------------------------------------ the interface
+
+    async def publish_raw(self, topic: Topic, data: bytes) -> str:
+        self._check_open()
+        key = self.key(topic)
+        maxlen = self.options.maxlen
+        message_id = await self._call(
+            lambda: self._redis.xadd(key, {FIELD: data}, maxlen=maxlen, approximate=True)
+        )
+        self.stats.published += 1
+        return message_id.decode() if isinstance(message_id, bytes) else str(message_id)
+
+    async def subscribe(
+        self, topic: Topic, *, group: str | None = None, consumer: str | None = None
+    ) -> Subscription:
+        self._check_open()
+        key = self.key(topic)
+        consumer = consumer or new_id("c-")
+        sub: _RedisSubscription
+        if group is None:
+            last = await self._call(lambda: self._redis.xrevrange(key, "+", "-", count=1))
+            cursor = last[0][0] if last else b"0-0"
+            sub = _FanoutSubscription(self, topic, key, consumer, cursor)
+        else:
+            await self._ensure_group(key, group)
+            sub = _GroupSubscription(self, topic, key, group, consumer)
+        self._subs.setdefault(key, set()).add(sub)
+        return sub
+
+    async def delete(self, topic: Topic) -> None:
+        self._check_open()
+        key = self.key(topic)
+        for sub in self._subs.pop(key, set()):
+            sub._shut()
+        await self._call(lambda: self._redis.delete(key))
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        subs = [sub for subs in self._subs.values() for sub in subs]
+        await asyncio.gather(*(sub.aclose() for sub in subs))
+        self._closed = True
+        self._closing.set()
+        self._subs.clear()
+        await self._redis.aclose()
+
+
+class _RedisDelivery(Delivery):
+    def __init__(
+        self,
+        sub: _GroupSubscription | None,
+        envelope: Envelope,
+        topic: Topic,
+        message_id: str,
+        count: int,
+    ) -> None:
+        self._sub = sub
+        self.envelope = envelope
+        self.topic = topic
+        self.message_id = message_id
+        self.delivery_count = count
+
+    async def ack(self) -> None:
+        if self._sub is not None:
+            await self._sub._ack(self.message_id)
+
+    async def nack(self) -> None:
+        if self._sub is not None:
+            await self._sub._nack(self.message_id)
+
+
+class _RedisSubscription(Subscription):
+    """What both kinds share: the stream key, closing, and a blocking read that a close
+    interrupts (by cancelling the waiting task, which redis-py answers by dropping the
+    connection it was reading on)."""
+
+    def __init__(self, bus: RedisBus, topic: Topic, key: str, consumer: str) -> None:
+        self._bus = bus
+        self.topic = topic
+        self.key = key
+        self.consumer = consumer
+        self.closed = False
+        self._waiters: set[asyncio.Task[Any]] = set()
+        self._woken: set[asyncio.Task[Any]] = set()
+
+    def _check_open(self) -> None:
+        if self.closed or self._bus._closed:
+            raise ClosedBusError(f"subscription to {self.topic} is closed")
+
+    async def _blocking(self, op: Callable[[], Awaitable[T]], deadline: float | None) -> T:
+        task = asyncio.current_task()
+        assert task is not None
+        self._waiters.add(task)
+        try:
+            return await self._bus._call(op, deadline)
+        except asyncio.CancelledError:
+            if task in self._woken:
+                self._woken.discard(task)
+                if task.uncancel() == 0:  # only our wake-up, no one else's cancellation
+                    raise ClosedBusError(f"subscription to {self.topic} is closed") from None
+            raise
+        finally:
+            self._waiters.discard(task)
+
+    def _shut(self) -> None:
+        """Mark closed and wake every receive blocked on Redis."""
+        self.closed = True
+        current = asyncio.current_task()
+        for waiter in self._waiters - self._woken:
+            if waiter is not current:
+                self._woken.add(waiter)
+                waiter.cancel()
+
+    async def aclose(self) -> None:
+        if self.closed:
+            return
+        self._shut()
+        subs = self._bus._subs.get(self.key)
+        if subs is not None:
+            subs.discard(self)
+
+    @staticmethod
+    def _block_ms(deadline: float | None, until: float | None = None) -> int | None:
+        """How long the next read may block, in ms; None (do not block) under 1 ms, as
+        ``BLOCK 0`` would block for ever. Computed when the read is (re)sent."""
+        now = asyncio.get_running_loop().time()
+        wait = MAX_BLOCK_S
+        if deadline is not None:
+            wait = min(wait, deadline - now)
+        if until is not None:
+            wait = min(wait, until - now)
+        ms = int(wait * 1000)
+        return ms if ms >= 1 else None
+
+
+class _FanoutSubscription(_RedisSubscription):
+    def __init__(self, bus: RedisBus, topic: Topic, key: str, consumer: str, cursor: Any) -> None:
+        super().__init__(bus, topic, key, consumer)
+        self.group = None
+        self._cursor = cursor
+        self._buffer: deque[tuple[Any, dict[bytes, bytes]]] = deque()
+
+    async def receive(self, timeout: float | None = None) -> Delivery:
+        bus = self._bus
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            self._check_open()
+            while self._buffer:
+                entry_id, fields = self._buffer.popleft()
+                envelope = await bus._decode_or_dead_letter(self.topic, fields.get(FIELD, b""))
+                if envelope is not None:
+                    bus.stats.delivered += 1
+                    return _RedisDelivery(None, envelope, self.topic, entry_id.decode(), 1)
+            reply = await self._blocking(
+                lambda: bus._redis.xread(
+                    {self.key: self._cursor},
+                    count=FANOUT_BATCH,
+                    block=self._block_ms(deadline),
+                ),
+                deadline,
+            )
+            if reply:
+                entries = reply[0][1]
+                self._buffer.extend(entries)
+                self._cursor = entries[-1][0]
+            elif deadline is not None and loop.time() >= deadline:
+                raise TimeoutError
+
+
+class _GroupSubscription(_RedisSubscription):
+    def __init__(self, bus: RedisBus, topic: Topic, key: str, group: str, consumer: str) -> None:
+        super().__init__(bus, topic, key, consumer)
+        self.group: str = group
+        vis = bus.options.visibility_timeout_s
+        self._vis_ms = max(1, int(vis * 1000))
+        self._claim_every = min(max(vis / 4, 0.005), MAX_BLOCK_S)
+        self._next_claim = 0.0
+        self._new = {key: ">"}
+
+    async def _group_call(self, op: Callable[[], Awaitable[T]], deadline: float | None) -> T:
+        """A call that needs the group; if it vanished (Redis restarted without persistence,
+        or another process deleted the topic) create it again and carry on."""
+        try:
+            return await self._blocking(op, deadline)
+        except ResponseError as exc:
+            if not _is_nogroup(exc):
+                raise
+        self._check_open()
+        log.info("group %r on %s is gone; creating it again", self.group, self.key)
+        await self._bus._ensure_group(self.key, self.group)
+        return await self._blocking(op, deadline)
+
+    async def receive(self, timeout: float | None = None) -> Delivery:
+        bus = self._bus
+        r = bus._redis
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            self._check_open()
+            if loop.time() >= self._next_claim:
+                claimed = await self._claim_expired(deadline)
+                if claimed is not None:
+                    return claimed
+            reply = await self._group_call(
+                lambda: r.xreadgroup(
+                    self.group,
+                    self.consumer,
+                    self._new,
+                    count=1,
+                    block=self._block_ms(deadline, self._next_claim),
+                ),
+                deadline,
+            )
+            if reply:
+                entry_id, fields = reply[0][1][0]
+                message_id = entry_id.decode()
+                envelope = await bus._decode_or_dead_letter(self.topic, fields.get(FIELD, b""))
+                if envelope is None:
+                    await self._xack(message_id)
+                    continue
+                bus.stats.delivered += 1
+                return _RedisDelivery(self, envelope, self.topic, message_id, 1)
+            if deadline is not None and loop.time() >= deadline:
+                raise TimeoutError
+
+    async def _claim_expired(self, deadline: float | None) -> Delivery | None:
+        """Take over the oldest delivery whose holder has been silent for the visibility
+        timeout; dead-letter the ones delivered ``max_deliveries`` times already."""
+        bus = self._bus
+        r = bus._redis
+        key, group, vis_ms = self.key, self.group, self._vis_ms
+        rows = await self._group_call(
+            lambda: r.xpending_range(key, group, "-", "+", CLAIM_BATCH, idle=vis_ms), deadline
+        )
+        self._next_claim = asyncio.get_running_loop().time() + self._claim_every
+        for row in rows:
+            entry_id = row["message_id"]
+            count = int(row["times_delivered"])
+            claim = partial(r.xclaim, key, group, self.consumer, vis_ms, [entry_id])
+            claimed = await self._group_call(claim, deadline)
+            if not claimed:  # another member took it, or it was trimmed (and left the list)
+                continue
+            message_id = entry_id.decode()
+            fields = claimed[0][1]
+            if not fields:  # trimmed away on a Redis older than 7.0
+                await self._xack(message_id)
+                continue
+            raw = fields.get(FIELD, b"")
+            if count >= bus.options.max_deliveries:
+                if await self._xack(message_id):
+                    await bus._dead_letter(
+                        self.topic,
+                        raw,
+                        "max_deliveries",
+                        f"not acknowledged after {count} deliveries to group {group!r}",
+                    )
+                continue
+            envelope = await bus._decode_or_dead_letter(self.topic, raw)
+            if envelope is None:
+                await self._xack(message_id)
+                continue
+            bus.stats.delivered += 1
+            bus.stats.redelivered += 1
+            self._next_claim = 0.0  # more may be due: look again on the next receive
+            return _RedisDelivery(self, envelope, self.topic, message_id, count + 1)
+        if len(rows) == CLAIM_BATCH:
+            self._next_claim = 0.0
+        return None
+
+    async def _xack(self, message_id: str) -> int:
+        bus = self._bus
+        try:
+            return int(await bus._call(lambda: bus._redis.xack(self.key, self.group, message_id)))
+        except ResponseError as exc:
+            if _is_nogroup(exc):
+                return 0  # the topic was deleted: nothing left to acknowledge
+            raise
+
+    async def _ack(self, message_id: str) -> None:
+        self._bus._check_open()
+        if await self._xack(message_id):
+            self._bus.stats.acked += 1
+
+    async def _nack(self, message_id: str) -> None:
+        bus = self._bus
+        bus._check_open()
+        idle = self._vis_ms + 1000
+        try:
+            await bus._call(
+                lambda: bus._redis.xclaim(
+                    self.key, self.group, self.consumer, 0, [message_id], idle=idle, justid=True
+                )
+            )
+        except ResponseError as exc:
+            if _is_nogroup(exc):
+                return  # the topic was deleted: nothing left to give back
+            raise
+        for sub in bus._subs.get(self.key, ()):
+            if isinstance(sub, _GroupSubscription) and sub.group == self.group:
+                sub._next_claim = 0.0
+
+    async def aclose(self) -> None:
+        if self.closed:
+            return
+        await super().aclose()
+        if self._bus._closed:
+            return
+        # Forget this consumer if it holds nothing: a closed consumer with pending entries
+        # stays, so a live member claims them after the visibility timeout.
+        r = self._bus._redis
+        try:
+            async with asyncio.timeout(1.0):
+                mine = await r.xpending_range(self.key, self.group, "-", "+", 1, self.consumer)
+                if not mine:
+                    await r.xgroup_delconsumer(self.key, self.group, self.consumer)
+        except (TimeoutError, ResponseError, *_RETRYABLE) as exc:
+            log.debug("could not remove consumer %s from %s: %s", self.consumer, self.key, exc)

@@ -1,0 +1,222 @@
+"""What only the Redis bus does: trimming, surviving lost connections and restarts,
+credentials in the URL. The shared semantics are in test_bus_contract.py."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+import redis.asyncio as aioredis
+
+from rede.bus import BusOptions, bus_from_url
+from rede.bus.redis import RedisBus, redact_url
+from rede.errors import BusError, ClosedBusError
+from rede.messages import Envelope, Task
+from rede.topics import Topic
+
+TOPIC = Topic.task("research", "researcher")
+
+
+def task(n: int) -> Envelope:
+    return Envelope(
+        run_id="run1",
+        step_id=f"s{n}",
+        sender="test",
+        payload=Task(capability="research", instruction=f"item {n}"),
+    )
+
+
+async def blocked_clients(admin: aioredis.Redis, at_least: int = 1) -> None:
+    """Return once ``at_least`` clients are blocked in a read (no sleeping: each INFO waits
+    on the server)."""
+    async with asyncio.timeout(10):
+        while True:
+            info = await admin.info("clients")
+            if int(info["blocked_clients"]) >= at_least:
+                return
+
+
+async def test_streams_are_trimmed_to_about_maxlen(redis_server) -> None:
+    maxlen = 200
+    async with RedisBus(
+        redis_server.url, BusOptions(maxlen=maxlen), namespace=redis_server.namespace()
+    ) as bus:
+        for i in range(5 * maxlen):
+            await bus.publish(TOPIC, task(i))
+        async with aioredis.Redis.from_url(redis_server.url) as admin:
+            length = await admin.xlen(bus.key(TOPIC))
+        # approximate trimming drops whole stream nodes (at most 100 entries each)
+        assert maxlen <= length <= maxlen + 100
+        assert bus.stats.published == 5 * maxlen
+
+
+async def test_consumer_and_publisher_survive_killed_connections(redis_server_factory) -> None:
+    server = redis_server_factory()
+    opts = BusOptions(visibility_timeout_s=30)
+    async with (
+        RedisBus(server.url, opts) as bus,
+        aioredis.Redis.from_url(server.url) as admin,
+    ):
+        sub = await bus.subscribe(TOPIC, group="researcher", consumer="a")
+        await bus.publish(TOPIC, task(1))
+        held = await sub.receive(timeout=5)  # delivered, not yet acknowledged
+
+        # a receive blocked on Redis when every client connection is killed
+        waiting = asyncio.create_task(sub.receive(timeout=30))
+        await blocked_clients(admin)
+        killed = await admin.client_kill_filter(_type="normal", skipme=True)
+        assert killed >= 1
+
+        await bus.publish(TOPIC, task(2))
+        got = await waiting
+        assert got.envelope.step_id == "s2"
+        await got.ack()
+        await held.ack()  # the delivery held across the kill is still pending, and acks
+        assert bus.stats.acked == 2
+        assert await admin.xpending(bus.key(TOPIC), "researcher") == {
+            "pending": 0,
+            "min": None,
+            "max": None,
+            "consumers": [],
+        }
+
+
+async def test_consumer_survives_a_restart_without_persistence(redis_server_factory) -> None:
+    server = redis_server_factory(appendonly=False)
+    async with RedisBus(server.url, BusOptions(visibility_timeout_s=30)) as bus:
+        sub = await bus.subscribe(TOPIC, group="researcher")
+        fan = await bus.subscribe(Topic.events())
+        waiting = asyncio.create_task(sub.receive(timeout=30))
+        async with aioredis.Redis.from_url(server.url) as admin:
+            await blocked_clients(admin)
+        # everything is gone, the group included: the reader creates it again and carries on
+        await asyncio.to_thread(server.restart)
+        await bus.publish(TOPIC, task(7))
+        got = await waiting
+        assert got.envelope.step_id == "s7"
+        await got.ack()
+        await bus.publish(Topic.events(), task(8))
+        assert (await fan.receive(timeout=5)).envelope.step_id == "s8"
+
+
+async def test_unacknowledged_delivery_survives_a_restart_with_persistence(
+    redis_server_factory,
+) -> None:
+    server = redis_server_factory(appendonly=True)
+    opts = BusOptions(visibility_timeout_s=0.2)
+    async with RedisBus(server.url, opts) as bus:
+        crashed = await bus.subscribe(TOPIC, group="researcher", consumer="crashed")
+        await bus.publish(TOPIC, task(1))
+        first = await crashed.receive(timeout=5)  # never acknowledged
+        await asyncio.to_thread(server.restart)
+        survivor = await bus.subscribe(TOPIC, group="researcher", consumer="survivor")
+        again = await survivor.receive(timeout=10)
+        assert again.envelope.id == first.envelope.id
+        assert again.delivery_count == 2
+        await again.ack()
+
+
+async def test_gives_up_with_a_clear_error_when_redis_stays_away(redis_server_factory) -> None:
+    server = redis_server_factory()
+    bus = RedisBus(server.url, reconnect_timeout_s=0.3)
+    try:
+        await bus.publish(TOPIC, task(1))
+        server.stop()
+        with pytest.raises(BusError, match=r"cannot reach Redis at redis://127\.0\.0\.1:\d+/0"):
+            await bus.publish(TOPIC, task(2))
+        with pytest.raises(BusError, match=r"still failing after 0\.3 s"):
+            await bus.subscribe(TOPIC, group="g")
+    finally:
+        await bus.aclose()
+
+
+async def test_receive_times_out_while_redis_is_away(redis_server_factory) -> None:
+    server = redis_server_factory()
+    async with RedisBus(server.url, reconnect_timeout_s=30) as bus:
+        sub = await bus.subscribe(TOPIC, group="researcher")
+        server.stop()
+        with pytest.raises(TimeoutError):
+            await sub.receive(timeout=0.3)
+
+
+@pytest.fixture
+def secured(redis_server_factory: Callable[..., object]):  # type: ignore[no-untyped-def]
+    return redis_server_factory(
+        extra=["--requirepass", "default-pw", "--user", "alice", "on", ">alice-pw", "~*", "+@all"]
+    )
+
+
+async def test_password_and_acl_user_in_the_url(secured) -> None:
+    port = secured.port
+    for url in (
+        f"redis://:default-pw@127.0.0.1:{port}/0",
+        f"redis://alice:alice-pw@127.0.0.1:{port}/0",
+    ):
+        bus = bus_from_url(url, BusOptions())
+        assert isinstance(bus, RedisBus)
+        async with bus:
+            assert "pw" not in bus.url
+            sub = await bus.subscribe(TOPIC, group="researcher")
+            await bus.publish(TOPIC, task(1))
+            d = await sub.receive(timeout=5)
+            await d.ack()
+            assert d.envelope.step_id == "s1"
+
+
+async def test_wrong_credentials_fail_at_once_with_advice(secured) -> None:
+    # no reconnect loop: bad credentials are not a lost connection
+    async with RedisBus(f"redis://alice:nope@127.0.0.1:{secured.port}/0") as bus:
+        with pytest.raises(BusError, match="refused the credentials") as info:
+            async with asyncio.timeout(5):
+                await bus.publish(TOPIC, task(1))
+        assert "nope" not in str(info.value)
+
+
+def test_url_hides_the_password() -> None:
+    assert redact_url("redis://alice:s3cret@h:6379/0") == "redis://alice@h:6379/0"
+    assert redact_url("rediss://:s3cret@h:6380/1") == "rediss://h:6380/1"
+    assert (
+        redact_url("rediss://h:6380/0?password=s3cret&ssl_cert_reqs=none")
+        == "rediss://h:6380/0?ssl_cert_reqs=none"
+    )
+    assert redact_url("unix:///run/redis.sock?db=2") == "unix:///run/redis.sock?db=2"
+
+
+async def test_close_wakes_a_blocked_receive_and_forgets_an_idle_consumer(redis_server) -> None:
+    async with (
+        RedisBus(redis_server.url, namespace=redis_server.namespace()) as bus,
+        aioredis.Redis.from_url(redis_server.url) as admin,
+    ):
+        sub = await bus.subscribe(TOPIC, group="researcher", consumer="idle")
+        already = int((await admin.info("clients"))["blocked_clients"])
+        waiting = asyncio.create_task(sub.receive())
+        await blocked_clients(admin, already + 1)
+        await sub.aclose()
+        with pytest.raises(ClosedBusError):
+            await waiting
+        consumers = await admin.xinfo_consumers(bus.key(TOPIC), "researcher")
+        assert consumers == []
+
+
+async def test_a_consumer_holding_deliveries_is_kept_on_close(redis_server) -> None:
+    async with (
+        RedisBus(redis_server.url, namespace=redis_server.namespace()) as bus,
+        aioredis.Redis.from_url(redis_server.url) as admin,
+    ):
+        sub = await bus.subscribe(TOPIC, group="researcher", consumer="busy")
+        await bus.publish(TOPIC, task(1))
+        await sub.receive(timeout=5)
+        await sub.aclose()
+        consumers = await admin.xinfo_consumers(bus.key(TOPIC), "researcher")
+        assert [(c["name"], c["pending"]) for c in consumers] == [(b"busy", 1)]
+
+
+async def test_namespaces_keep_buses_apart(redis_server) -> None:
+    one = RedisBus(redis_server.url, namespace=redis_server.namespace())
+    two = RedisBus(redis_server.url, namespace=redis_server.namespace())
+    async with one, two:
+        sub = await two.subscribe(TOPIC, group="researcher")
+        await one.publish(TOPIC, task(1))
+        with pytest.raises(TimeoutError):
+            await sub.receive(timeout=0.2)
