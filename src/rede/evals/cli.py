@@ -1,0 +1,271 @@
+"""``rede bench``: benchmark a model or a network on BIG-Bench Hard, or compare several.
+
+Thin: each command builds systems and calls :func:`rede.evals.run_bbh` or
+:func:`rede.evals.compare`, which a user can call from Python too."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rede.errors import ConfigError, RedeError
+from rede.evals.bbh import BBH
+from rede.evals.harness import BenchSummary, run_bbh
+from rede.evals.report import compare, slug
+from rede.evals.systems import SOURCE_WORDS, ModelSystem, NetworkSystem, System
+
+bench_app = typer.Typer(
+    help="Benchmark models and networks on BIG-Bench Hard (exact-match accuracy, latency, "
+    "tokens, cost, messages).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+STOP = ["\n\nQ:"]
+"""Where a few-shot completion ends: the model starting the next question."""
+
+T = TypeVar("T")
+
+
+class ModeChoice(StrEnum):
+    cot = "cot"
+    direct = "direct"
+
+
+DataOpt = Annotated[
+    Path,
+    typer.Option(
+        "--data", help="BIG-Bench Hard folder with tasks/ and cot-prompts/", show_default=False
+    ),
+]
+TasksOpt = Annotated[
+    str | None, typer.Option("--tasks", help="Comma-separated task names (default: all)")
+]
+LimitOpt = Annotated[
+    int | None, typer.Option("--limit", min=1, help="Only the first N examples of each task")
+]
+ModeOpt = Annotated[
+    ModeChoice, typer.Option("--mode", help="cot (chain of thought) or direct (answer only)")
+]
+ConcurrencyOpt = Annotated[
+    int, typer.Option("--concurrency", min=1, help="Examples answered at once")
+]
+BaseUrlOpt = Annotated[
+    str | None,
+    typer.Option("--base-url", help="OpenAI-compatible server for openai: specs and networks"),
+]
+MaxTokensOpt = Annotated[
+    int, typer.Option("--max-tokens", min=1, help="Completion limit per example")
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar")]
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(1)
+
+
+def _model_system(spec: str, base_url: str | None, max_tokens: int) -> ModelSystem:
+    backend = spec.partition(":")[0]
+    options: dict[str, str] = {}
+    if base_url is not None:
+        if backend != "openai":
+            raise ConfigError(f"--base-url applies to openai:NAME specs, not {spec!r}")
+        options["base_url"] = base_url
+    return ModelSystem.from_spec(spec, options=options, max_tokens=max_tokens, stop=STOP)
+
+
+def _system(item: str, base_url: str | None, max_tokens: int) -> System:
+    """A network YAML path, or a model spec (``replay:PATH``, ``sim:7b``, ``openai:NAME``)."""
+    path = Path(item)
+    if item.endswith((".yaml", ".yml")) or (path.is_file() and ":" not in item):
+        return NetworkSystem(path, base_url=base_url)
+    if ":" not in item:
+        raise ConfigError(
+            f"{item!r} is neither a network YAML file nor a model spec; give a path to a "
+            "network .yaml or a spec such as replay:PATH, sim:7b, openai:NAME"
+        )
+    return _model_system(item, base_url, max_tokens)
+
+
+def _run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    try:
+        return asyncio.run(work())
+    except RedeError as exc:
+        raise _fail(str(exc)) from None
+
+
+async def _closing(systems: list[System], work: Awaitable[T]) -> T:
+    try:
+        return await work
+    finally:
+        for system in systems:
+            await system.aclose()
+
+
+def _print_summary(summary: BenchSummary, out: Path) -> None:
+    table = Table(title=f"BIG-Bench Hard ({summary.mode}): {summary.system}")
+    table.add_column("task")
+    table.add_column("n", justify="right")
+    table.add_column("accuracy %", justify="right")
+    table.add_column("failed", justify="right")
+    for task, score in summary.tasks.items():
+        table.add_row(task, str(score.n), f"{score.accuracy:.1f}", str(score.errors or ""))
+    table.add_row("[bold]average[/bold]", str(summary.n), f"[bold]{summary.average:.1f}[/bold]", "")
+    if summary.paper_average is not None and len(summary.tasks) > 1:
+        table.add_row(
+            "average, paper's way (sizes averaged first)", "", f"{summary.paper_average:.1f}", ""
+        )
+    console.print(table)
+    console.print(f"source: [bold]{SOURCE_WORDS.get(summary.source, summary.source)}[/bold]")
+    console.print(
+        f"per example: {summary.mean_latency_s:.3f} s, "
+        f"{'~' if summary.tokens_estimated else ''}{summary.mean_tokens:.0f} tokens, "
+        f"${summary.mean_cost_usd:.6f}, {summary.mean_messages:.1f} messages"
+    )
+    if summary.errors:
+        err.print(
+            f"[yellow]{summary.errors} example(s) failed and count as wrong; their errors are "
+            f"in {out}/<task>.jsonl; run the same command again to retry them[/yellow]"
+        )
+    console.print(f"results: {out}/summary.json")
+
+
+@bench_app.command("bbh")
+def bbh(
+    data: DataOpt,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="Model spec (replay:PATH, sim:7b, openai:NAME); with --network and "
+            "--base-url, the server's model name",
+        ),
+    ] = None,
+    network: Annotated[
+        Path | None, typer.Option("--network", help="Network YAML to benchmark")
+    ] = None,
+    tasks: TasksOpt = None,
+    limit: LimitOpt = None,
+    mode: ModeOpt = ModeChoice.cot,
+    concurrency: ConcurrencyOpt = 8,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Results folder (default: bench/bbh-<system>-<mode>)"),
+    ] = None,
+    base_url: BaseUrlOpt = None,
+    max_tokens: MaxTokensOpt = 512,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run BIG-Bench Hard through one model or one network; resumable (same --out)."""
+    try:
+        if network is None and model is None:
+            raise ConfigError("give --model SPEC (e.g. replay:PATH, sim:7b) or --network FILE")
+        if network is not None and model is not None and base_url is None:
+            raise ConfigError(
+                "give --model SPEC or --network FILE, not both (with --network, --model "
+                "names the server's model and needs --base-url)"
+            )
+        bench = BBH(data)
+        names = bench.resolve(tasks)
+        system: System = (
+            NetworkSystem(network, base_url=base_url, model=model)
+            if network is not None
+            else _model_system(model or "", base_url, max_tokens)
+        )
+    except RedeError as exc:
+        raise _fail(str(exc)) from None
+    folder = out or Path("bench") / f"bbh-{slug(system.name)}-{mode.value}"
+    summary = _run(
+        lambda: _closing(
+            [system],
+            run_bbh(
+                system,
+                bench,
+                out=folder,
+                tasks=names,
+                limit=limit,
+                mode=mode.value,
+                concurrency=concurrency,
+                progress=not quiet,
+                console=err,
+            ),
+        )
+    )
+    _print_summary(summary, folder)
+
+
+@bench_app.command("compare")
+def compare_cmd(
+    systems: Annotated[
+        list[str],
+        typer.Argument(
+            help="Model specs (replay:PATH, sim:7b, openai:NAME) or network YAML files",
+            show_default=False,
+        ),
+    ],
+    data: DataOpt,
+    out: Annotated[Path, typer.Option("--out", help="Report folder", show_default=False)],
+    tasks: TasksOpt = None,
+    limit: LimitOpt = None,
+    mode: ModeOpt = ModeChoice.cot,
+    concurrency: ConcurrencyOpt = 8,
+    base_url: BaseUrlOpt = None,
+    max_tokens: MaxTokensOpt = 512,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run the same tasks through several systems; write OUT/report.md and OUT/report.png."""
+    try:
+        bench = BBH(data)
+        names = bench.resolve(tasks)
+        built = [_system(item, base_url, max_tokens) for item in systems]
+    except RedeError as exc:
+        raise _fail(str(exc)) from None
+    result = _run(
+        lambda: _closing(
+            built,
+            compare(
+                built,
+                bench,
+                out=out,
+                tasks=names,
+                limit=limit,
+                mode=mode.value,
+                concurrency=concurrency,
+                progress=not quiet,
+                console=err,
+            ),
+        )
+    )
+    table = Table(title=f"BIG-Bench Hard ({mode.value}) comparison")
+    table.add_column("system")
+    table.add_column("source")
+    table.add_column("average %", justify="right")
+    table.add_column("s / example", justify="right")
+    table.add_column("USD / example", justify="right")
+    table.add_column("messages / example", justify="right")
+    for s in result.summaries:
+        table.add_row(
+            s.system,
+            s.source,
+            f"{s.average:.1f}",
+            f"{s.mean_latency_s:.3f}",
+            f"{s.mean_cost_usd:.6f}",
+            f"{s.mean_messages:.1f}",
+        )
+    console.print(table)
+    console.print(f"report: {result.markdown}")
+    if result.chart is not None:
+        console.print(f"chart: {result.chart}")
+
+
+__all__ = ["bench_app"]
