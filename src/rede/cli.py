@@ -17,9 +17,11 @@ from rich.console import Console
 from rich.table import Table
 
 from rede.errors import RedeError
+from rede.evals.cli import bench_app
 from rede.ledger import SQLiteLedger
 from rede.messages import protocol_schema
 from rede.network import Network
+from rede.sim.cli import sim_command
 from rede.tui import LiveView, render_result
 
 app = typer.Typer(
@@ -327,15 +329,8 @@ def _detail(kind: str, data: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in data.items() if k not in ("plan", "step"))[:160]
 
 
-def _mount_optional() -> None:
-    try:
-        from rede.evals.cli import bench_app
-    except ImportError:
-        return
-    app.add_typer(bench_app, name="bench")
-
-
-_mount_optional()
+app.add_typer(bench_app, name="bench")
+app.command("sim")(sim_command)
 
 
 def main() -> None:

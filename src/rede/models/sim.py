@@ -181,9 +181,7 @@ class SimModel(ChatModel):
         base = PROFILES.get(profile)
         if base is None:
             raise ConfigError(f"unknown sim profile {profile!r}; known: {', '.join(PROFILES)}")
-        prof = base.model_copy(update=overrides or {}) if overrides else base
-        if overrides:
-            prof = SimProfile.model_validate(prof.model_dump())
+        prof = SimProfile.model_validate({**base.model_dump(), **overrides}) if overrides else base
         return cls(name or f"sim-{profile}", prof, seed=seed, time_scale=time_scale)
 
     def _rng(self, request: ModelRequest) -> random.Random:
@@ -202,14 +200,7 @@ class SimModel(ChatModel):
         if rng.random() < self.profile.failure_rate:
             await self._wait(self.profile.ttft_s)
             raise ModelUnavailable(f"simulated outage of {self.name} (failure_rate)")
-        if capability == "plan":
-            text = self._plan(request, rng, quality)
-        elif capability == "critique":
-            text = self._critique(request, rng, quality)
-        elif "truth" in request.metadata:
-            text = self._answer(request, rng, quality)
-        else:
-            text = self._text(request, rng, quality, capability)
+        text = self.write(request, rng, capability, quality)
         completion_tokens = estimate_tokens(text)
         latency = self.profile.ttft_s + completion_tokens / self.profile.tokens_per_s
         await self._wait(latency)
@@ -218,6 +209,19 @@ class SimModel(ChatModel):
             usage=self.usage(prompt_tokens, completion_tokens, latency * self.time_scale),
             finish_reason="stop",
         )
+
+    def write(
+        self, request: ModelRequest, rng: random.Random, capability: str, quality: float
+    ) -> str:
+        """The text of one call, by capability. The simulation environment's grounded model
+        (:mod:`rede.sim.model`) overrides this to answer from a workload's answer key."""
+        if capability == "plan":
+            return self._plan(request, rng, quality)
+        if capability == "critique":
+            return self._critique(request, rng, quality)
+        if "truth" in request.metadata:
+            return self._answer(request, rng, quality)
+        return self._text(request, rng, quality, capability)
 
     async def _wait(self, seconds: float) -> None:
         if self.time_scale > 0:
