@@ -14,10 +14,12 @@ import asyncio
 import contextlib
 from datetime import UTC, datetime
 
+from rede.auction import make_bid
 from rede.bus import Bus, Delivery
 from rede.errors import ClosedBusError, ProtocolError
 from rede.messages import (
     AgentCard,
+    BidRequest,
     Envelope,
     Heartbeat,
     InputReply,
@@ -61,6 +63,8 @@ class AgentRunner:
         self._crashed = False
         self._asks: dict[str, asyncio.Future[InputReply]] = {}
         self.ready = asyncio.Event()
+        self.bidder = make_bid
+        """Answers calls for bids (``routing.strategy: auction``); None: never bids."""
 
     def card(self) -> AgentCard:
         s = self.spec
@@ -96,6 +100,8 @@ class AgentRunner:
                 inbox = await self.bus.subscribe(Topic.inbox(self.id))
                 for sub in subs:
                     tg.create_task(self._consume(sub, tg))
+                for cap in self.spec.capabilities:
+                    tg.create_task(self._answer_bids(await self.bus.subscribe(Topic.bids(cap))))
                 tg.create_task(self._read_inbox(inbox))
                 tg.create_task(self._heartbeats())
                 await self._heartbeat()
@@ -125,10 +131,10 @@ class AgentRunner:
                 except BaseException:
                     self._slots.release()
                     raise
+                self.in_flight += 1  # counted from receipt: a spawner stops only idle replicas
                 tg.create_task(self._handle(delivery))
 
     async def _handle(self, delivery: Delivery) -> None:
-        self.in_flight += 1
         try:
             env = delivery.envelope
             if not isinstance(env.payload, Task) or not env.reply_to:
@@ -200,3 +206,26 @@ class AgentRunner:
                 if isinstance(payload, InputReply) and future is not None and not future.done():
                     future.set_result(payload)
                 await delivery.ack()
+
+    # ------------------------------------------------------------------ auctions
+
+    async def _answer_bids(self, sub) -> None:  # type: ignore[no-untyped-def]
+        """Bid on calls for bids (see :mod:`rede.auction`) while the deadline allows."""
+        async with sub:
+            async for delivery in sub:
+                env = delivery.envelope
+                request = env.payload
+                if not isinstance(request, BidRequest) or self.bidder is None:
+                    continue
+                if env.deadline is not None and env.deadline < datetime.now(UTC):
+                    continue  # too late to count
+                try:
+                    topic = Topic.from_str(env.reply_to or "")
+                except ValueError as exc:
+                    await self._dead_letter(delivery, f"call for bids with no reply topic: {exc}")
+                    continue
+                bid = self.bidder(
+                    self.card(), request, queue=self.in_flight, concurrency=self.spec.concurrency
+                )
+                if bid is not None:
+                    await self.bus.publish(topic, env.reply(bid, sender=self.id))

@@ -79,8 +79,19 @@ class RoutingConfig(_Conf):
         default_factory=dict
     )
     escalate_below: float = Field(0.6, ge=0, le=1)
-    """Cascade: a result with confidence below this is escalated to the next tier."""
+    """Cascade: a result with confidence below this (or below the step's required confidence,
+    whichever is higher) is escalated to the next tier."""
+    required_confidence: float = Field(0.0, ge=0, le=1)
+    """Default quality a step needs (``cheapest``/``auction``) when its plan names none."""
+    halflife: float = Field(50.0, gt=0)
+    """Observed quality and token use decay: an observation counts half after this many
+    newer observations on the same capability (of any agent)."""
+    manager: str | None = Field(None, pattern=NAME)
+    """Cascade: the agent escalated to after every tier (one larger model over a swarm)."""
     bid_timeout_s: float = Field(0.5, gt=0)
+    """Auction: bids that arrive later are ignored; a silent agent cannot stall the award."""
+    auction_wait_usd_per_s: float = Field(0.0001, ge=0)
+    """Auction: what a second of expected queue wait is worth against a bid's price."""
 
 
 class LimitsConfig(_Conf):
@@ -92,9 +103,50 @@ class LimitsConfig(_Conf):
     wall_time_s: float = Field(300, gt=0)
     max_cost_usd: float | None = Field(None, ge=0)
     max_tokens: int | None = Field(None, ge=1)
+    network_max_cost_usd: float | None = Field(None, ge=0)
+    """Cap on what all runs of this network together may spend (while it is running)."""
+    network_max_tokens: int | None = Field(None, ge=1)
     step_timeout_s: float = Field(60, gt=0)
     step_retries: int = Field(2, ge=0)
     plan_repairs: int = Field(2, ge=0)
+
+
+class SpawnTemplate(_Conf):
+    """Replica bounds for one agent of ``agents``, which serves as the template."""
+
+    min_replicas: int = Field(1, ge=0, le=64)
+    max_replicas: int = Field(4, ge=1, le=64)
+    initial: int | None = Field(None, ge=0, le=64)
+    """Replicas at start (default: the agent's ``replicas`` within the bounds). 0 leaves the
+    agent dormant until load or a plan that needs its capability starts it."""
+
+    @model_validator(mode="after")
+    def _bounds(self) -> SpawnTemplate:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"min_replicas {self.min_replicas} is above max_replicas {self.max_replicas}"
+            )
+        return self
+
+
+class SpawnConfig(_Conf):
+    """Dynamic spawning: replicas started and stopped by queue depth and waiting time."""
+
+    templates: dict[str, SpawnTemplate] = Field(default_factory=dict)
+    """By agent name: which agents may be scaled, and within which bounds."""
+    on_missing: Literal["spawn", "error"] = "spawn"
+    """A step whose capability no live agent serves: start a template that serves it, or
+    fail naming the capability."""
+    backlog_per_replica: float = Field(1.0, gt=0)
+    """Scale up when tasks waiting beyond the replicas' concurrency exceed this per replica."""
+    max_wait_s: float = Field(1.0, gt=0)
+    """...or when the recent queue wait of an agent's calls exceeds this."""
+    idle_s: float = Field(5.0, ge=0)
+    """Scale down after the spare capacity of at least one replica lasted this long."""
+    max_step: int = Field(8, ge=1)
+    """Replicas started at once for one agent."""
+    interval_s: float = Field(0.25, gt=0)
+    """How often the spawner looks when nothing changes (it also wakes on every call)."""
 
 
 class BusConfig(_Conf):
@@ -113,6 +165,7 @@ class NetworkConfig(_Conf):
     agents: list[AgentConfig] = Field(min_length=1)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    spawn: SpawnConfig | None = None
     bus: BusConfig = Field(default_factory=BusConfig)
     heartbeat_s: float = Field(2.0, gt=0)
     agent_ttl_s: float = Field(10.0, gt=0)
@@ -130,6 +183,22 @@ class NetworkConfig(_Conf):
                     f"agent {agent.name!r} uses model {agent.model!r}, which is not in 'models' "
                     f"(known: {', '.join(sorted(self.models)) or 'none'})"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _spawn_and_manager(self) -> NetworkConfig:
+        names = {a.name for a in self.agents}
+        unknown = set(self.spawn.templates) - names if self.spawn else set()
+        if unknown:
+            raise ValueError(
+                f"spawn.templates names unknown agent(s) {', '.join(sorted(unknown))}; "
+                f"agents: {', '.join(sorted(names))}"
+            )
+        if self.routing.manager is not None and self.routing.manager not in names:
+            raise ValueError(
+                f"routing.manager {self.routing.manager!r} is not an agent; "
+                f"agents: {', '.join(sorted(names))}"
+            )
         return self
 
     @property

@@ -172,13 +172,61 @@ class ErrorPayload(_Model):
     """For dead letters: the start of the offending bytes, decoded leniently."""
 
 
+class BidRequest(_Model):
+    """A call for bids on one step (``routing.strategy: auction``), fanned out to every agent
+    serving the capability; bids go to the envelope's ``reply_to`` before its ``deadline``."""
+
+    kind: Literal["bid_request"] = "bid_request"
+    capability: str
+    instruction: str = ""
+    required_confidence: float = Field(0.0, ge=0, le=1)
+    prompt_tokens: int = Field(0, ge=0)
+    """The orchestrator's estimate of the task's size, so bidders price the same work."""
+    completion_tokens: int = Field(0, ge=0)
+    task_timeout_s: float | None = Field(None, gt=0)
+    """The winner must finish within this many seconds of the award."""
+
+
+class Bid(_Model):
+    """One agent's offer for a step: what it would cost, how sure it is, how busy it is."""
+
+    kind: Literal["bid"] = "bid"
+    agent: str
+    """The bidder's agent name (replicas share it); must match a live card of the sender."""
+    price_usd: float = Field(ge=0)
+    confidence: float = Field(ge=0, le=1)
+    queue: int = Field(0, ge=0)
+    """Tasks the bidding replica has in hand now."""
+    concurrency: int = Field(1, ge=1)
+    eta_s: float | None = Field(None, ge=0)
+    """When the bidder expects to finish, if it knows (the deadline it can meet)."""
+
+
 Payload = Annotated[
-    Task | Result | InputRequest | InputReply | Critique | Heartbeat | Event | ErrorPayload,
+    Task
+    | Result
+    | InputRequest
+    | InputReply
+    | Critique
+    | Heartbeat
+    | Event
+    | ErrorPayload
+    | BidRequest
+    | Bid,
     Field(discriminator="kind"),
 ]
 
 Kind = Literal[
-    "task", "result", "input_request", "input_reply", "critique", "heartbeat", "event", "error"
+    "task",
+    "result",
+    "input_request",
+    "input_reply",
+    "critique",
+    "heartbeat",
+    "event",
+    "error",
+    "bid_request",
+    "bid",
 ]
 
 
@@ -230,6 +278,8 @@ __all__ = [
     "ENVELOPE_ADAPTER",
     "PROTOCOL_VERSION",
     "AgentCard",
+    "Bid",
+    "BidRequest",
     "Budget",
     "ContextItem",
     "Critique",

@@ -33,6 +33,7 @@ from rede.plan import Plan
 from rede.registry import Registry
 from rede.routing import Router
 from rede.run import RunResult
+from rede.spawner import Spawner, initial_replicas
 from rede.specialists import LLMSpecialist, SpecialistSpec, ToolSpecialist, resolve_tool
 
 
@@ -72,6 +73,8 @@ class Network:
         self._owns_bus = False
         self._serve: set[str] | None = None
         self._agents_seen = False
+        self.spawner: Spawner | None = None
+        """Scales agents named in the ``spawn:`` section (in-process replicas)."""
 
     @classmethod
     def from_yaml(cls, path: str | Path, **kwargs: Any) -> Network:
@@ -222,7 +225,7 @@ class Network:
             if self._serve is not None and agent.name not in self._serve:
                 continue
             spec = self.spec(agent)
-            for _ in range(replicas or agent.replicas):
+            for _ in range(replicas or initial_replicas(self.config, agent)):
                 self.start_runner(spec)
         self.orchestrator = Orchestrator(
             self.bus, self.registry, self.router, self.ledger, self.config.limits
@@ -239,6 +242,10 @@ class Network:
             raise RedeError(
                 f"agents did not register within {wait_s:g}s on {self.bus.url}"
             ) from None
+        if self.config.spawn is not None and self._serve is None:
+            self.spawner = Spawner.for_network(self)
+            self.router.spawner = self.spawner
+            self._tasks.append(asyncio.create_task(self.spawner.run()))
 
     def start_runner(self, spec: SpecialistSpec) -> AgentRunner:
         """Start one more replica of an agent in this process (used by the spawner too)."""
@@ -339,6 +346,7 @@ class Network:
         if not self._agents_seen:
             # agents served by other processes announce themselves within a heartbeat
             missing = self.config.capabilities - self.registry.capabilities()
+            missing -= self.router.spawnable()  # dormant templates start when a step needs them
             if missing:
                 with contextlib.suppress(RedeError):
                     await self.wait_for_agents(missing, timeout=self.config.agent_ttl_s)

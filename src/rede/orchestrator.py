@@ -20,6 +20,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from rede.budget import BudgetCap, Hold, hold_all
 from rede.bus import Bus
 from rede.config import LimitsConfig
 from rede.dispatcher import Dispatcher
@@ -40,7 +41,7 @@ from rede.messages import (
 )
 from rede.plan import Plan, Step, validate_plan
 from rede.registry import Registry
-from rede.routing import Route, Router
+from rede.routing import Route, Router, RouteRequest
 from rede.run import CallRecord, RunResult, StepRecord, critical_path
 from rede.topics import Topic
 
@@ -71,6 +72,8 @@ class Orchestrator:
         self.id = new_id(f"{name}-")
         self.dispatcher = Dispatcher(limits)
         self.publish_events = publish_events
+        self.budget = BudgetCap("network", limits.network_max_cost_usd, limits.network_max_tokens)
+        """What every run of this network together has spent, against the network caps."""
 
     async def run(
         self,
@@ -107,6 +110,7 @@ class _Run:
         self._calls = 0
         self._helpers: set[asyncio.Task[None]] = set()
         self._t0 = 0.0
+        self.budget = BudgetCap("run", self.limits.max_cost_usd, self.limits.max_tokens)
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -138,11 +142,14 @@ class _Run:
 
     def _account(self, usage: Usage) -> None:
         self.record.usage = self.record.usage + usage
-        spent = self.record.usage
-        if self.limits.max_cost_usd is not None and spent.cost_usd > self.limits.max_cost_usd:
-            raise RunLimitExceeded("max_cost_usd", self.limits.max_cost_usd, spent.cost_usd)
-        if self.limits.max_tokens is not None and spent.total_tokens > self.limits.max_tokens:
-            raise RunLimitExceeded("max_tokens", self.limits.max_tokens, spent.total_tokens)
+        errors: list[RunLimitExceeded] = []
+        for cap in (self.budget, self.o.budget):  # both book the spend, even if one fails
+            try:
+                cap.charge(usage)
+            except RunLimitExceeded as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
     # ------------------------------------------------------------------ the run
 
@@ -194,7 +201,7 @@ class _Run:
             )
 
     async def _main(self, plan: Plan | None) -> None:
-        capabilities = self.o.registry.capabilities()
+        capabilities = self.o.registry.capabilities() | self.o.router.spawnable()
         if plan is None:
             plan = await self.o.dispatcher.plan(
                 self.request, capabilities, self._call_planner, self.decide
@@ -412,22 +419,54 @@ class _Run:
         """Route, send and await one task; retry, re-route and escalate as needed."""
         if rec.started_at is None:
             rec.started_at = time.perf_counter() - self._t0
+        router = self.o.router
+        spawned = await router.ensure(capability)
+        if spawned is not None:
+            self.decide(
+                "spawn",
+                step=rec.id,
+                capability=capability,
+                agent=spawned,
+                reason=f"no live agent served {capability!r}; started {spawned} from its template",
+            )
         excluded: set[str] = set()
         failures: list[str] = []
         forced: Route | None = None
+        cascade = router.strategy_for(capability) == "cascade"
+        threshold = max(router.config.escalate_below, required_confidence)
+        floor: float | None = None  # cascade: after an escalation, retries stay at its tier
+        kept: tuple[Result, Route] | None = None  # cascade: the answer that was escalated
+        size = len(instruction) + len(self.request) + sum(len(c.content) for c in context)
         attempts_left = self.limits.step_retries + 1
         while attempts_left > 0:
-            route = forced or self.o.router.choose(
-                capability, required_confidence=required_confidence, exclude=excluded
+            route = forced or await router.route(
+                RouteRequest(
+                    capability,
+                    required_confidence,
+                    exclude=excluded,
+                    min_rank=floor,
+                    prompt_tokens=size // 4 + 1,
+                    afford=self._affordable,
+                    run_id=self.run_id,
+                    step_id=rec.id,
+                    sender=self.o.id,
+                    reply_to=self.reply_topic,
+                    instruction=instruction,
+                    task_timeout_s=self.limits.step_timeout_s,
+                    on_sent=self._sent,
+                ),
+                self.o.bus,
             )
             forced = None
             if route is None:
+                if kept is not None:
+                    return self._keep(rec, kept, f"no higher tier answered: {'; '.join(failures)}")
                 raise StepFailed(
                     rec.id,
                     f"no live agent left for {capability!r}; "
                     f"failures: {'; '.join(failures) or 'none'}",
                 )
-            self._before_call(route)
+            holds = self._before_call(route)
             self.decide(
                 "route",
                 step=rec.id,
@@ -437,11 +476,13 @@ class _Run:
                 reason=route.reason,
                 tier=route.tier,
                 expected_cost_usd=route.expected_cost_usd,
+                **route.details,
             )
             if capability == rec.capability:
                 rec.agent = route.agent
                 rec.tier = route.tier
-            self.o.router.started(route.agent)
+            started = router.started(route.agent)
+            service: float | None = None
             try:
                 payload = await self._send(
                     rec,
@@ -453,15 +494,18 @@ class _Run:
                     acceptance,
                     metadata,
                 )
+                service = payload.usage.latency_s
             except _Lost as lost:
-                self.o.router.finished(route.agent)
                 attempts_left -= 1
                 failures.append(f"{route.agent}: {lost}")
                 excluded.add(route.agent)
-                self.o.router.observe_result(route.agent, capability, ok=False)
+                router.observe_result(route.agent, capability, ok=False)
                 self.decide("reroute", step=rec.id, agent=route.agent, reason=str(lost))
                 continue
-            self.o.router.finished(route.agent)
+            finally:  # also when cancelled: the router's load and the caps stay right
+                router.finished(route.agent, started, service)
+                for hold in holds:
+                    hold.release()
             usage = payload.usage
             rec.usage = rec.usage + usage
             ok = not (isinstance(payload, Result) and payload.status == "failed")
@@ -477,7 +521,7 @@ class _Run:
                 )
             )
             self._account(usage)
-            self.o.router.observe_result(
+            router.observe_result(
                 route.agent,
                 capability,
                 ok=ok,
@@ -491,27 +535,62 @@ class _Run:
                 excluded.add(route.agent)
                 self.decide("retry", step=rec.id, agent=route.agent, error=payload.error)
                 continue
-            if (
-                isinstance(payload, Result)
-                and self.o.router.strategy_for(capability) == "cascade"
-                and payload.confidence < self.o.router.config.escalate_below
-            ):
-                nxt = self.o.router.next_tier(capability, route.tier, exclude=excluded)
-                if nxt is not None:
-                    self.decide(
-                        "escalate",
-                        step=rec.id,
-                        from_agent=route.agent,
-                        to_agent=nxt.agent,
-                        confidence=payload.confidence,
-                        threshold=self.o.router.config.escalate_below,
-                    )
-                    forced = nxt
-                    continue
+            if cascade and isinstance(payload, Result):
+                facts = {"step": rec.id, "confidence": payload.confidence, "threshold": threshold}
+                if payload.confidence >= threshold:
+                    reason = f"confidence {payload.confidence:.2f} >= {threshold:.2f}"
+                else:
+                    nxt = router.escalation(capability, route.agent, exclude=excluded)
+                    if nxt is None:
+                        reason = "below the threshold at the top tier; nothing to escalate to"
+                    elif not self._affordable(nxt.expected_cost_usd, nxt.expected_tokens):
+                        reason = (
+                            f"below the threshold, but {nxt.agent} (about "
+                            f"${nxt.expected_cost_usd:.6f}) does not fit the budget"
+                        )
+                        self.decide("escalation_skipped", to_agent=nxt.agent, **facts)
+                    else:
+                        self.decide(
+                            "escalate",
+                            from_agent=route.agent,
+                            to_agent=nxt.agent,
+                            from_tier=route.tier,
+                            to_tier=nxt.tier,
+                            reason=nxt.reason,
+                            **facts,
+                        )
+                        kept = (payload, route)
+                        excluded.add(route.agent)
+                        floor = router.rank_of(nxt.agent, capability)
+                        forced = nxt
+                        continue
+                self.decide("answered", agent=route.agent, tier=route.tier, reason=reason, **facts)
             return payload
+        if kept is not None:
+            return self._keep(rec, kept, f"no higher tier answered: {'; '.join(failures)}")
         raise StepFailed(rec.id, "; ".join(failures))
 
-    def _before_call(self, route: Route) -> None:
+    def _keep(self, rec: StepRecord, kept: tuple[Result, Route], reason: str) -> Result:
+        """Cascade: the higher tiers failed; answer with the escalated lower-tier result."""
+        result, route = kept
+        if route.capability == rec.capability:
+            rec.agent, rec.tier = route.agent, route.tier
+        self.decide(
+            "answered",
+            step=rec.id,
+            agent=route.agent,
+            tier=route.tier,
+            confidence=result.confidence,
+            reason=f"kept the lower tier's answer; {reason}",
+        )
+        return result
+
+    def _affordable(self, cost_usd: float, tokens: int) -> bool:
+        return all(c.shortfall(cost_usd, tokens) is None for c in (self.budget, self.o.budget))
+
+    def _before_call(self, route: Route) -> list[Hold]:
+        """Count the call against max_steps and hold its expected spend on the budget caps
+        (per run and per network); raise, naming the cap, if it cannot be paid for."""
         self._calls += 1
         if self._calls > self.limits.max_steps:
             raise RunLimitExceeded(
@@ -520,15 +599,12 @@ class _Run:
                 self._calls - 1,
                 "step executions, planning and critiques included",
             )
-        cap = self.limits.max_cost_usd
-        if cap is not None and self.record.usage.cost_usd + route.expected_cost_usd > cap:
-            raise RunLimitExceeded(
-                "max_cost_usd",
-                cap,
-                self.record.usage.cost_usd,
-                f"the next call to {route.agent} would cost about "
-                f"${route.expected_cost_usd:.6f}; not started",
-            )
+        return hold_all(
+            (self.budget, self.o.budget),
+            route.expected_cost_usd,
+            route.expected_tokens,
+            f"the next call to {route.agent}",
+        )
 
     async def _send(
         self,

@@ -1,44 +1,122 @@
 """Routing: which agent takes a step, and why.
 
-The Router keeps per-agent observations (tokens used, confidence, critic scores, failures)
-and picks among the Registry's live agents by a strategy:
+The :class:`Router` keeps recent observations of every agent on every capability (tokens
+used, confidence reported, critic scores, verification outcomes, failures, queue waits) and
+picks among the Registry's live agents by the strategy configured for the network or the
+capability (``routing:`` in the network YAML):
 
-- ``cheapest``: the lowest expected cost among agents whose estimated quality meets the
-  step's required confidence; if none meets it, the best-quality agent.
-- ``load``: the least loaded agent (queue depth over replicas), cheapest on ties.
+- ``cheapest``: the lowest expected cost among agents whose expected quality meets the
+  step's required confidence; if none is expected to, the best expected quality.
+- ``cascade``: the cheapest agent of the lowest tier; a result whose confidence is below the
+  threshold is escalated to the next tier, and after the last tier to the ``manager`` agent
+  if the network names one (see :meth:`Router.escalation`).
+- ``auction``: a call for bids; the award follows the rule in :mod:`rede.auction`.
+- ``load``: the least loaded agent (queue depth per replica), cheapest on ties.
+
+Estimates, all per (agent, capability):
+
+- *expected tokens*: the decayed mean of the prompt and completion tokens of the agent's
+  successful calls; without any, the mean over every agent on the capability (similar
+  steps), then the size of the step's own text, then 800 prompt + 300 completion tokens.
+  *Expected cost* is those tokens at the card's prices.
+- *expected quality*: the card's declared quality as a prior worth ``PRIOR_WEIGHT``
+  observations, blended with decayed observations weighted by how much each signal is worth
+  (``SIGNAL_WEIGHTS``: a verification outcome counts 4x a self-reported confidence).
+
+"Recent" is counted in observations of the capability, not of the agent: an observation's
+weight halves after ``routing.halflife`` newer ones of any agent on that capability. So the
+record of an agent that routing stopped choosing fades back toward its declared prior while
+others work, and it is tried again, instead of being judged forever by a bad streak.
 
 Every choice comes back as a :class:`Route` with its reason, which the orchestrator records.
+Spending caps (per run, per network) are :class:`~rede.budget.BudgetCap` objects; routing
+prefers agents the caps can pay for (``afford``), and the orchestrator holds a call's expected
+cost on every cap before it sends the task, so no call starts that the caps cannot pay for.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+import math
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rede.config import RoutingConfig
 from rede.errors import UnknownCapability
+from rede.messages import Envelope
 from rede.registry import AgentView, Registry
+from rede.topics import Topic
+
+if TYPE_CHECKING:
+    from rede.bus import Bus
 
 DEFAULT_PROMPT_TOKENS = 800
 DEFAULT_COMPLETION_TOKENS = 300
 PRIOR_WEIGHT = 3.0
 """How many observations the declared quality is worth against observed outcomes."""
+SIGNAL_WEIGHTS = {"confidence": 0.5, "critique": 1.0, "outcome": 2.0, "failure": 1.0}
+"""Weight of one observation of each kind in the quality estimate."""
+WAIT_ALPHA = 0.3
+"""Smoothing of queue-wait and service-time averages (the spawner needs them to react)."""
+
+Afford = Callable[[float, int], bool]
+"""``afford(expected_cost_usd, expected_tokens)``: whether every budget cap can pay."""
 
 
 @dataclass
 class AgentStats:
+    """Decayed sums for one agent on one capability."""
+
     calls: int = 0
     failures: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+    token_weight: float = 0.0
+    prompt_tokens: float = 0.0
+    completion_tokens: float = 0.0
     quality_sum: float = 0.0
-    quality_n: int = 0
+    quality_weight: float = 0.0
+    tick: int = 0
+    """The capability's observation count when these sums were last aged."""
 
-    def expected_tokens(self) -> tuple[float, float]:
-        ok = self.calls - self.failures
-        if ok <= 0:
-            return DEFAULT_PROMPT_TOKENS, DEFAULT_COMPLETION_TOKENS
-        return self.prompt_tokens / ok, self.completion_tokens / ok
+    def age(self, tick: int, decay: float) -> None:
+        if tick > self.tick:
+            f = decay ** (tick - self.tick)
+            self.prompt_tokens *= f
+            self.completion_tokens *= f
+            self.token_weight *= f
+            self.quality_sum *= f
+            self.quality_weight *= f
+            self.tick = tick
+
+    def add_tokens(self, prompt: int, completion: int) -> None:
+        self.prompt_tokens += prompt
+        self.completion_tokens += completion
+        self.token_weight += 1.0
+
+    def add_quality(self, value: float, weight: float) -> None:
+        self.quality_sum += value * weight
+        self.quality_weight += weight
+
+    def expected_tokens(self) -> tuple[float, float] | None:
+        if self.token_weight <= 0:
+            return None
+        return self.prompt_tokens / self.token_weight, self.completion_tokens / self.token_weight
+
+
+@dataclass
+class QueueStats:
+    """How long one agent's calls waited and ran (smoothed), as this router saw them."""
+
+    wait_s: float = 0.0
+    service_s: float = 0.0
+    samples: int = 0
+
+    def add(self, wait_s: float, service_s: float) -> None:
+        a = WAIT_ALPHA if self.samples else 1.0
+        self.wait_s += a * (wait_s - self.wait_s)
+        self.service_s += a * (service_s - self.service_s)
+        self.samples += 1
 
 
 @dataclass(frozen=True)
@@ -50,6 +128,42 @@ class Route:
     expected_cost_usd: float
     expected_quality: float
     tier: int = 0
+    expected_tokens: int = 0
+    details: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    """Extra facts for the decision record (an auction's bids)."""
+
+
+@dataclass
+class RouteRequest:
+    """What the orchestrator knows of a call when it asks for a route."""
+
+    capability: str
+    required_confidence: float = 0.0
+    exclude: Iterable[str] = ()
+    min_rank: float | None = None
+    """Cascade: after an escalation, retries stay at this tier or above."""
+    prompt_tokens: int | None = None
+    """The size of the step's own text (instruction, request, context), as a fallback."""
+    afford: Afford | None = None
+    # for auctions
+    run_id: str = ""
+    step_id: str | None = None
+    sender: str = "router"
+    reply_to: Topic | None = None
+    instruction: str = ""
+    task_timeout_s: float | None = None
+    on_sent: Callable[[Envelope], None] | None = None
+
+
+class SpawnHook(Protocol):
+    """What the router needs from a spawner (see :mod:`rede.spawner`)."""
+
+    def spawnable(self) -> set[str]: ...
+
+    async def ensure(self, capability: str) -> str | None: ...
+
+
+# --------------------------------------------------------------------------- the router
 
 
 @dataclass
@@ -59,19 +173,66 @@ class Router:
     stats: dict[tuple[str, str], AgentStats] = field(default_factory=dict)
     in_flight: dict[str, int] = field(default_factory=dict)
     """Calls this router has sent to each agent and not yet seen answered."""
+    queues: dict[str, QueueStats] = field(default_factory=dict)
+    ticks: dict[str, int] = field(default_factory=dict)
+    """Observations so far per capability: the clock that ages every agent's record."""
+    spawner: SpawnHook | None = None
+    clock: Callable[[], float] = time.monotonic
+    _changed: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
 
-    def started(self, agent: str) -> None:
+    @property
+    def decay(self) -> float:
+        return 0.5 ** (1.0 / self.config.halflife)
+
+    # ------------------------------------------------------------------ load
+
+    def started(self, agent: str) -> float:
+        """A call was sent to ``agent``; returns the time to pass to :meth:`finished`."""
         self.in_flight[agent] = self.in_flight.get(agent, 0) + 1
+        self._notify()
+        return self.clock()
 
-    def finished(self, agent: str) -> None:
+    def finished(
+        self, agent: str, started_at: float | None = None, service_s: float | None = None
+    ) -> None:
+        """A call came back (or was given up). With ``service_s`` (the model's own time), the
+        rest of the call's duration counts as time spent waiting in the agent's queue."""
         self.in_flight[agent] = max(0, self.in_flight.get(agent, 0) - 1)
+        if started_at is not None and service_s is not None:
+            elapsed = max(0.0, self.clock() - started_at)
+            service = min(max(0.0, service_s), elapsed)
+            self.queues.setdefault(agent, QueueStats()).add(elapsed - service, service)
+        self._notify()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait_change(self, timeout: float | None = None) -> bool:
+        """Wait until a call starts or finishes; False after ``timeout``."""
+        changed = self._changed
+        try:
+            async with asyncio.timeout(timeout):
+                await changed.wait()
+        except TimeoutError:
+            return False
+        return True
 
     def load(self, view: AgentView) -> float:
         """Queue depth per replica: what this router has in flight, or the cards' load."""
         return max(self.in_flight.get(view.name, 0), view.load) / view.replicas
 
-    def _stats(self, agent: str, capability: str) -> AgentStats:
-        return self.stats.setdefault((agent, capability), AgentStats())
+    def queue(self, agent: str) -> QueueStats:
+        return self.queues.get(agent, QueueStats())
+
+    def _stats(self, agent: str, capability: str, *, observe: bool = False) -> AgentStats:
+        """An agent's record, aged to now; ``observe`` first counts a new observation."""
+        if observe:
+            self.ticks[capability] = self.ticks.get(capability, 0) + 1
+        tick = self.ticks.get(capability, 0)
+        s = self.stats.setdefault((agent, capability), AgentStats(tick=tick))
+        s.age(tick, self.decay)
+        return s
 
     # ------------------------------------------------------------------ observations
 
@@ -85,47 +246,113 @@ class Router:
         completion_tokens: int = 0,
         confidence: float | None = None,
     ) -> None:
-        s = self._stats(agent, capability)
+        """A call's outcome: tokens used, and the confidence the agent reported."""
+        s = self._stats(agent, capability, observe=True)
         s.calls += 1
         if not ok:
             s.failures += 1
-            s.quality_sum += 0.0
-            s.quality_n += 1
+            s.add_quality(0.0, SIGNAL_WEIGHTS["failure"])
             return
-        s.prompt_tokens += prompt_tokens
-        s.completion_tokens += completion_tokens
+        s.add_tokens(prompt_tokens, completion_tokens)
         if confidence is not None:
-            s.quality_sum += confidence
-            s.quality_n += 1
+            s.add_quality(confidence, SIGNAL_WEIGHTS["confidence"])
 
     def observe_score(self, agent: str, capability: str, score: float) -> None:
-        """A critic's score or a verification outcome (1/0) for an agent's output."""
-        s = self._stats(agent, capability)
-        s.quality_sum += score
-        s.quality_n += 1
+        """A critic's score (0..1) for an agent's output."""
+        self._stats(agent, capability, observe=True).add_quality(score, SIGNAL_WEIGHTS["critique"])
+
+    def observe_outcome(self, agent: str, capability: str, correct: bool) -> None:
+        """A verification outcome: the output was checked against the truth."""
+        self._stats(agent, capability, observe=True).add_quality(
+            1.0 if correct else 0.0, SIGNAL_WEIGHTS["outcome"]
+        )
 
     # ------------------------------------------------------------------ estimates
 
-    def expected_quality(self, view: AgentView, capability: str) -> float:
+    def expected_quality(
+        self, view: AgentView, capability: str, prior: float | None = None
+    ) -> float:
+        """The card's quality (or ``prior``, e.g. a bid's confidence) blended with outcomes."""
         s = self._stats(view.name, capability)
-        prior = view.card.quality
-        return (prior * PRIOR_WEIGHT + s.quality_sum) / (PRIOR_WEIGHT + s.quality_n)
+        p = view.card.quality if prior is None else prior
+        return (p * PRIOR_WEIGHT + s.quality_sum) / (PRIOR_WEIGHT + s.quality_weight)
 
-    def expected_cost(self, view: AgentView, capability: str) -> float:
-        p, c = self._stats(view.name, capability).expected_tokens()
+    def expected_tokens(
+        self, agent: str, capability: str, prompt_hint: int | None = None
+    ) -> tuple[float, float]:
+        own = self._stats(agent, capability).expected_tokens()
+        if own is not None:
+            return own
+        pooled = [
+            self._stats(name, cap)
+            for (name, cap), s in list(self.stats.items())
+            if cap == capability and s.token_weight
+        ]
+        if pooled:
+            w = sum(s.token_weight for s in pooled)
+            return (
+                sum(s.prompt_tokens for s in pooled) / w,
+                sum(s.completion_tokens for s in pooled) / w,
+            )
+        return float(prompt_hint or DEFAULT_PROMPT_TOKENS), float(DEFAULT_COMPLETION_TOKENS)
+
+    def expected_cost(
+        self, view: AgentView, capability: str, prompt_hint: int | None = None
+    ) -> float:
+        p, c = self.expected_tokens(view.name, capability, prompt_hint)
         return (p * view.card.price_in_per_1k + c * view.card.price_out_per_1k) / 1000
 
     def strategy_for(self, capability: str) -> str:
         return self.config.per_capability.get(capability, self.config.strategy)
 
-    # ------------------------------------------------------------------ choice
+    def rank(self, view: AgentView) -> float:
+        """Cascade order: the card's tier; the manager comes after every tier."""
+        return math.inf if view.name == self.config.manager else float(view.card.tier)
+
+    # ------------------------------------------------------------------ capabilities
+
+    def spawnable(self) -> set[str]:
+        return self.spawner.spawnable() if self.spawner is not None else set()
+
+    async def ensure(self, capability: str) -> str | None:
+        """Make sure some live agent serves ``capability``: start one from a template if none
+        does (returns its name), or raise ``UnknownCapability`` naming it."""
+        if self.registry.agents(capability):
+            return None
+        if self.spawner is not None and capability in self.spawner.spawnable():
+            name = await self.spawner.ensure(capability)
+            if name is not None:
+                return name
+        raise UnknownCapability(
+            capability,
+            self.registry.capabilities() | self.spawnable(),
+            where="this run: no live agent serves it and no spawn template can start one",
+        )
 
     def candidates(self, capability: str, exclude: Iterable[str] = ()) -> list[AgentView]:
         views = self.registry.agents(capability)
-        if not views and capability not in self.registry.capabilities():
-            raise UnknownCapability(capability, self.registry.capabilities())
+        if not views and capability not in self.registry.capabilities() | self.spawnable():
+            raise UnknownCapability(capability, self.registry.capabilities() | self.spawnable())
         skip = set(exclude)
         return [v for v in views if v.name not in skip]
+
+    # ------------------------------------------------------------------ choice
+
+    def _route(
+        self, view: AgentView, req: RouteRequest, strategy: str, reason: str, **details: Any
+    ) -> Route:
+        p, c = self.expected_tokens(view.name, req.capability, req.prompt_tokens)
+        return Route(
+            view.name,
+            req.capability,
+            strategy,
+            reason,
+            (p * view.card.price_in_per_1k + c * view.card.price_out_per_1k) / 1000,
+            self.expected_quality(view, req.capability),
+            view.card.tier,
+            round(p + c),
+            details,
+        )
 
     def choose(
         self,
@@ -133,69 +360,103 @@ class Router:
         *,
         required_confidence: float = 0.0,
         exclude: Iterable[str] = (),
-        min_tier: int = 0,
+        min_rank: float | None = None,
+        afford: Afford | None = None,
+        prompt_tokens: int | None = None,
     ) -> Route | None:
-        """The agent for one step, or None when every capable agent is excluded."""
-        views = [v for v in self.candidates(capability, exclude) if v.card.tier >= min_tier]
+        """The agent for one call by a synchronous strategy (``auction`` needs :meth:`route`
+        and falls back to ``cheapest`` here), or None when every capable agent is excluded."""
+        req = RouteRequest(
+            capability,
+            required_confidence,
+            exclude,
+            min_rank,
+            prompt_tokens,
+            afford,
+        )
+        return self._choose(req, self.strategy_for(capability))
+
+    def _choose(self, req: RouteRequest, strategy: str) -> Route | None:
+        cap = req.capability
+        views = self.candidates(cap, req.exclude)
+        if req.min_rank is not None:
+            views = [v for v in views if self.rank(v) >= req.min_rank]
         if not views:
             return None
-        strategy = self.strategy_for(capability)
-        scored = [
-            (v, self.expected_cost(v, capability), self.expected_quality(v, capability))
-            for v in views
+        cost = {v.name: self.expected_cost(v, cap, req.prompt_tokens) for v in views}
+        quality = {v.name: self.expected_quality(v, cap) for v in views}
+        tokens = {
+            v.name: round(sum(self.expected_tokens(v.name, cap, req.prompt_tokens))) for v in views
+        }
+        payable = [
+            v for v in views if req.afford is None or req.afford(cost[v.name], tokens[v.name])
         ]
+        note = ""
+        if len(payable) < len(views):
+            note = f"; {len(views) - len(payable)} agent(s) skipped: over budget"
+        if not payable:
+            v = min(views, key=lambda v: (cost[v.name], v.name))
+            return self._route(v, req, strategy, f"no agent fits the budget; cheapest is {v.name}")
+        views = payable
         if strategy == "load":
-            v, cost, q = min(scored, key=lambda t: (self.load(t[0]), t[1], t[0].name))
-            return Route(
-                v.name,
-                capability,
+            v = min(views, key=lambda v: (self.load(v), cost[v.name], v.name))
+            return self._route(
+                v,
+                req,
                 "load",
-                f"least loaded ({self.load(v):g} in flight per replica over {v.replicas})",
-                cost,
-                q,
-                v.card.tier,
+                f"least loaded ({self.load(v):g} in flight per replica over {v.replicas})" + note,
             )
         if strategy == "cascade":
-            lowest = min(v.card.tier for v, _, _ in scored)
-            tier = [t for t in scored if t[0].card.tier == lowest]
-            v, cost, q = min(tier, key=lambda t: (t[1], -t[2], t[0].name))
-            return Route(
-                v.name,
-                capability,
-                "cascade",
-                f"tier {lowest}, cheapest of {len(tier)} at that tier",
-                cost,
-                q,
-                lowest,
+            lowest = min(self.rank(v) for v in views)
+            at = [v for v in views if self.rank(v) == lowest]
+            v = min(at, key=lambda v: (cost[v.name], -quality[v.name], v.name))
+            tier = "manager" if lowest == math.inf else f"tier {v.card.tier}"
+            return self._route(
+                v, req, "cascade", f"{tier}, cheapest of {len(at)} at the lowest tier" + note
             )
-        good = [t for t in scored if t[2] >= required_confidence]
+        need = max(req.required_confidence, self.config.required_confidence)
+        good = [v for v in views if quality[v.name] >= need]
         if good:
-            v, cost, q = min(good, key=lambda t: (t[1], -t[2], t[0].name))
+            v = min(good, key=lambda v: (cost[v.name], -quality[v.name], v.name))
             reason = (
-                f"cheapest of {len(good)} agent(s) with expected quality >= "
-                f"{required_confidence:.2f} (${cost:.6f}, q={q:.2f})"
+                f"cheapest of {len(good)} agent(s) with expected quality >= {need:.2f} "
+                f"(${cost[v.name]:.6f}, q={quality[v.name]:.2f})"
             )
         else:
-            v, cost, q = max(scored, key=lambda t: (t[2], -t[1]))
-            reason = f"no agent expected to reach {required_confidence:.2f}; best quality q={q:.2f}"
-        return Route(v.name, capability, "cheapest", reason, cost, q, v.card.tier)
+            v = max(views, key=lambda v: (quality[v.name], -cost[v.name]))
+            reason = f"no agent expected to reach {need:.2f}; best quality q={quality[v.name]:.2f}"
+        return self._route(v, req, "cheapest", reason + note)
 
-    def next_tier(
-        self, capability: str, current_tier: int, exclude: Iterable[str] = ()
+    async def route(self, req: RouteRequest, bus: Bus | None = None) -> Route | None:
+        """The agent for one call by the capability's strategy; auctions need the bus."""
+        strategy = self.strategy_for(req.capability)
+        if strategy == "auction" and bus is not None:
+            from rede.auction import run_auction
+
+            return await run_auction(self, bus, req)
+        return self._choose(req, "cheapest" if strategy == "auction" else strategy)
+
+    def escalation(
+        self, capability: str, from_agent: str, exclude: Iterable[str] = ()
     ) -> Route | None:
-        """Cascade escalation: the cheapest agent of the next higher tier, if any."""
-        views = [v for v in self.candidates(capability, exclude) if v.card.tier > current_tier]
-        if not views:
-            return None
-        tier = min(v.card.tier for v in views)
-        at = [v for v in views if v.card.tier == tier]
-        v = min(at, key=lambda v: (self.expected_cost(v, capability), v.name))
-        return Route(
-            v.name,
-            capability,
-            "cascade",
-            f"escalated from tier {current_tier} to {tier}",
-            self.expected_cost(v, capability),
-            self.expected_quality(v, capability),
-            tier,
+        """Cascade: the cheapest agent of the next tier above ``from_agent``'s, then the
+        manager; None at the top."""
+        views = self.candidates(capability, exclude)
+        current = next(
+            (self.rank(v) for v in self.registry.agents(capability) if v.name == from_agent),
+            -math.inf,
         )
+        higher = [v for v in views if self.rank(v) > current and v.name != from_agent]
+        if not higher:
+            return None
+        nxt = min(self.rank(v) for v in higher)
+        at = [v for v in higher if self.rank(v) == nxt]
+        v = min(at, key=lambda v: (self.expected_cost(v, capability), v.name))
+        to = "the manager" if nxt == math.inf else f"tier {v.card.tier}"
+        was = "the manager" if current == math.inf else f"tier {current:g}"
+        return self._route(v, RouteRequest(capability), "cascade", f"escalated from {was} to {to}")
+
+    def rank_of(self, agent: str, capability: str) -> float:
+        """The cascade rank of a live agent (-inf when it is gone)."""
+        view = next((v for v in self.registry.agents(capability) if v.name == agent), None)
+        return self.rank(view) if view is not None else -math.inf

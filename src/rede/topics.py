@@ -3,6 +3,7 @@
 rede.task.<capability>.<agent>   tasks for one agent (its replicas compete in one group)
 rede.reply.<run_id>              results and requests flowing back to a run's orchestrator
 rede.inbox.<agent_id>            replies to one agent instance (input_reply)
+rede.bids.<capability>           calls for bids (fan-out to every agent with the capability)
 rede.registry                    heartbeats (fan-out)
 rede.events                      events for observers (fan-out)
 rede.dead                        dead letters: malformed, oversized, forged, or undeliverable
@@ -14,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-TopicKind = Literal["task", "reply", "inbox", "registry", "events", "dead"]
+TopicKind = Literal["task", "reply", "inbox", "bids", "registry", "events", "dead"]
 
 _PART = re.compile(r"^[A-Za-z0-9_\-]+$")
 _SINGLE: tuple[TopicKind, ...] = ("registry", "events", "dead")
@@ -53,6 +54,10 @@ class Topic:
         return cls("inbox", (agent_id,))
 
     @classmethod
+    def bids(cls, capability: str) -> Topic:
+        return cls("bids", (capability,))
+
+    @classmethod
     def registry(cls) -> Topic:
         return cls("registry")
 
@@ -70,7 +75,7 @@ class Topic:
         if len(pieces) < 2 or pieces[0] != "rede":
             raise ValueError(f"not a Rede topic: {text!r} (expected 'rede.<kind>...')")
         kind, parts = pieces[1], tuple(pieces[2:])
-        expected = {"task": 2, "reply": 1, "inbox": 1}
+        expected = {"task": 2, "reply": 1, "inbox": 1, "bids": 1}
         if kind in _SINGLE:
             want = 0
         elif kind in expected:

@@ -1,0 +1,361 @@
+"""Dynamic spawning: replicas started and stopped by queue depth and waiting time.
+
+A network with a ``spawn:`` section names, per agent, the bounds it may be scaled within;
+the agent's own definition is the template. The :class:`Spawner` wakes on every call the
+router starts or finishes (and every ``interval_s``) and, per template:
+
+- *below the floor*: starts replicas up to ``min_replicas``;
+- *scale up*: when the tasks waiting beyond the replicas' concurrency (``in flight -
+  replicas x concurrency``) exceed ``backlog_per_replica`` per replica, or some wait and the
+  recent queue wait of the agent's calls exceeds ``max_wait_s``: starts enough replicas to
+  absorb the backlog, at most ``max_step`` at once and ``max_replicas`` in all;
+- *scale down*: when the replicas needed for what is in flight (``ceil(in flight /
+  concurrency)``, at least ``min_replicas``) are fewer than those running for ``idle_s``,
+  stops the surplus, idle replicas only.
+
+A step whose capability no live agent serves starts a replica of a template serving it
+(:meth:`Spawner.ensure`; ``on_missing: error`` turns that off). Every decision is recorded
+with its reason: in :attr:`Spawner.decisions`, through the ``record`` callback (the network
+writes it to the ledger under ``<network>.spawner``), and on the run that needed a capability.
+
+Replicas are started by a :class:`SpawnBackend`. :class:`InProcessBackend` runs them as
+``AgentRunner`` tasks in this process on the network's bus (the embedded bus, or any bus).
+:class:`ProcessBackend` is the extension point for shared buses (Redis): each replica is a
+``rede agent NETWORK --only NAME`` process; it is the shape such a backend takes, and is not
+exercised by the tests until a shared bus lands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from rede.config import AgentConfig, NetworkConfig, SpawnConfig, SpawnTemplate
+from rede.errors import RedeError
+from rede.registry import Registry
+from rede.routing import Router
+
+if TYPE_CHECKING:
+    from rede.agent import AgentRunner
+    from rede.network import Network
+
+REGISTER_TIMEOUT_S = 10.0
+
+Recorder = Callable[..., None]
+"""``record(name, **data)``: where decisions go besides :attr:`Spawner.decisions`."""
+
+
+def initial_replicas(config: NetworkConfig, agent: AgentConfig) -> int:
+    """Replicas to start with: the template's ``initial``, else the agent's within bounds."""
+    template = config.spawn.templates.get(agent.name) if config.spawn else None
+    if template is None:
+        return agent.replicas
+    if template.initial is not None:
+        return min(template.initial, template.max_replicas)
+    return max(template.min_replicas, min(agent.replicas, template.max_replicas))
+
+
+class SpawnBackend(Protocol):
+    """Starts and stops replicas of agents by name."""
+
+    def replicas(self, agent: str) -> int:
+        """Replicas started by or known to this backend, registered or not yet."""
+
+    async def start(self, agent: str) -> str:
+        """Start one replica; return its id once the registry sees it."""
+
+    async def stop(self, agent: str) -> str | None:
+        """Stop one idle replica cleanly; its id, or None when none is idle."""
+
+
+class InProcessBackend:
+    """Replicas as ``AgentRunner`` tasks of a :class:`~rede.network.Network`."""
+
+    def __init__(self, network: Network) -> None:
+        self.network = network
+        self._agents = {a.name: a for a in network.config.agents}
+
+    def _runners(self, agent: str) -> list[AgentRunner]:
+        return [r for r in self.network.runners if r.spec.name == agent]
+
+    def replicas(self, agent: str) -> int:
+        return len(self._runners(agent))
+
+    async def start(self, agent: str) -> str:
+        runner = self.network.start_runner(self.network.spec(self._agents[agent]))
+        await _registered(self.network.registry, runner.id, agent)
+        return runner.id
+
+    async def stop(self, agent: str) -> str | None:
+        idle = [r for r in self._runners(agent) if r.in_flight == 0]
+        if not idle:
+            return None
+        runner = idle[-1]  # the newest
+        await self.network.stop_runner(runner)
+        return runner.id
+
+
+async def _registered(registry: Registry, replica_id: str, agent: str) -> None:
+    try:
+        await registry.wait_for(
+            lambda reg: any(c.id == replica_id for c in reg.cards()), timeout=REGISTER_TIMEOUT_S
+        )
+    except TimeoutError:
+        raise RedeError(
+            f"a new replica of {agent!r} did not register within {REGISTER_TIMEOUT_S:g}s"
+        ) from None
+
+
+class ProcessBackend:
+    """Replicas as processes on a shared bus: ``python -m rede.cli agent NETWORK --bus URL
+    --only NAME --replicas 1``. Stopping sends SIGTERM (a clean goodbye) to the newest."""
+
+    def __init__(
+        self,
+        network_file: str | Path,
+        bus_url: str,
+        registry: Registry,
+        *,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        self.network_file = Path(network_file)
+        self.bus_url = bus_url
+        self.registry = registry
+        self.extra_args = list(extra_args)
+        self._procs: dict[str, list[tuple[asyncio.subprocess.Process, set[str]]]] = {}
+
+    def replicas(self, agent: str) -> int:
+        live = max((v.replicas for v in self.registry.agents() if v.name == agent), default=0)
+        return max(live, len(self._procs.get(agent, [])))
+
+    async def start(self, agent: str) -> str:
+        before = {c.id for c in self.registry.cards() if c.name == agent}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "rede.cli",
+            "agent",
+            str(self.network_file),
+            "--bus",
+            self.bus_url,
+            "--only",
+            agent,
+            "--replicas",
+            "1",
+            *self.extra_args,
+        )
+
+        def new_ids(reg: Registry) -> set[str]:
+            return {c.id for c in reg.cards() if c.name == agent} - before
+
+        try:
+            await self.registry.wait_for(lambda reg: bool(new_ids(reg)), REGISTER_TIMEOUT_S)
+        except TimeoutError:
+            proc.terminate()
+            await proc.wait()
+            raise RedeError(
+                f"a process replica of {agent!r} did not register within "
+                f"{REGISTER_TIMEOUT_S:g}s on {self.bus_url}"
+            ) from None
+        ids = new_ids(self.registry)
+        self._procs.setdefault(agent, []).append((proc, ids))
+        return sorted(ids)[0]
+
+    async def stop(self, agent: str) -> str | None:
+        procs = self._procs.get(agent, [])
+        if not procs:
+            return None
+        proc, ids = procs.pop()
+        proc.terminate()
+        await proc.wait()
+        return sorted(ids)[0]
+
+    async def aclose(self) -> None:
+        for procs in self._procs.values():
+            for proc, _ in procs:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.terminate()
+                await proc.wait()
+        self._procs.clear()
+
+
+@dataclass
+class Template:
+    name: str
+    capabilities: list[str]
+    concurrency: int
+    bounds: SpawnTemplate
+
+
+@dataclass
+class Spawner:
+    backend: SpawnBackend
+    router: Router
+    config: SpawnConfig
+    templates: dict[str, Template]
+    record: Recorder | None = None
+    clock: Callable[[], float] = time.monotonic
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+    _calm_since: dict[str, float] = field(default_factory=dict, init=False)
+    _locks: dict[str, asyncio.Lock] = field(default_factory=dict, init=False)
+    _changed: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
+
+    @classmethod
+    def for_network(cls, network: Network, backend: SpawnBackend | None = None) -> Spawner:
+        conf = network.config
+        if conf.spawn is None:
+            raise RedeError("the network has no 'spawn:' section")
+        agents = {a.name: a for a in conf.agents}
+        templates = {
+            name: Template(name, agents[name].capabilities, agents[name].concurrency, bounds)
+            for name, bounds in conf.spawn.templates.items()
+        }
+        run_id = f"{conf.name}.spawner"
+
+        def record(name: str, **data: Any) -> None:
+            network.ledger.record_decision(run_id, name, **data)
+
+        return cls(
+            backend or InProcessBackend(network), network.router, conf.spawn, templates, record
+        )
+
+    # ------------------------------------------------------------------ observing
+
+    def replicas(self, agent: str) -> int:
+        return self.backend.replicas(agent)
+
+    def _decide(self, name: str, **data: Any) -> None:
+        self.decisions.append({"name": name, **data})
+        if self.record is not None:
+            self.record(name, **data)
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait_for(self, predicate: Callable[[Spawner], bool], timeout: float) -> None:
+        """Wait until ``predicate(self)`` holds, checked after every scaling decision."""
+        async with asyncio.timeout(timeout):
+            while not predicate(self):
+                await self._changed.wait()
+
+    # ------------------------------------------------------------------ on demand
+
+    def spawnable(self) -> set[str]:
+        """Capabilities a template could start an agent for."""
+        if self.config.on_missing == "error":
+            return set()
+        return {
+            cap
+            for t in self.templates.values()
+            if t.bounds.max_replicas > 0
+            for cap in t.capabilities
+        }
+
+    async def ensure(self, capability: str) -> str | None:
+        """Start a replica of a template serving ``capability`` (the cheapest-named first);
+        its name, or None if no template serves it."""
+        if self.config.on_missing == "error":
+            return None
+        serving = sorted(t.name for t in self.templates.values() if capability in t.capabilities)
+        for name in serving:
+            async with self._locks.setdefault(name, asyncio.Lock()):
+                if self.router.registry.agents(capability):
+                    return next(v.name for v in self.router.registry.agents(capability))
+                if self.replicas(name) >= self.templates[name].bounds.max_replicas:
+                    continue
+                replica = await self.backend.start(name)
+                self._decide(
+                    "spawn",
+                    agent=name,
+                    replicas=self.replicas(name),
+                    started=[replica],
+                    reason=f"a step needs {capability!r} and no live agent serves it",
+                )
+                return name
+        return None
+
+    # ------------------------------------------------------------------ the loop
+
+    async def run(self) -> None:
+        """Watch and scale until cancelled."""
+        while True:
+            await self.step()
+            await self.router.wait_change(timeout=self.config.interval_s)
+
+    async def step(self) -> None:
+        """One look at every template, acting where a rule says so."""
+        for name in sorted(self.templates):
+            async with self._locks.setdefault(name, asyncio.Lock()):
+                try:
+                    await self._scale(self.templates[name])
+                except RedeError as exc:
+                    self._decide("spawn_failed", agent=name, reason=str(exc))
+
+    async def _scale(self, t: Template) -> None:
+        now = self.clock()
+        b = self.config
+        replicas = self.replicas(t.name)
+        in_flight = self.router.in_flight.get(t.name, 0)
+        backlog = max(0, in_flight - replicas * t.concurrency)
+        wait = self.router.queue(t.name).wait_s
+        room = t.bounds.max_replicas - replicas
+        reason = ""
+        add = 0
+        if replicas < t.bounds.min_replicas:
+            add, reason = t.bounds.min_replicas - replicas, "below min_replicas"
+        elif room > 0 and backlog > b.backlog_per_replica * max(replicas, 1):
+            add = math.ceil(backlog / t.concurrency)
+            reason = (
+                f"{backlog} task(s) waiting beyond {replicas} replica(s) x concurrency "
+                f"{t.concurrency} (threshold {b.backlog_per_replica:g} per replica)"
+            )
+        elif room > 0 and backlog > 0 and wait > b.max_wait_s:
+            add = 1
+            reason = f"recent queue wait {wait:.2f}s over max_wait_s={b.max_wait_s:g}"
+        if add:
+            self._calm_since.pop(t.name, None)
+            add = min(add, b.max_step, max(0, t.bounds.max_replicas - replicas))
+            if add <= 0:
+                return
+            started = await asyncio.gather(*(self.backend.start(t.name) for _ in range(add)))
+            self._decide(
+                "spawn",
+                agent=t.name,
+                replicas=self.replicas(t.name),
+                started=list(started),
+                in_flight=in_flight,
+                reason=reason,
+            )
+            return
+        needed = max(t.bounds.min_replicas, math.ceil(in_flight / t.concurrency))
+        if replicas <= needed:
+            self._calm_since.pop(t.name, None)
+            return
+        since = self._calm_since.setdefault(t.name, now)
+        if now - since < b.idle_s:
+            return
+        stopped = []
+        for _ in range(replicas - needed):
+            replica = await self.backend.stop(t.name)
+            if replica is None:
+                break
+            stopped.append(replica)
+        self._calm_since.pop(t.name, None)
+        if stopped:
+            self._decide(
+                "despawn",
+                agent=t.name,
+                replicas=self.replicas(t.name),
+                stopped=stopped,
+                in_flight=in_flight,
+                reason=(
+                    f"{in_flight} call(s) in flight need {needed} replica(s); "
+                    f"{replicas} ran for {b.idle_s:g}s"
+                ),
+            )
