@@ -2,7 +2,7 @@
 
 - A request that needs one step skips decomposition: plain arithmetic goes straight to an
   ``arithmetic`` agent, and a network without a ``plan`` capability runs the request as one
-  step of its main capability.
+  step of its main capability (reviewed by the critic when the network has one).
 - Otherwise the ``plan`` capability (a planner agent, routed like any step, so its cost and
   envelopes are recorded) writes a JSON plan against the schema. The plan is validated; an
   invalid one is sent back to the planner with the validation error, up to ``plan_repairs``
@@ -65,12 +65,18 @@ class Dispatcher:
                 steps=[Step(id="compute", capability="arithmetic", instruction=request)],
             )
         if "plan" not in capabilities:
-            return self.single_step(request, capabilities, intent="direct")
+            # No planner: the request is one step, checked by the critic if the network has one.
+            return self.single_step(
+                request, capabilities, intent="direct", review="critique" in capabilities
+            )
         return None
 
-    def single_step(self, request: str, capabilities: set[str], intent: str) -> Plan:
+    def single_step(
+        self, request: str, capabilities: set[str], intent: str, *, review: bool = False
+    ) -> Plan:
         cap = main_capability(capabilities)
-        return Plan(intent=intent, steps=[Step(id="answer", capability=cap, instruction=request)])
+        step = Step(id="answer", capability=cap, instruction=request, review=review)
+        return Plan(intent=intent, steps=[step])
 
     async def plan(
         self,

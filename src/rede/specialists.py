@@ -116,22 +116,40 @@ class LLMSpecialist(Specialist):
 
     Confidence is taken, in order, from: a ``CONFIDENCE: x`` line the model was asked to
     write (self-reported); the mean token probability when the server returns log-probs;
-    else 0.5, with the method recorded in ``result.data["confidence_method"]``."""
+    else 0.5, with the method recorded in ``result.data["confidence_method"]``. With
+    ``confidence="logprobs"`` log-probabilities are requested from the server and come
+    first (agreement of k samples wraps any specialist: :mod:`rede.confidence`)."""
 
     kind = "llm"
 
-    def __init__(self, model: ChatModel, prompts: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        model: ChatModel,
+        prompts: dict[str, str] | None = None,
+        *,
+        confidence: str = "self",
+    ) -> None:
+        if confidence not in ("self", "logprobs"):
+            raise ConfigError(
+                f"LLMSpecialist confidence must be 'self' or 'logprobs', not {confidence!r}"
+            )
         self.model = model
         self.model_name = model.name
         self.simulated = model.source == "simulated"
         self._prompts = dict(prompts or {})
+        self.confidence = confidence
 
     def prompt(self, capability: str) -> Template:
         return Template(self._prompts.get(capability) or load_prompt(capability))
 
     def _request(self, task: Task) -> ModelRequest:
+        request = task.request or task.instruction
+        same = request.strip() == task.instruction.strip()
         values = {
-            "request": task.request or task.instruction,
+            "request": request,
+            # The bundled templates show the request only when the step's instruction is not
+            # the request itself, so a one-step run does not pay for its prompt twice.
+            "request_block": "" if same else f"User request: {request}\n\n",
             "instruction": task.instruction,
             "capability": task.capability,
             "context": render_context(task),
@@ -155,6 +173,7 @@ class LLMSpecialist(Specialist):
             text,
             json_schema=(schema or {"type": "object"}) if wants_json else None,
             max_tokens=task.budget.max_tokens,
+            logprobs=self.confidence == "logprobs" and not wants_json,
             metadata=metadata,
         )
 
@@ -171,7 +190,7 @@ class LLMSpecialist(Specialist):
             )
         text, confidence = split_confidence(response.text)
         method = "self_reported"
-        if confidence is None and response.logprobs:
+        if response.logprobs and (confidence is None or self.confidence == "logprobs"):
             confidence = math.exp(sum(response.logprobs) / len(response.logprobs))
             method = "logprobs"
         if confidence is None:
