@@ -206,7 +206,10 @@ class SimModel(ChatModel):
         await self._wait(latency)
         return ModelResponse(
             text=text,
-            usage=self.usage(prompt_tokens, completion_tokens, latency * self.time_scale),
+            # Simulated tokens are counted as the estimate rule counts them: say so.
+            usage=self.usage(
+                prompt_tokens, completion_tokens, latency * self.time_scale, estimated=True
+            ),
             finish_reason="stop",
         )
 
