@@ -7,7 +7,9 @@ names the cycle) and size. An invalid plan is repaired or re-asked, never run as
 
 from __future__ import annotations
 
+import functools
 import graphlib
+import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -49,8 +51,15 @@ class Plan(BaseModel):
         return [s for s in self.steps if s.id not in needed]
 
 
+@functools.cache
+def _plan_schema_json() -> str:
+    return json.dumps(Plan.model_json_schema())
+
+
 def plan_schema() -> dict[str, Any]:
-    return Plan.model_json_schema()
+    """The JSON Schema a planner's reply must match (built once; a fresh copy per call)."""
+    result: dict[str, Any] = json.loads(_plan_schema_json())
+    return result
 
 
 def validate_plan(plan: Plan, capabilities: Iterable[str], *, max_steps: int) -> Plan:
