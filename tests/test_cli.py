@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from typer.testing import CliRunner
 
 from rede.cli import app, demo_network_path
+from rede.testing.openai_server import FakeOpenAIServer
 
 runner = CliRunner()
 
@@ -68,3 +70,58 @@ def test_schema_prints_json_schema() -> None:
     result = runner.invoke(app, ["schema"])
     assert result.exit_code == 0
     assert json.loads(result.output)["title"].startswith("Rede envelope")
+
+
+def _team_responder(request: dict[str, Any]) -> str:
+    """A model server's replies for the demo network: a plan, a critique, text otherwise."""
+    prompt = request["messages"][-1]["content"]
+    if "planner of a network" in prompt:
+        return json.dumps(
+            {
+                "intent": "compare",
+                "steps": [
+                    {"id": "a", "capability": "research", "instruction": "Facts on Redis"},
+                    {"id": "b", "capability": "research", "instruction": "Facts on Kafka"},
+                    {
+                        "id": "draft",
+                        "capability": "write",
+                        "instruction": "Write the comparison",
+                        "depends_on": ["a", "b"],
+                    },
+                ],
+            }
+        )
+    if "You are the critic" in prompt:
+        return json.dumps({"score": 0.9, "accepted": True, "issues": [], "advice": ""})
+    return "Served by the loopback model.\nCONFIDENCE: 0.8"
+
+
+def test_run_points_every_llm_agent_at_one_server(tmp_path: Path) -> None:
+    with FakeOpenAIServer(responder=_team_responder, model="llama-test") as server:
+        result = runner.invoke(
+            app,
+            [
+                "run",
+                str(demo_network_path()),
+                "Compare Redis and Kafka",
+                "--base-url",
+                server.base_url,
+                "--model",
+                "llama-test",
+                "--api-key",
+                "cli-test",
+                "--json",
+                "--ledger",
+                "",
+            ],
+        )
+        stats = server.stats()
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output)
+    assert record["status"] == "ok"
+    assert record["simulated"] is False
+    assert "Served by the loopback model." in record["answer"]
+    assert {s["capability"] for s in record["steps"]} >= {"plan", "research", "write"}
+    # every model call of the run reached the server, with the key given on the command line
+    assert stats["clients"]["cli-test"]["completions"] == record["usage"]["calls"]
+    assert record["usage"]["prompt_tokens"] == stats["clients"]["cli-test"]["prompt_tokens"]
