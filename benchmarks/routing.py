@@ -25,11 +25,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from rede.confidence import AgreementSpecialist, answer_key
+from rede.confidence import answer_key, llm_specialist
+from rede.config import ConfidenceConfig
 from rede.messages import Result, Task
 from rede.models.sim import PROFILES, SimModel
 from rede.network import Network
-from rede.specialists import NO_CONTEXT, LLMSpecialist
+from rede.specialists import NO_CONTEXT
 
 SIZES = ["1b", "3b", "7b", "13b", "70b"]
 OPTIONS = ["A", "B", "C", "D"]
@@ -231,9 +232,9 @@ async def calibrate(
     size: str, method: str, tasks: list[tuple[str, dict[str, Any]]], seed: int, k: int
 ) -> Calibration:
     model = SimModel.from_profile(size, seed=seed, time_scale=0, name=size)
-    specialist = LLMSpecialist(model)
-    if method.startswith("agreement"):
-        specialist = AgreementSpecialist(specialist, k=k)  # type: ignore[assignment]
+    # built as the network YAML's ``confidence:`` of an agent builds it
+    declared = ConfidenceConfig(method="agreement", k=k) if method.startswith("agreement") else None
+    specialist = llm_specialist(model, None, declared)
     points = []
     calls = 0
     for question, metadata in tasks:
@@ -429,6 +430,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             f"| sim {c.model} | {c.method} | {c.accuracy:.3f} | {c.ece:.3f} | {c.brier:.3f} | "
             f"{c.confident_share:.0%} | {c.confident_accuracy:.3f} | {c.calls_per_task:.0f} |"
         )
+    print(
+        "\nlogprobs (`confidence: logprobs`, exp(mean token log-probability)) is not measured "
+        "here: the sim backend returns no log-probabilities; it needs a real server."
+    )
     out["calibration"] = [asdict(c) for c in cal]
 
     print(f"\n## Burst of {args.burst} runs at once (sim 7b, latency x{args.time_scale:g})\n")

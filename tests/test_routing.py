@@ -17,7 +17,7 @@ from rede.models import ModelRequest, Price, ScriptedModel
 from rede.network import Network
 from rede.plan import Plan, Step
 from rede.registry import Registry
-from rede.routing import QueueStats, Router, RouteRequest
+from rede.routing import QueueStats, Router, RouteRequest, answering_agents
 
 # --------------------------------------------------------------------------- helpers
 
@@ -561,3 +561,116 @@ async def test_a_cancelled_call_is_no_longer_counted_in_flight() -> None:
             await net.ask("x", plan=plan)
         assert net.router.in_flight == {"slow": 0, "broken": 0}
         assert net.orchestrator is not None and net.orchestrator.budget.held_usd == 0
+
+
+# --------------------------------------------------------------------------- feedback
+
+
+async def test_critic_scores_during_a_run_lower_the_authors_observed_quality() -> None:
+    net = network(
+        [
+            {"name": "writer", "capabilities": ["write"], "model": "w", "quality": 0.8},
+            {"name": "critic", "capabilities": ["critique"], "model": "c"},
+        ],
+        {
+            "w": lambda r: "a draft\nCONFIDENCE: 0.9",
+            "c": lambda r: '{"score": 0.1, "accepted": true}',
+        },
+    )
+    async with net:
+        result = await net.ask("write something")
+        (view,) = net.registry.agents("write")
+        quality = net.router.expected_quality(view, "write")
+    assert result.step("answer").critiques[0]["score"] == 0.1
+    # prior 0.8 x 3, self-report 0.9 x 0.5, critic 0.1 x 1: (2.4 + 0.45 + 0.1) / 4.5
+    assert quality == pytest.approx((2.4 + 0.45 + 0.1) / 4.5, rel=0.01)  # less a little decay
+    assert net.router.stats[("writer", "write")].quality_weight == pytest.approx(1.5, rel=0.01)
+
+
+async def test_feedback_moves_routing_away_from_an_agent_whose_answers_fail_checks() -> None:
+    net = network(
+        [
+            {"name": "cheap", "capabilities": ["answer"], "model": "c", "quality": 0.9},
+            {"name": "dear", "capabilities": ["answer"], "model": "d", "quality": 0.9},
+        ],
+        {"c": lambda r: "from cheap", "d": lambda r: "from dear"},
+        prices={"c": 0.0001, "d": 0.001},
+        routing={"required_confidence": 0.75},
+    )
+    async with net:
+        first = await net.ask("q0")
+        assert first.answer == "from cheap"
+        applied = net.feedback(first, ok=False)
+        assert applied == [{"step": "answer", "agent": "cheap", "capability": "answer"}]
+        assert {"name": "feedback", "ok": False, **applied[0]} in first.decisions
+        # 0.9 x 3 prior and one failed check x 2 (the reply stated no confidence): 2.7 / 5
+        second = await net.ask("q1")
+        assert second.answer == "from dear"
+        net.feedback(second.run_id, ok=True)  # by run id: resolved from the ledger
+        (entry,) = net.ledger.decisions(second.run_id, "feedback")
+        (cheap, dear) = sorted(net.registry.agents("answer"), key=lambda v: v.name)
+        assert net.router.expected_quality(cheap, "answer") < 0.6
+        assert net.router.expected_quality(dear, "answer") > 0.9
+    assert entry.data == {"ok": True, "step": "answer", "agent": "dear", "capability": "answer"}
+
+
+async def test_feedback_credits_the_agent_whose_answer_the_cascade_kept() -> None:
+    net = network(
+        CASCADE_AGENTS,
+        {"s": by_difficulty("small"), "l": by_difficulty("large", low=0.95)},
+        routing={"strategy": "cascade"},
+    )
+    async with net:
+        hard = await net.ask("a hard one")
+        (target,) = net.feedback(hard, ok=True, step="answer")
+        with pytest.raises(ConfigError, match="no step 'nope' was routed in this run"):
+            net.feedback(hard, ok=True, step="nope")
+        with pytest.raises(ConfigError, match="no run 'run-missing'"):
+            net.feedback("run-missing", ok=True)
+    assert target["agent"] == "large"
+    assert net.router.stats[("large", "answer")].quality_weight > 2.0
+
+
+def test_answering_agents_are_the_synthesis_else_the_plans_sinks() -> None:
+    plan = {
+        "steps": [
+            {"id": "a", "capability": "research"},
+            {"id": "b", "capability": "write", "depends_on": ["a"]},
+            {"id": "c", "capability": "write"},
+        ]
+    }
+    decisions: list[dict[str, Any]] = [
+        {"name": "route", "step": "plan", "capability": "plan", "agent": "planner"},
+        {"name": "plan", "plan": plan},
+        {"name": "route", "step": "a", "capability": "research", "agent": "r1"},
+        {"name": "route", "step": "b", "capability": "write", "agent": "w1"},
+        {"name": "route", "step": "b", "capability": "critique", "agent": "critic"},
+        {"name": "route", "step": "b", "capability": "write", "agent": "w2"},  # refined
+        {"name": "route", "step": "c", "capability": "write", "agent": "w1"},
+        {"name": "input_request", "step": "c"},
+        {"name": "route", "step": "c.ask9", "capability": "research", "agent": "r1"},
+    ]
+    sinks = answering_agents(decisions)
+    assert [(t["step"], t["agent"]) for t in sinks] == [("b", "w2"), ("c", "w1")]
+    no_plan = [d for d in decisions if d["name"] != "plan"]
+    assert [t["step"] for t in answering_agents(no_plan)] == ["a", "b", "c"]
+    synth = [*decisions, {"name": "route", "step": "synthesis", "capability": "s", "agent": "x"}]
+    assert answering_agents(synth) == [{"step": "synthesis", "agent": "x", "capability": "s"}]
+
+
+def test_the_routing_names_users_need_are_public() -> None:
+    import rede
+
+    for name in (
+        "BudgetCap",
+        "Bid",
+        "BidRequest",
+        "Spawner",
+        "AgreementSpecialist",
+        "RouteRequest",
+        "RoutingConfig",
+        "SpawnConfig",
+        "SpawnTemplate",
+        "ConfidenceConfig",
+    ):
+        assert name in rede.__all__ and getattr(rede, name) is not None

@@ -4,8 +4,18 @@ The public surface; everything not re-exported here may change between versions.
 """
 
 from rede.agent import AgentRunner
+from rede.auction import make_bid
+from rede.budget import BudgetCap
 from rede.bus import Bus, BusOptions, MemoryBus, bus_from_url
-from rede.config import NetworkConfig
+from rede.confidence import AgreementSpecialist, answer_key
+from rede.config import (
+    ConfidenceConfig,
+    LimitsConfig,
+    NetworkConfig,
+    RoutingConfig,
+    SpawnConfig,
+    SpawnTemplate,
+)
 from rede.errors import (
     BusError,
     ClosedBusError,
@@ -26,6 +36,8 @@ from rede.errors import (
 from rede.ledger import Ledger, SQLiteLedger
 from rede.messages import (
     AgentCard,
+    Bid,
+    BidRequest,
     ContextItem,
     Critique,
     Envelope,
@@ -42,8 +54,9 @@ from rede.models import ChatModel, ModelRequest, ModelResponse, Price, ScriptedM
 from rede.network import Network, ask
 from rede.plan import Plan, Step
 from rede.registry import Registry
-from rede.routing import Route, Router
+from rede.routing import Route, Router, RouteRequest
 from rede.run import RunResult, StepRecord
+from rede.spawner import InProcessBackend, SpawnBackend, Spawner
 from rede.specialists import LLMSpecialist, Specialist, SpecialistSpec, ToolSpecialist
 from rede.topics import Topic
 
@@ -52,21 +65,28 @@ __version__ = "0.1.0"
 __all__ = [
     "AgentCard",
     "AgentRunner",
+    "AgreementSpecialist",
+    "Bid",
+    "BidRequest",
+    "BudgetCap",
     "Bus",
     "BusError",
     "BusOptions",
     "ChatModel",
     "ClosedBusError",
+    "ConfidenceConfig",
     "ConfigError",
     "ContextItem",
     "Critique",
     "Envelope",
     "Event",
     "Heartbeat",
+    "InProcessBackend",
     "InputReply",
     "InputRequest",
     "LLMSpecialist",
     "Ledger",
+    "LimitsConfig",
     "MalformedMessage",
     "MemoryBus",
     "MessageTooLarge",
@@ -85,12 +105,18 @@ __all__ = [
     "Registry",
     "Result",
     "Route",
+    "RouteRequest",
     "Router",
+    "RoutingConfig",
     "RunLimitExceeded",
     "RunResult",
     "SQLiteLedger",
     "ScriptedModel",
     "SignatureError",
+    "SpawnBackend",
+    "SpawnConfig",
+    "SpawnTemplate",
+    "Spawner",
     "Specialist",
     "SpecialistSpec",
     "Step",
@@ -102,7 +128,9 @@ __all__ = [
     "UnknownCapability",
     "Usage",
     "__version__",
+    "answer_key",
     "ask",
     "bus_from_url",
+    "make_bid",
     "protocol_schema",
 ]

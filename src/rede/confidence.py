@@ -1,11 +1,18 @@
 """Confidence by agreement of k samples, as a wrapper around any specialist.
 
+An agent declares its method in the network YAML (``confidence:`` of an agent, see
+:class:`~rede.config.ConfidenceConfig`): ``self`` (the default), ``logprobs``, or
+``{method: agreement, k: 3}``; :func:`llm_specialist` builds the specialist for it.
+
 How each confidence method is computed (``result.data["confidence_method"]``):
 
 - ``self_reported``: the model ends its reply with ``CONFIDENCE: x`` as its prompt asks
   (:class:`~rede.specialists.LLMSpecialist`); x is clipped to [0, 1].
-- ``logprobs``: when the server returns token log-probabilities and no line was written,
-  the geometric mean token probability, ``exp(mean(logprobs))``.
+- ``logprobs``: the geometric mean token probability of the completion,
+  ``exp(mean(logprobs))``. With ``confidence: logprobs`` the log-probabilities are requested
+  from the server and preferred to the line; with ``self`` they are used only when the
+  server returns them unasked and no line was written. A server that returns none falls
+  back to the line, then ``none``.
 - ``agreement_k`` (:class:`AgreementSpecialist`): the task is run k times as independent
   samples (``metadata["sample"] = i``; real servers vary by temperature, the sim by seed);
   outputs are grouped by their answer (:func:`answer_key`), the largest group's answer is
@@ -22,8 +29,10 @@ from collections import Counter
 from collections.abc import Callable
 from functools import reduce
 
+from rede.config import ConfidenceConfig
 from rede.messages import Critique, Result, Task, Usage
-from rede.specialists import Specialist, TaskContext
+from rede.models._base import ChatModel
+from rede.specialists import LLMSpecialist, Specialist, TaskContext
 
 _ANSWER = re.compile(r"(?:answer is|answer:)\s*(.+?)\s*(?:[.\n]|$)", re.I)
 _TAG = re.compile(r"\[simulated [^\]]*\]")
@@ -91,3 +100,15 @@ class AgreementSpecialist(Specialist):
                 "self_reported": chosen.confidence,
             },
         )
+
+
+def llm_specialist(
+    model: ChatModel, prompts: dict[str, str] | None, confidence: ConfidenceConfig | None
+) -> Specialist:
+    """An LLM specialist whose results carry confidence by the declared method."""
+    method = confidence.method if confidence is not None else "self"
+    inner = LLMSpecialist(model, prompts, confidence="logprobs" if method == "logprobs" else "self")
+    if method == "agreement":
+        assert confidence is not None
+        return AgreementSpecialist(inner, k=confidence.k or 5)
+    return inner

@@ -19,7 +19,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from rede.codec import describe_validation_error
 from rede.errors import ConfigError
@@ -47,6 +54,41 @@ class ModelConfig(_Conf):
     timeout_s: float | None = None
 
 
+CONFIDENCE_METHODS = ("self", "logprobs", "agreement")
+
+
+class ConfidenceConfig(_Conf):
+    """How an LLM agent's results get their confidence (``confidence:`` of an agent).
+
+    ``self``: the ``CONFIDENCE: x`` line the prompt asks the model for (the default; the
+    server's log-probabilities if it returns some and no line was written). ``logprobs``:
+    log-probabilities are requested from the server and preferred, ``exp(mean(logprobs))``
+    of the completion's tokens (the line, then 0.5, where the server returns none).
+    ``agreement``: ``k`` samples of the task; the majority answer, with confidence = the
+    share of samples that agree with it (see :mod:`rede.confidence`). Costs k calls."""
+
+    method: str = "self"
+    k: int | None = Field(None, ge=2, le=32)
+    """Samples for ``agreement`` (default 5)."""
+
+    @field_validator("method")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in CONFIDENCE_METHODS:
+            raise ValueError(
+                f"unknown confidence method {value!r}; use one of {', '.join(CONFIDENCE_METHODS)}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _k_for_agreement(self) -> ConfidenceConfig:
+        if self.k is not None and self.method != "agreement":
+            raise ValueError(f"k applies to method 'agreement' only, not {self.method!r}")
+        if self.method == "agreement" and self.k is None:
+            self.k = 5
+        return self
+
+
 class AgentConfig(_Conf):
     name: str = Field(pattern=NAME)
     capabilities: list[str] = Field(min_length=1)
@@ -62,11 +104,24 @@ class AgentConfig(_Conf):
     quality: float | None = Field(None, ge=0, le=1)
     """Declared prior quality for routing; defaults to the sim profile's or 0.5."""
     context_window: int | None = None
+    confidence: ConfidenceConfig | None = None
+    """How results get their confidence: ``self`` (default), ``logprobs``, or
+    ``{method: agreement, k: 3}``. LLM agents only."""
+
+    @field_validator("confidence", mode="before")
+    @classmethod
+    def _method_alone(cls, value: Any) -> Any:
+        return {"method": value} if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _one_kind(self) -> AgentConfig:
         if (self.model is None) == (self.tool is None):
             raise ValueError(f"agent {self.name!r} needs exactly one of 'model' or 'tool'")
+        if self.tool is not None and self.confidence is not None:
+            raise ValueError(
+                f"agent {self.name!r}: 'confidence' applies to model agents; a tool's "
+                "successful result has confidence 1"
+            )
         for cap in self.capabilities:
             if not re.match(NAME, cap):
                 raise ValueError(f"capability {cap!r} of agent {self.name!r} is not a valid name")

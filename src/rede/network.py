@@ -23,6 +23,7 @@ from typing import Any, Self
 
 from rede.agent import AgentRunner
 from rede.bus import Bus, BusOptions, bus_from_url
+from rede.confidence import llm_specialist
 from rede.config import AgentConfig, ModelConfig, NetworkConfig
 from rede.errors import ConfigError, RedeError
 from rede.ledger import Ledger, SQLiteLedger
@@ -34,7 +35,7 @@ from rede.registry import Registry
 from rede.routing import Router
 from rede.run import RunResult
 from rede.spawner import Spawner, initial_replicas
-from rede.specialists import LLMSpecialist, SpecialistSpec, ToolSpecialist, resolve_tool
+from rede.specialists import SpecialistSpec, ToolSpecialist, resolve_tool
 
 
 class Network:
@@ -175,7 +176,7 @@ class Network:
         return SpecialistSpec(
             name=agent.name,
             capabilities=agent.capabilities,
-            specialist=LLMSpecialist(model, prompts),
+            specialist=llm_specialist(model, prompts, agent.confidence),
             price_in_per_1k=model.price.input_per_1k,
             price_out_per_1k=model.price.output_per_1k,
             quality=quality,
@@ -251,7 +252,12 @@ class Network:
         """Start one more replica of an agent in this process (used by the spawner too)."""
         if self.bus is None:
             raise RedeError("the network is not started")
-        runner = AgentRunner(self.bus, spec, heartbeat_s=self.config.heartbeat_s)
+        runner = AgentRunner(
+            self.bus,
+            spec,
+            heartbeat_s=self.config.heartbeat_s,
+            card_ttl_s=self.config.agent_ttl_s,
+        )
         self.runners.append(runner)
         task = asyncio.create_task(runner.run())
         self._runner_tasks[runner.id] = task
@@ -354,6 +360,30 @@ class Network:
         return await self.orchestrator.run(
             request, metadata=metadata, observer=observer, plan=plan, run_id=run_id
         )
+
+    def feedback(
+        self, run: RunResult | str, ok: bool, *, step: str | None = None
+    ) -> list[dict[str, Any]]:
+        """A verification outcome: the answer of ``run`` (a run record or a run id in the
+        ledger), or of one ``step``, was checked and found right (``ok``) or wrong. Routing's
+        observed quality of the agent that produced it moves accordingly (an outcome counts
+        4x a self-reported confidence); recorded on the run as a ``feedback`` decision.
+        Returns ``[{step, agent, capability}]``, the agents credited or blamed."""
+        if isinstance(run, RunResult):
+            run_id, decisions, plan = run.run_id, run.decisions, run.plan
+        else:
+            run_id, plan = run, None
+            decisions = [{"name": e.name, **e.data} for e in self.ledger.decisions(run)]
+            if not decisions:
+                raise ConfigError(f"no run {run!r} in this network's ledger")
+        targets = self.router.observe_run(
+            decisions, ok, step=step, plan=plan.model_dump() if plan is not None else None
+        )
+        for t in targets:
+            self.ledger.record_decision(run_id, "feedback", ok=ok, **t)
+            if isinstance(run, RunResult):
+                run.decisions.append({"name": "feedback", "ok": ok, **t})
+        return targets
 
 
 async def ask(path: str | Path, request: str, **kwargs: Any) -> RunResult:

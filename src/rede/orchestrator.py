@@ -31,6 +31,7 @@ from rede.messages import (
     ContextItem,
     Critique,
     Envelope,
+    ErrorPayload,
     Event,
     InputReply,
     InputRequest,
@@ -41,7 +42,7 @@ from rede.messages import (
 )
 from rede.plan import Plan, Step, validate_plan
 from rede.registry import Registry
-from rede.routing import Route, Router, RouteRequest
+from rede.routing import Route, Router, RouteRequest, reported_confidence
 from rede.run import CallRecord, RunResult, StepRecord, critical_path
 from rede.topics import Topic
 
@@ -527,7 +528,7 @@ class _Run:
                 ok=ok,
                 prompt_tokens=usage.prompt_tokens,
                 completion_tokens=usage.completion_tokens,
-                confidence=getattr(payload, "confidence", None) if ok else None,
+                confidence=reported_confidence(payload) if ok else None,
             )
             if not ok:
                 attempts_left -= 1
@@ -687,6 +688,25 @@ class _Run:
                         attempt=env.attempt,
                         sender=env.sender,
                     )
+            elif isinstance(payload, ErrorPayload) and payload.code == "max_deliveries":
+                # the bus gave up on the task (its holders kept dying): the attempt failed
+                self.decide(
+                    "dead_lettered", step=env.step_id, attempt=env.attempt, reason=payload.message
+                )
+                future = self._futures.get((env.step_id or "", env.attempt))
+                if future is not None and not future.done():
+                    future.set_result(
+                        Result(status="failed", error=f"dead-lettered: {payload.message}")
+                    )
+            elif isinstance(payload, Event) and payload.name == "redelivered":
+                # an agent took over a task whose first holder died or stalled
+                self.decide(
+                    "redelivered",
+                    step=env.step_id,
+                    attempt=env.attempt,
+                    agent=env.sender,
+                    delivery_count=payload.data.get("delivery_count"),
+                )
             elif isinstance(payload, InputRequest):
                 task = asyncio.create_task(self._answer_input(env, payload))
                 self._helpers.add(task)

@@ -21,7 +21,10 @@ Estimates, all per (agent, capability):
   *Expected cost* is those tokens at the card's prices.
 - *expected quality*: the card's declared quality as a prior worth ``PRIOR_WEIGHT``
   observations, blended with decayed observations weighted by how much each signal is worth
-  (``SIGNAL_WEIGHTS``: a verification outcome counts 4x a self-reported confidence).
+  (``SIGNAL_WEIGHTS``: a verification outcome counts 4x a self-reported confidence). The
+  orchestrator feeds in every result and critic score; verification outcomes come from
+  ``Network.feedback`` (:meth:`Router.observe_run` on the run's decisions). A reply that
+  states no confidence (``confidence_method: none``) adds no quality observation.
 
 "Recent" is counted in observations of the capability, not of the agent: an observation's
 weight halves after ``routing.halflife`` newer ones of any agent on that capability. So the
@@ -39,13 +42,13 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from rede.config import RoutingConfig
-from rede.errors import UnknownCapability
-from rede.messages import Envelope
+from rede.errors import ConfigError, UnknownCapability
+from rede.messages import Critique, Envelope, Result
 from rede.registry import AgentView, Registry
 from rede.topics import Topic
 
@@ -456,7 +459,86 @@ class Router:
         was = "the manager" if current == math.inf else f"tier {current:g}"
         return self._route(v, RouteRequest(capability), "cascade", f"escalated from {was} to {to}")
 
+    def observe_run(
+        self,
+        decisions: Iterable[Mapping[str, Any]],
+        ok: bool,
+        *,
+        step: str | None = None,
+        plan: Mapping[str, Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        """A verification outcome for a recorded run: :meth:`observe_outcome` for the agent
+        whose output each target step kept. Returns what was observed, one entry per step."""
+        targets = answering_agents(decisions, step=step, plan=plan)
+        for t in targets:
+            self.observe_outcome(t["agent"], t["capability"], ok)
+        return targets
+
     def rank_of(self, agent: str, capability: str) -> float:
         """The cascade rank of a live agent (-inf when it is gone)."""
         view = next((v for v in self.registry.agents(capability) if v.name == agent), None)
         return self.rank(view) if view is not None else -math.inf
+
+
+# --------------------------------------------------------------------------- outcomes
+
+
+def reported_confidence(payload: Result | Critique) -> float | None:
+    """The confidence a reply states, for the quality estimate; None when it states none
+    (``confidence_method: none``: the 0.5 placeholder carries no information)."""
+    if isinstance(payload, Result) and (payload.data or {}).get("confidence_method") == "none":
+        return None
+    return payload.confidence
+
+
+def answering_agents(
+    decisions: Iterable[Mapping[str, Any]],
+    *,
+    step: str | None = None,
+    plan: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """From a run's decisions, the agent whose output each step kept: ``[{step, agent,
+    capability}]``. A step's own capability is that of its first ``route`` (critiques come
+    later); the agent is the cascade's ``answered`` one, else the last routed for that
+    capability (after retries and refinements).
+
+    Which steps: ``step`` if given; else the steps the answer came from: ``synthesis`` when
+    the run had one, else the sinks of the plan (``plan``, or the last ``plan`` decision),
+    else every step but planning and the questions agents asked each other."""
+    own: dict[str, str] = {}
+    routed: dict[str, str] = {}
+    answered: dict[str, str] = {}
+    asked: set[str] = set()
+    recorded: Mapping[str, Any] | None = None
+    for d in decisions:
+        name, sid = d.get("name"), d.get("step")
+        if name == "plan" and isinstance(d.get("plan"), Mapping):
+            recorded = d["plan"]
+        elif name == "route" and sid:
+            cap = own.setdefault(sid, d["capability"])
+            if d["capability"] == cap:
+                routed[sid] = d["agent"]
+        elif name == "answered" and sid:
+            answered[sid] = d["agent"]
+        elif name == "input_request" and sid:
+            asked.add(sid)
+    plan = plan if plan is not None else recorded
+    if step is not None:
+        if step not in routed:
+            known = ", ".join(s for s in routed if own[s] != "plan") or "none"
+            raise ConfigError(f"no step {step!r} was routed in this run; steps: {known}")
+        wanted = [step]
+    elif "synthesis" in routed:
+        wanted = ["synthesis"]
+    elif plan is not None and plan.get("steps"):
+        deps = {d for s in plan["steps"] for d in s.get("depends_on", [])}
+        wanted = [s["id"] for s in plan["steps"] if s["id"] not in deps and s["id"] in routed]
+    else:
+        wanted = [s for s in routed if own[s] != "plan" and not _is_question(s, asked)]
+    return [{"step": s, "agent": answered.get(s, routed[s]), "capability": own[s]} for s in wanted]
+
+
+def _is_question(step_id: str, asking: set[str]) -> bool:
+    """Sub-steps for ``input_request`` are named ``<step>.ask<n>``."""
+    head, sep, tail = step_id.rpartition(".ask")
+    return bool(sep) and tail.isdigit() and head in asking
