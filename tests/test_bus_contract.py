@@ -114,6 +114,35 @@ async def test_unacknowledged_delivery_is_redelivered_to_another_member(bus_fact
     assert bus.stats.redelivered >= 1
 
 
+async def test_a_touched_delivery_stays_with_its_live_holder(bus_factory) -> None:
+    bus = await bus_factory(FAST)  # visibility timeout 0.2 s
+    holder = await bus.subscribe(TOPIC, group="researcher", consumer="holder")
+    other = await bus.subscribe(TOPIC, group="researcher", consumer="other")
+    await bus.publish(TOPIC, task(1))
+    held = await holder.receive(timeout=2)
+
+    async def keep() -> None:
+        while True:
+            assert await held.touch()
+            await asyncio.sleep(0.05)
+
+    keeping = asyncio.create_task(keep())
+    try:  # three visibility timeouts pass: the other member gets nothing
+        with pytest.raises(TimeoutError):
+            await other.receive(timeout=0.6)
+    finally:
+        keeping.cancel()
+        await asyncio.gather(keeping, return_exceptions=True)
+    # once the holder stops touching it, a live member takes it over; the stale holder's
+    # touch then says it is no longer its own
+    again = await other.receive(timeout=5)
+    assert again.envelope.id == held.envelope.id
+    assert again.delivery_count == 2
+    assert not await held.touch()
+    await again.ack()
+    assert not await again.touch()
+
+
 async def test_acknowledged_delivery_is_not_redelivered(bus_factory) -> None:
     bus = await bus_factory(FAST)
     sub = await bus.subscribe(TOPIC, group="researcher")
@@ -152,6 +181,24 @@ async def test_poison_message_goes_to_dead_letters_after_max_deliveries(bus_fact
     assert letter.envelope.payload.code == "max_deliveries"
     assert "item 1" in (letter.envelope.payload.raw or "")
     assert bus.stats.rejected["max_deliveries"] == 1
+
+
+async def test_a_dead_lettered_task_is_answered_with_the_reason(bus_factory) -> None:
+    bus = await bus_factory(FAST)
+    replies = Topic.reply("run1")
+    waiting = await bus.subscribe(replies, group="orchestrator")
+    sub = await bus.subscribe(TOPIC, group="researcher")
+    sent = task(1).model_copy(update={"reply_to": str(replies), "attempt": 2})
+    await bus.publish(TOPIC, sent)
+    for _ in range(FAST.max_deliveries):
+        await sub.receive(timeout=5)  # each holder dies without acknowledging
+    with pytest.raises(TimeoutError):
+        await sub.receive(timeout=0.8)
+    notice = (await waiting.receive(timeout=5)).envelope
+    assert isinstance(notice.payload, ErrorPayload)
+    assert notice.payload.code == "max_deliveries"
+    assert "not acknowledged after 3 deliveries" in notice.payload.message
+    assert (notice.parent_id, notice.step_id, notice.attempt) == (sent.id, "s1", 2)
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,11 @@ credentials in the URL. The shared semantics are in test_bus_contract.py."""
 from __future__ import annotations
 
 import asyncio
+import shutil
+import socket
+import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -12,7 +16,7 @@ import redis.asyncio as aioredis
 from rede.bus import BusOptions, bus_from_url
 from rede.bus.redis import RedisBus, redact_url
 from rede.errors import BusError, ClosedBusError
-from rede.messages import Envelope, Task
+from rede.messages import AgentCard, Envelope, Task
 from rede.topics import Topic
 
 TOPIC = Topic.task("research", "researcher")
@@ -220,3 +224,61 @@ async def test_namespaces_keep_buses_apart(redis_server) -> None:
         await one.publish(TOPIC, task(1))
         with pytest.raises(TimeoutError):
             await sub.receive(timeout=0.2)
+
+
+def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1, made with the openssl CLI."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed")
+    ca, ca_key = directory / "ca.pem", directory / "ca.key"
+    cert, key = directory / "server.pem", directory / "server.key"
+    csr, ext = directory / "server.csr", directory / "ext.cnf"
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    curve = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for args in (
+        ["req", "-x509", *curve, "-keyout", ca_key, "-out", ca, "-days", "1", "-subj", "/CN=ca"],
+        ["req", *curve, "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1"],
+        [
+            *("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial"),
+            *("-out", cert, "-days", "1", "-extfile", ext),
+        ],
+    ):
+        subprocess.run([openssl, *map(str, args)], check=True, capture_output=True)
+    return ca, cert, key
+
+
+async def test_tls_with_an_acl_user(redis_server_factory, tmp_path: Path) -> None:
+    """``rediss://user:password@host:port/db?ssl_ca_certs=...``: TLS verified against a CA,
+    an ACL user; what the README's "A network across machines" tells users to run."""
+    ca, cert, key = make_certificates(tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        tls_port = s.getsockname()[1]
+    redis_server_factory(
+        extra=[
+            *("--tls-port", str(tls_port), "--tls-cert-file", str(cert)),
+            *("--tls-key-file", str(key), "--tls-ca-cert-file", str(ca)),
+            *("--tls-auth-clients", "no"),
+            *("--user", "rede", "on", ">rede-pw", "~*", "+@all", "-@dangerous"),
+        ]
+    )
+    url = f"rediss://rede:rede-pw@127.0.0.1:{tls_port}/0?ssl_ca_certs={ca}"
+    bus = bus_from_url(url, BusOptions(signing_key="k"))
+    assert isinstance(bus, RedisBus)
+    async with bus:
+        assert bus.url == f"rediss://rede@127.0.0.1:{tls_port}/0?ssl_ca_certs={ca}"
+        sub = await bus.subscribe(TOPIC, group="researcher")
+        await bus.publish(TOPIC, task(1))
+        d = await sub.receive(timeout=5)
+        await d.ack()
+        assert d.envelope.step_id == "s1"
+        card = AgentCard(id="writer-1", name="writer", capabilities=["write"])
+        await bus.store_card(card, 30)  # SET, SCAN, GET, PTTL: allowed without @dangerous
+        assert [stored.card for stored in await bus.snapshot_cards()] == [card]
+        await sub.aclose()  # XGROUP DELCONSUMER too
+    # without the CA the server's certificate is refused: no silent fallback to trust-all
+    untrusted = RedisBus(f"rediss://rede:rede-pw@127.0.0.1:{tls_port}/0", reconnect_timeout_s=0.2)
+    async with untrusted:
+        with pytest.raises(BusError, match="cannot reach Redis"):
+            await untrusted.publish(TOPIC, task(2))

@@ -3,9 +3,13 @@
 An :class:`AgentRunner` consumes ``rede.task.<capability>.<agent>`` in the consumer group
 ``<agent>`` (its replicas compete for work), runs the specialist, publishes the reply to the
 task's ``reply_to`` topic and only then acknowledges, so a crash mid-task leaves the task
-pending on the bus for another replica or a re-route. It heartbeats its card to the registry
-and says goodbye when stopped cleanly. A specialist's exception becomes a ``failed`` result
-naming the error; it is never only logged.
+pending on the bus for another replica or a re-route. While a task runs, its delivery is
+touched within every visibility timeout, so a slow live replica keeps it and only a dead or
+stalled one loses it. A task delivered again (its first holder died or stalled) is
+announced to the run with a ``redelivered`` event before it is redone, so the run's ledger
+shows it. It heartbeats its card to the registry (and stores it, for ``card_ttl_s``, on
+buses that keep cards) and says goodbye when stopped cleanly. A specialist's exception
+becomes a ``failed`` result naming the error; it is never only logged.
 """
 
 from __future__ import annotations
@@ -16,11 +20,12 @@ from datetime import UTC, datetime
 
 from rede.auction import make_bid
 from rede.bus import Bus, Delivery
-from rede.errors import ClosedBusError, ProtocolError
+from rede.errors import ClosedBusError, ProtocolError, RedeError
 from rede.messages import (
     AgentCard,
     BidRequest,
     Envelope,
+    Event,
     Heartbeat,
     InputReply,
     InputRequest,
@@ -50,12 +55,14 @@ class AgentRunner:
         *,
         instance_id: str | None = None,
         heartbeat_s: float = 2.0,
+        card_ttl_s: float = 10.0,
         ask_timeout_s: float = 60.0,
     ) -> None:
         self.bus = bus
         self.spec = spec
         self.id = instance_id or new_id(f"{spec.name}-")
         self.heartbeat_s = heartbeat_s
+        self.card_ttl_s = card_ttl_s
         self.ask_timeout_s = ask_timeout_s
         self.in_flight = 0
         self.handled = 0
@@ -84,8 +91,13 @@ class AgentRunner:
         )
 
     async def _heartbeat(self, stopping: bool = False) -> None:
-        env = Envelope(sender=self.id, payload=Heartbeat(card=self.card(), stopping=stopping))
+        card = self.card()
+        if stopping:  # drop the stored card before the goodbye: see Registry.follow
+            await self.bus.drop_card(self.id)
+        env = Envelope(sender=self.id, payload=Heartbeat(card=card, stopping=stopping))
         await self.bus.publish(Topic.registry(), env)
+        if not stopping:
+            await self.bus.store_card(card, self.card_ttl_s)
 
     async def run(self) -> None:
         """Serve until cancelled. A clean stop tells the registry; a :meth:`kill` does not."""
@@ -140,9 +152,20 @@ class AgentRunner:
             if not isinstance(env.payload, Task) or not env.reply_to:
                 await self._dead_letter(delivery, "not a task with a reply_to topic")
                 return
-            reply_payload = await self._run_task(env)
-            reply = env.reply(reply_payload, sender=self.id)
             topic = Topic.from_str(env.reply_to)
+            if delivery.delivery_count > 1:
+                note = Event(
+                    name="redelivered",
+                    data={"delivery_count": delivery.delivery_count, "topic": str(delivery.topic)},
+                )
+                await self.bus.publish(topic, env.reply(note, sender=self.id))
+            lease = asyncio.create_task(self._keep(delivery))
+            try:
+                reply_payload = await self._run_task(env)
+            finally:
+                lease.cancel()
+                await asyncio.gather(lease, return_exceptions=True)
+            reply = env.reply(reply_payload, sender=self.id)
             try:
                 await self.bus.publish(topic, reply)
             except ProtocolError as exc:  # e.g. the result is over the size limit
@@ -157,6 +180,21 @@ class AgentRunner:
         finally:
             self.in_flight -= 1
             self._slots.release()
+
+    async def _keep(self, delivery: Delivery) -> None:
+        """Touch the delivery three times per visibility timeout while its task runs. If the
+        bus says it is no longer ours (another replica took it over while this one stalled),
+        stop: the work goes on, and the run keeps one answer per ``(step, attempt)``. A touch
+        that fails because the bus is unreachable ends the lease the same way; the task may
+        then be redelivered, which at-least-once delivery allows."""
+        every = self.bus.options.visibility_timeout_s / 3
+        while True:
+            await asyncio.sleep(every)
+            try:
+                if not await delivery.touch():
+                    return
+            except RedeError:
+                return
 
     async def _run_task(self, env: Envelope):  # type: ignore[no-untyped-def]
         task = env.payload

@@ -230,7 +230,7 @@ def up(
         a.name: [
             sys.executable,
             "-m",
-            "rede.cli",
+            "rede",
             "agent",
             str(network),
             "--bus",

@@ -2,8 +2,11 @@
 
 Agents announce themselves with heartbeats on ``rede.registry``. A card that misses
 heartbeats for ``ttl_s`` expires; a clean shutdown sends a last heartbeat with ``stopping``
-so the card goes at once. Replicas of one agent share its name; routing picks a name and
-the bus's consumer group spreads work across the replicas.
+so the card goes at once. On a bus that stores cards (Redis keeps each under a key with a
+time to live), a registry that starts later reads the stored cards first, so it knows the
+live agents at once instead of after their next heartbeat. Replicas of one agent share
+its name; routing picks a name and the bus's consumer group spreads work across the
+replicas.
 """
 
 from __future__ import annotations
@@ -42,9 +45,18 @@ class Registry:
 
     # ------------------------------------------------------------------ updates
 
-    def observe(self, card: AgentCard) -> None:
-        """Record a heartbeat (the receipt time, not the sender's clock, decides expiry)."""
-        self._cards[card.id] = (card, self._clock())
+    def observe(self, card: AgentCard, *, expires_in_s: float | None = None) -> None:
+        """Record a heartbeat (the receipt time, not the sender's clock, decides expiry).
+
+        ``expires_in_s``: for a card read from storage, the time it has left there; it is
+        taken as seen ``ttl_s - expires_in_s`` ago, so it expires here when it does there."""
+        seen = self._clock()
+        if expires_in_s is not None:
+            seen -= max(0.0, self.ttl_s - expires_in_s)
+        known = self._cards.get(card.id)
+        if known is not None and known[1] > seen:
+            return  # a newer heartbeat already arrived
+        self._cards[card.id] = (card, seen)
         self._notify()
 
     def remove(self, agent_id: str) -> None:
@@ -66,9 +78,20 @@ class Registry:
         return gone
 
     async def follow(self, bus: Bus) -> None:
-        """Consume heartbeats from the bus until cancelled or the bus closes."""
-        sub = await bus.subscribe(Topic.registry())
+        """Consume heartbeats from the bus until cancelled or the bus closes. Cards the bus
+        stores are read once, after subscribing, so no heartbeat falls in between."""
+        try:
+            sub = await bus.subscribe(Topic.registry())
+        except ClosedBusError:
+            return
         async with sub:
+            try:
+                stored = await bus.snapshot_cards()
+            except ClosedBusError:
+                return
+            for card, expires_in_s in stored:
+                self.observe(card, expires_in_s=expires_in_s)
+            self.expire()
             while True:
                 try:
                     delivery = await sub.receive(timeout=self.ttl_s / 2)

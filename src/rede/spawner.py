@@ -20,9 +20,9 @@ writes it to the ledger under ``<network>.spawner``), and on the run that needed
 
 Replicas are started by a :class:`SpawnBackend`. :class:`InProcessBackend` runs them as
 ``AgentRunner`` tasks in this process on the network's bus (the embedded bus, or any bus).
-:class:`ProcessBackend` is the extension point for shared buses (Redis): each replica is a
-``rede agent NETWORK --only NAME`` process; it is the shape such a backend takes, and is not
-exercised by the tests until a shared bus lands.
+:class:`ProcessBackend` is for shared buses (Redis): each replica is a
+``rede agent NETWORK --bus URL --only NAME --replicas 1`` process, which registers like any
+agent and is stopped with SIGTERM (a clean goodbye).
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ async def _registered(registry: Registry, replica_id: str, agent: str) -> None:
 
 
 class ProcessBackend:
-    """Replicas as processes on a shared bus: ``python -m rede.cli agent NETWORK --bus URL
+    """Replicas as processes on a shared bus: ``python -m rede agent NETWORK --bus URL
     --only NAME --replicas 1``. Stopping sends SIGTERM (a clean goodbye) to the newest."""
 
     def __init__(
@@ -140,7 +140,7 @@ class ProcessBackend:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "rede.cli",
+            "rede",
             "agent",
             str(self.network_file),
             "--bus",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rede.bus._base import Bus, BusOptions, BusStats, Delivery, Subscription
+from rede.bus._base import Bus, BusOptions, BusStats, Delivery, StoredCard, Subscription
 from rede.bus.memory import MemoryBus
 from rede.errors import ConfigError
 
@@ -18,4 +18,13 @@ def bus_from_url(url: str | None, options: BusOptions | None = None) -> Bus:
     raise ConfigError(f"unknown bus URL {url!r}: use memory:// or redis://HOST:PORT/DB")
 
 
-__all__ = ["Bus", "BusOptions", "BusStats", "Delivery", "MemoryBus", "Subscription", "bus_from_url"]
+__all__ = [
+    "Bus",
+    "BusOptions",
+    "BusStats",
+    "Delivery",
+    "MemoryBus",
+    "StoredCard",
+    "Subscription",
+    "bus_from_url",
+]

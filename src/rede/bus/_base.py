@@ -10,10 +10,18 @@ Semantics, checked by one contract suite (``rede.testing.bus_contract``) for eve
   published after it subscribed.
 - A group delivery must be acknowledged. One not acknowledged within ``visibility_timeout_s``
   is redelivered (to whichever member asks next), with ``delivery_count`` incremented; after
-  ``max_deliveries`` it goes to the dead-letter topic with the reason instead.
+  ``max_deliveries`` it goes to the dead-letter topic with the reason instead, and if it
+  has a ``reply_to`` topic an ``error`` envelope (code ``max_deliveries``) answering it goes
+  there, so its sender learns at once that the task failed. A consumer still working on a
+  delivery keeps it by calling ``touch()`` within every visibility timeout, so only a dead
+  or stalled holder loses it.
 - A received message that is malformed, oversized, unsigned or forged is never handed to the
   consumer: it goes to ``rede.dead`` as an ``error`` envelope naming what was wrong, and is
   counted in ``stats.dead_lettered``.
+
+Optionally, a bus that can store values (Redis) keeps agent cards with a time to live
+(:meth:`Bus.store_card`, :meth:`Bus.snapshot_cards`), so a process that joins later sees the
+live agents at once instead of after their next heartbeat. Buses without storage keep none.
 """
 
 from __future__ import annotations
@@ -21,11 +29,11 @@ from __future__ import annotations
 import abc
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Self
+from typing import NamedTuple, Self
 
 from rede.codec import DEFAULT_MAX_MESSAGE_BYTES, Codec, lenient_text
 from rede.errors import ProtocolError
-from rede.messages import Envelope, ErrorPayload
+from rede.messages import AgentCard, Envelope, ErrorPayload
 from rede.topics import Topic
 
 
@@ -53,6 +61,13 @@ class BusStats:
     """Dead letters by reason code: malformed, too_large, signature, max_deliveries."""
 
 
+class StoredCard(NamedTuple):
+    """An agent card kept by the bus, and how long it has left before it expires."""
+
+    card: AgentCard
+    expires_in_s: float
+
+
 class Delivery(abc.ABC):
     """One envelope handed to one consumer."""
 
@@ -68,6 +83,12 @@ class Delivery(abc.ABC):
     @abc.abstractmethod
     async def nack(self) -> None:
         """Give the delivery back now, for immediate redelivery to any member."""
+
+    @abc.abstractmethod
+    async def touch(self) -> bool:
+        """Restart the visibility timeout of a delivery still being worked on. False when it
+        is no longer this consumer's: another member claimed it (this one stalled past the
+        timeout), or it was acknowledged or deleted. Fan-out deliveries: always True."""
 
 
 class Subscription(abc.ABC):
@@ -148,6 +169,21 @@ class Bus(abc.ABC):
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
+    # ------------------------------------------------------------------ agent cards
+
+    async def store_card(self, card: AgentCard, ttl_s: float) -> None:
+        """Keep ``card`` for ``ttl_s`` seconds; every heartbeat stores it again. The default
+        keeps nothing: on a bus without storage, heartbeats alone tell who is live."""
+        return None
+
+    async def drop_card(self, agent_id: str) -> None:
+        """Forget a stored card at once (its agent is stopping cleanly)."""
+        return None
+
+    async def snapshot_cards(self) -> list[StoredCard]:
+        """Every stored card that has not expired, with the seconds it has left."""
+        return []
+
     # ------------------------------------------------------------------ shared helpers
 
     def dead_letter_envelope(self, topic: Topic, raw: bytes, code: str, reason: str) -> Envelope:
@@ -165,6 +201,19 @@ class Bus(abc.ABC):
         self.stats.rejected[code] += 1
         envelope = self.dead_letter_envelope(topic, raw, code, reason)
         await self.publish_raw(Topic.dead(), self.codec.encode(envelope))
+
+    async def _give_up(self, topic: Topic, raw: bytes, reason: str) -> None:
+        """Dead-letter an envelope no member acknowledged in ``max_deliveries`` deliveries,
+        and answer it on its ``reply_to`` topic with the reason: a task is reported failed,
+        never silently lost."""
+        await self._dead_letter(topic, raw, "max_deliveries", reason)
+        try:
+            envelope = self.codec.decode(raw)
+            reply_topic = Topic.from_str(envelope.reply_to or "")
+        except (ProtocolError, ValueError):
+            return  # not an envelope that expects an answer
+        notice = ErrorPayload(code="max_deliveries", message=f"{topic}: {reason}")
+        await self.publish(reply_topic, envelope.reply(notice, sender="bus"))
 
     async def _decode_or_dead_letter(self, topic: Topic, raw: bytes) -> Envelope | None:
         """Decode received bytes; on failure dead-letter them and return None."""

@@ -67,6 +67,9 @@ class _MemoryDelivery(Delivery):
         if self._sub is not None:
             self._sub._nack(self._seq)
 
+    async def touch(self) -> bool:
+        return self._sub is None or self._sub._touch(self._seq)
+
 
 class MemoryBus(Bus):
     """In-process bus. All subscribers must live on the event loop that publishes."""
@@ -209,6 +212,15 @@ class _GroupSubscription(Subscription):
             state.pending[seq].deadline = 0.0
             self._stream.notify()
 
+    def _touch(self, seq: int) -> bool:
+        state = self._stream.groups.get(self.group or "")
+        pending = state.pending.get(seq) if state is not None else None
+        if pending is None or pending.consumer != self.consumer:
+            return False
+        now = asyncio.get_running_loop().time()
+        pending.deadline = now + self._bus.options.visibility_timeout_s
+        return True
+
     async def receive(self, timeout: float | None = None) -> Delivery:
         loop = asyncio.get_running_loop()
         opts = self._bus.options
@@ -258,10 +270,9 @@ class _GroupSubscription(Subscription):
                 continue
             if pending.count >= opts.max_deliveries:
                 del state.pending[seq]
-                await self._bus._dead_letter(
+                await self._bus._give_up(
                     self.topic,
                     raw,
-                    "max_deliveries",
                     f"not acknowledged after {pending.count} deliveries to group {self.group!r}",
                 )
                 self._bus._trim(self._stream)

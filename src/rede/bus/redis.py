@@ -15,13 +15,21 @@ encoded envelope, so size limits, validation and signing behave exactly as on th
   for the visibility timeout; the blocking read is cut into slices no longer than that, so a
   blocked reader still wakes to claim. The delivery count comes from ``XPENDING``; an entry
   already delivered ``max_deliveries`` times is acknowledged and dead-lettered
-  (``max_deliveries``) instead. (``XPENDING`` + ``XCLAIM`` rather than ``XAUTOCLAIM``: the
-  claim must see the count before it hands the entry over, and ``XAUTOCLAIM`` does not tell.)
+  (``max_deliveries``) instead, and its sender told (see ``Bus._give_up``). (``XPENDING`` +
+  ``XCLAIM`` rather than ``XAUTOCLAIM``: the claim must see the count before it hands the
+  entry over, and ``XAUTOCLAIM`` does not tell.)
+- ``touch``: the holder, if it still holds the entry (``XPENDING`` for that id), runs
+  ``XCLAIM key G <itself> 0 <id> JUSTID``, which resets the entry's idle time without counting
+  a delivery: a live consumer working longer than the visibility timeout keeps its task.
 - ``nack``: ``XCLAIM ... IDLE <visibility + 1 s> JUSTID`` marks the entry as silent for longer
   than the visibility timeout, so the next claim by any member takes it at once, with its
   delivery count incremented. The entry keeps its place and its count; nothing is re-added.
 - ``subscribe(topic)`` without a group: fan-out. The stream's last id is captured at subscribe
   time and the subscription keeps its own cursor (``XREAD``).
+- Agent cards: ``SET <namespace>rede:card:<agent id> <signed heartbeat envelope> PX <ttl>``
+  on every heartbeat, ``DEL`` on a clean stop; :meth:`RedisBus.snapshot_cards` reads them all
+  (``SCAN`` + ``GET``/``PTTL``), so a registry that starts later sees the live agents at once.
+  A card that fails validation or its signature is dead-lettered like any received envelope.
 
 Connection loss (``ConnectionError``/``TimeoutError`` from redis-py) never crashes a publisher
 or a consumer: the call is retried with exponential backoff for up to ``reconnect_timeout_s``
@@ -52,9 +60,9 @@ from redis.exceptions import AuthenticationError, AuthorizationError, ResponseEr
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from rede.bus._base import Bus, BusOptions, Delivery, Subscription
+from rede.bus._base import Bus, BusOptions, Delivery, StoredCard, Subscription
 from rede.errors import BusError, ClosedBusError
-from rede.messages import Envelope, new_id
+from rede.messages import AgentCard, Envelope, Heartbeat, new_id
 from rede.topics import Topic
 
 log = logging.getLogger(__name__)
@@ -79,8 +87,13 @@ def redact_url(url: str) -> str:
         user, host = netloc.rsplit("@", 1)
         user = user.split(":", 1)[0]
         netloc = f"{user}@{host}" if user else host
-    query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k != "password"])
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k != "password"], safe="/")
     return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` as a literal inside a Redis ``MATCH`` pattern."""
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
 
 
 def _is_nogroup(exc: ResponseError) -> bool:
@@ -240,6 +253,60 @@ class RedisBus(Bus):
             sub._shut()
         await self._call(lambda: self._redis.delete(key))
 
+    # ------------------------------------------------------------------ agent cards
+
+    def card_key(self, agent_id: str) -> str:
+        """The Redis key of one agent's stored card."""
+        return f"{self.namespace}rede:card:{agent_id}"
+
+    async def store_card(self, card: AgentCard, ttl_s: float) -> None:
+        self._check_open()
+        key = self.card_key(card.id)
+        data = self.codec.encode(Envelope(sender=card.id, payload=Heartbeat(card=card)))
+        ttl_ms = max(1, int(ttl_s * 1000))
+        await self._call(lambda: self._redis.set(key, data, px=ttl_ms))
+
+    async def drop_card(self, agent_id: str) -> None:
+        self._check_open()
+        key = self.card_key(agent_id)
+        await self._call(lambda: self._redis.delete(key))
+
+    async def snapshot_cards(self) -> list[StoredCard]:
+        self._check_open()
+        pattern = _glob_escape(self.namespace) + "rede:card:*"
+        r = self._redis
+
+        async def read() -> list[tuple[bytes | None, int]]:
+            keys = [key async for key in r.scan_iter(match=pattern, count=1000)]
+            if not keys:
+                return []
+            async with r.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.get(key)
+                    pipe.pttl(key)
+                values = await pipe.execute()
+            return list(zip(values[::2], values[1::2], strict=True))
+
+        stored = []
+        for raw, ttl_ms in await self._call(read):
+            if raw is None or ttl_ms == -2:  # expired or deleted since the scan
+                continue
+            envelope = await self._decode_or_dead_letter(Topic.registry(), raw)
+            if envelope is None:
+                continue
+            payload = envelope.payload
+            if not isinstance(payload, Heartbeat) or payload.card.id != envelope.sender:
+                await self._dead_letter(
+                    Topic.registry(),
+                    raw,
+                    "unexpected_kind",
+                    "a stored agent card must be a heartbeat sent by the card's own agent",
+                )
+                continue
+            left = ttl_ms / 1000 if ttl_ms >= 0 else float("inf")  # -1: stored without a TTL
+            stored.append(StoredCard(payload.card, left))
+        return stored
+
     async def aclose(self) -> None:
         if self._closed:
             return
@@ -273,6 +340,9 @@ class _RedisDelivery(Delivery):
     async def nack(self) -> None:
         if self._sub is not None:
             await self._sub._nack(self.message_id)
+
+    async def touch(self) -> bool:
+        return self._sub is None or await self._sub._touch(self.message_id)
 
 
 class _RedisSubscription(Subscription):
@@ -455,10 +525,9 @@ class _GroupSubscription(_RedisSubscription):
             raw = fields.get(FIELD, b"")
             if count >= bus.options.max_deliveries:
                 if await self._xack(message_id):
-                    await bus._dead_letter(
+                    await bus._give_up(
                         self.topic,
                         raw,
-                        "max_deliveries",
                         f"not acknowledged after {count} deliveries to group {group!r}",
                     )
                 continue
@@ -487,6 +556,22 @@ class _GroupSubscription(_RedisSubscription):
         self._bus._check_open()
         if await self._xack(message_id):
             self._bus.stats.acked += 1
+
+    async def _touch(self, message_id: str) -> bool:
+        bus = self._bus
+        bus._check_open()
+        r = bus._redis
+        key, group, consumer = self.key, self.group, self.consumer
+        try:
+            rows = await bus._call(lambda: r.xpending_range(key, group, message_id, message_id, 1))
+            if not rows or rows[0]["consumer"].decode() != consumer:
+                return False
+            await bus._call(lambda: r.xclaim(key, group, consumer, 0, [message_id], justid=True))
+        except ResponseError as exc:
+            if _is_nogroup(exc):
+                return False  # the topic was deleted
+            raise
+        return True
 
     async def _nack(self, message_id: str) -> None:
         bus = self._bus

@@ -1,0 +1,5 @@
+"""``python -m rede``: the ``rede`` command, for when the console script is not on PATH."""
+
+from rede.cli import main
+
+main()
