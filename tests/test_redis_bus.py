@@ -15,8 +15,9 @@ import redis.asyncio as aioredis
 
 from rede.bus import BusOptions, bus_from_url
 from rede.bus.redis import RedisBus, redact_url
-from rede.errors import BusError, ClosedBusError
+from rede.errors import BusError, ClosedBusError, ConfigError
 from rede.messages import AgentCard, Envelope, Task
+from rede.network import Network
 from rede.topics import Topic
 
 TOPIC = Topic.task("research", "researcher")
@@ -53,6 +54,14 @@ async def test_streams_are_trimmed_to_about_maxlen(redis_server) -> None:
         # approximate trimming drops whole stream nodes (at most 100 entries each)
         assert maxlen <= length <= maxlen + 100
         assert bus.stats.published == 5 * maxlen
+
+
+def test_network_yaml_sets_the_stream_length() -> None:
+    conf = {"agents": [{"name": "calc", "capabilities": ["arithmetic"], "tool": "arithmetic"}]}
+    net = Network.from_dict({**conf, "bus": {"maxlen": 500}})
+    assert net.bus_options().maxlen == 500
+    with pytest.raises(ConfigError, match=r"bus\.maxlen"):
+        Network.from_dict({**conf, "bus": {"maxlen": 5}})
 
 
 async def test_consumer_and_publisher_survive_killed_connections(redis_server_factory) -> None:

@@ -209,6 +209,8 @@ class BusConfig(_Conf):
     max_message_bytes: int = Field(1_000_000, gt=0)
     visibility_timeout_s: float = Field(30, gt=0)
     max_deliveries: int = Field(5, ge=1)
+    maxlen: int = Field(10_000, ge=100)
+    """Entries kept per topic stream (Redis trims with ``MAXLEN ~``); older ones are dropped."""
     signing_key_env: str | None = None
     """Name of an environment variable that holds the shared HMAC signing key."""
 

@@ -101,6 +101,7 @@ class Network:
             max_message_bytes=b.max_message_bytes,
             visibility_timeout_s=b.visibility_timeout_s,
             max_deliveries=b.max_deliveries,
+            maxlen=b.maxlen,
             signing_key=key,
         )
 
