@@ -19,16 +19,20 @@ import pytest
 import redis.asyncio as aioredis
 
 from rede.agent import AgentRunner
-from rede.bus import BusOptions
+from rede.bus import Backlog, BusOptions
 from rede.bus.redis import RedisBus
+from rede.config import NetworkConfig
 from rede.errors import StepFailed
-from rede.messages import AgentCard, ErrorPayload
+from rede.ledger import SQLiteLedger
+from rede.load import BusLoad
+from rede.messages import AgentCard, Envelope, ErrorPayload, Task
 from rede.models import ScriptedModel
 from rede.network import Network
 from rede.plan import Plan, Step
 from rede.registry import Registry
-from rede.spawner import ProcessBackend
+from rede.spawner import Spawner, templates
 from rede.specialists import SpecialistSpec, ToolSpecialist, echo_tool
+from rede.supervisor import ProcessBackend
 from rede.topics import Topic
 
 KEY_ENV = "REDE_TEST_SIGNING_KEY"
@@ -340,7 +344,8 @@ async def test_process_backend_starts_a_replica_that_registers_and_stops_it(
             replica = await backend.start("echoer")
             assert [c.id for c in registry.cards("write")] == [replica]
             assert backend.replicas("echoer") == 1
-            ((proc, _),) = backend._procs["echoer"]
+            ((started,),) = backend._procs.values()
+            proc = started.proc
 
             assert await backend.stop("echoer") == replica
             assert proc.returncode == 0  # SIGTERM: a clean stop
@@ -495,3 +500,157 @@ async def test_forged_stored_card_is_rejected_and_dead_lettered(redis_server) ->
         assert bus.stats.rejected["signature"] == 1
         letter = (await dead.receive(timeout=5)).envelope
         assert letter.payload.code == "signature"  # type: ignore[union-attr]
+
+
+# --------------------------------------------------------------------------- spawning processes
+
+SPAWN = (
+    "spawn: {templates: {worker: {min_replicas: 1, max_replicas: 3}}, "
+    "backlog_per_replica: 1, idle_s: %s, interval_s: 0.1}"
+)
+
+
+def spawn_network(tmp_path: Path, url: str, agents: str, idle_s: float) -> Path:
+    network = write_network(tmp_path, url, agents)
+    network.write_text(network.read_text() + SPAWN % idle_s + "\n")
+    return network
+
+
+def research_task(n: int, reply_to: Topic) -> Envelope:
+    return Envelope(
+        run_id="burst",
+        step_id=f"s{n}",
+        sender="test",
+        reply_to=str(reply_to),
+        payload=Task(capability="research", instruction=f"topic {n}"),
+    )
+
+
+async def test_bus_backlog_scales_process_replicas_up_and_back_down(
+    tmp_path: Path, server, procs: Processes, signing_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A spawner reading the bus's backlog (not its own calls) starts ``rede agent`` replica
+    processes when a burst of tasks waits on Redis, within max_replicas; after the burst
+    and ``idle_s`` it stops the surplus (the processes exit cleanly); a replica that dies
+    below min_replicas is replaced, and each decision says why."""
+    network = spawn_network(
+        tmp_path,
+        server.url,
+        '- {name: worker, capabilities: [research], tool: "slowtools:slow", concurrency: 1}',
+        idle_s=0.5,
+    )
+    for name, value in {**procs.env, **GATED}.items():
+        monkeypatch.setenv(name, value)
+    conf = NetworkConfig.from_yaml(network)
+    assert conf.spawn is not None
+    registry = Registry(ttl_s=4)
+    async with (
+        RedisBus(server.url, BusOptions(signing_key=signing_key)) as bus,
+        aioredis.Redis.from_url(server.url) as admin,
+    ):
+        following = asyncio.create_task(registry.follow(bus))
+        backend = ProcessBackend(network, server.url, registry)
+        load = BusLoad(bus, {"worker": ["research"]})
+        spawner = Spawner(backend, load, registry, conf.spawn, templates(conf))
+        spawning = asyncio.create_task(spawner.run())
+        try:
+            await spawner.wait_for(lambda s: s.replicas("worker") == 1, timeout=20)
+            assert spawner.decisions[0]["reason"] == "0 replica(s) running, below min_replicas=1"
+
+            replies = Topic.reply("burst")
+            answers = await bus.subscribe(replies)
+            for i in range(6):
+                await bus.publish(Topic.task("research", "worker"), research_task(i, replies))
+            await spawner.wait_for(lambda s: s.replicas("worker") == 3, timeout=30)
+            await registry.wait_for(lambda reg: len(reg.cards("research")) == 3, timeout=10)
+            seen, pids = b"0-0", set()
+            while len(pids) < 3:  # every replica took a task: the new ones serve the backlog
+                seen, pid = await next_started(admin, seen)
+                pids.add(pid)
+            peak = [r.proc for r in backend._procs["worker"]]
+            spawns = [d for d in spawner.decisions if d["name"] == "spawn"]
+            assert "task(s) waiting beyond 1 replica(s)" in spawns[1]["reason"], spawns
+            assert spawns[1]["in_flight"] >= 2 and spawns[-1]["replicas"] == 3
+
+            await admin.xadd(GATE, {"open": 1})  # the burst may finish
+            done = set()
+            async with asyncio.timeout(30):
+                while len(done) < 6:
+                    done.add((await answers.receive()).envelope.step_id)
+
+            await spawner.wait_for(lambda s: s.replicas("worker") == 1, timeout=20)
+            assert await bus.backlog(Topic.task("research", "worker"), "worker") == Backlog()
+            despawns = [d for d in spawner.decisions if d["name"] == "despawn"]
+            assert despawns and "call(s) in flight need 1 replica(s)" in despawns[0]["reason"]
+            codes = Counter(p.returncode for p in peak)
+            assert codes == {None: 1, 0: 2}, "two stopped cleanly (SIGTERM), one serves on"
+            await registry.wait_for(lambda reg: len(reg.cards("research")) == 1, timeout=10)
+
+            # the last replica dies: it is reported and replaced (min_replicas)
+            (survivor,) = [p for p in peak if p.returncode is None]
+            survivor.kill()
+            await spawner.wait_for(
+                lambda s: s.decisions[-1]["name"] == "spawn" and s.replicas("worker") == 1,
+                timeout=20,
+            )
+            exited = next(d for d in spawner.decisions if d["name"] == "replica_exited")
+            assert exited["code"] == -signal.SIGKILL
+            assert "below min_replicas=1" in spawner.decisions[-1]["reason"]
+        finally:
+            spawning.cancel()
+            await asyncio.gather(spawning, return_exceptions=True)
+            await backend.aclose()
+            following.cancel()
+            await asyncio.gather(following, return_exceptions=True)
+
+
+async def test_rede_up_scales_templated_agents_from_the_bus_and_stops_them_all(
+    tmp_path: Path, server, procs: Processes, signing_key: str
+) -> None:
+    """``rede up`` with a ``spawn:`` section: the templated agent starts at min_replicas and
+    is scaled by the backlog of runs submitted from another process; the other agent is
+    supervised as one process; every decision is printed and recorded in the ledger; SIGTERM
+    stops ``rede up`` and every process it started."""
+    network = spawn_network(
+        tmp_path,
+        server.url,
+        """\
+        - {name: worker, capabilities: [research], tool: "slowtools:slow", concurrency: 1}
+        - {name: echoer, capabilities: [write], tool: echo}
+        """,
+        idle_s=60,
+    )
+    ledger = tmp_path / "up.db"
+    up = procs.start("up", str(network), "--bus", server.url, "--ledger", str(ledger), **GATED)
+    plan = Plan(
+        steps=[Step(id=f"s{i}", capability="research", instruction=f"topic {i}") for i in range(6)]
+    )
+    net = Network.from_yaml(network, bus=server.url).serve_only(set())
+    async with net, aioredis.Redis.from_url(server.url) as admin:
+        await net.registry.wait_for(
+            lambda reg: {"research", "write"} <= reg.capabilities(), timeout=30
+        )
+        assert [v.replicas for v in net.registry.agents("research")] == [1]
+        asking = asyncio.create_task(net.ask("six topics", plan=plan))
+        await net.registry.wait_for(lambda reg: len(reg.cards("research")) == 3, timeout=30)
+        children = child_pids(up.pid)
+        assert len(children) == 4, procs.log(up)  # echoer + 3 worker replicas
+        await admin.xadd(GATE, {"open": 1})
+        async with asyncio.timeout(40):
+            result = await asyncio.shield(asking)
+        assert result.status == "ok", result.error
+        assert {s.id: s.status for s in result.steps} == {f"s{i}": "ok" for i in range(6)}
+
+        up.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(up.wait, 30) == 0, procs.log(up)
+        for pid in children:  # reaped by `rede up`: no such process any more
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+        await net.registry.wait_for(lambda reg: not reg.cards(), timeout=10)
+
+    log = procs.log(up)
+    assert "spawn worker -> 1 replica(s): initial replicas: 1" in log, log
+    assert "task(s) waiting beyond" in log, log
+    recorded = SQLiteLedger(ledger).decisions("distributed.spawner")
+    spawns = [e.data for e in recorded if e.name == "spawn"]
+    assert spawns[-1]["replicas"] == 3 and "waiting beyond" in spawns[-1]["reason"]

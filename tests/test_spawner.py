@@ -7,12 +7,17 @@ from typing import Any
 
 import pytest
 
+from rede.bus import MemoryBus
 from rede.config import NetworkConfig
 from rede.errors import ConfigError, UnknownCapability
+from rede.load import BusLoad
+from rede.messages import Envelope, Task
 from rede.models import ModelRequest, ScriptedModel
 from rede.network import Network
 from rede.plan import Plan, Step
-from rede.spawner import initial_replicas
+from rede.registry import Registry
+from rede.spawner import Exited, Spawner, initial_replicas, templates
+from rede.topics import Topic
 
 
 def network(agents: list[dict[str, Any]], models: dict[str, ScriptedModel], **conf: Any) -> Network:
@@ -195,3 +200,90 @@ def test_spawn_config_is_validated() -> None:
         NetworkConfig.from_dict(
             {**base, "spawn": {"templates": {"a": {"min_replicas": 5, "max_replicas": 2}}}}
         )
+
+
+class CountingBackend:
+    """A backend that only counts replicas; ``died`` are reported by the next ``reap``."""
+
+    def __init__(self) -> None:
+        self.count: dict[str, int] = {}
+        self.died: list[Exited] = []
+        self._n = 0
+
+    def replicas(self, agent: str) -> int:
+        return self.count.get(agent, 0)
+
+    async def start(self, agent: str) -> str:
+        self._n += 1
+        self.count[agent] = self.count.get(agent, 0) + 1
+        return f"{agent}-{self._n}"
+
+    async def stop(self, agent: str) -> str | None:
+        self.count[agent] -= 1
+        return f"{agent}-stopped"
+
+    def reap(self) -> list[Exited]:
+        died, self.died = self.died, []
+        for gone in died:
+            self.count[gone.agent] -= 1
+        return died
+
+
+async def test_a_spawner_reading_the_bus_backlog_follows_tasks_from_anywhere() -> None:
+    """The bus's view of load: tasks published to the template's task topics by anyone
+    (here, straight onto the bus) scale it up; once the group has taken and acknowledged
+    them and ``idle_s`` passed, it scales down; a replica that dies is replaced."""
+    conf = NetworkConfig.from_dict(
+        {
+            "models": {"m": {"spec": "sim:1b"}},
+            "agents": [{"name": "w", "capabilities": ["a", "b"], "model": "m", "concurrency": 1}],
+            "spawn": {
+                "templates": {"w": {"min_replicas": 1, "max_replicas": 3}},
+                "idle_s": 5,
+            },
+        }
+    )
+    assert conf.spawn is not None
+    now = [0.0]
+    backend = CountingBackend()
+    async with MemoryBus() as bus:
+        load = BusLoad(bus, {"w": ["a", "b"]})
+        spawner = Spawner(
+            backend, load, Registry(), conf.spawn, templates(conf), clock=lambda: now[0]
+        )
+        await spawner.step()
+        assert backend.replicas("w") == 1
+        assert spawner.decisions[-1]["reason"] == "0 replica(s) running, below min_replicas=1"
+
+        subs = {cap: await bus.subscribe(Topic.task(cap, "w"), group="w") for cap in "ab"}
+        for i in range(3):  # tasks on both of the agent's topics count
+            for cap in "ab":
+                await bus.publish(
+                    Topic.task(cap, "w"),
+                    Envelope(sender="x", payload=Task(capability=cap, instruction=f"{cap}{i}")),
+                )
+        taken = await subs["a"].receive(timeout=1)
+        await spawner.step()
+        assert load.in_flight("w") == 6 and load.backlog("w").pending == 1
+        assert backend.replicas("w") == 3, "5 waiting beyond 1 replica: up to max_replicas"
+        assert spawner.decisions[-1]["reason"].startswith("5 task(s) waiting beyond 1 replica")
+
+        await taken.ack()
+        for sub in subs.values():
+            while True:
+                try:
+                    delivery = await sub.receive(timeout=0.01)
+                except TimeoutError:
+                    break
+                await delivery.ack()
+        await spawner.step()  # calm from now
+        assert backend.replicas("w") == 3 and load.in_flight("w") == 0
+        now[0] += 5
+        await spawner.step()
+        assert backend.replicas("w") == 1
+        assert spawner.decisions[-1]["name"] == "despawn"
+
+        backend.died.append(Exited("w", "w-1", -9))
+        await spawner.step()
+        assert [d["name"] for d in spawner.decisions[-2:]] == ["replica_exited", "spawn"]
+        assert backend.replicas("w") == 1

@@ -34,6 +34,7 @@ from rede.errors import (
     UnknownCapability,
 )
 from rede.ledger import Ledger, SQLiteLedger
+from rede.load import BusLoad, LoadView, RouterLoad
 from rede.messages import (
     AgentCard,
     Bid,
@@ -58,6 +59,7 @@ from rede.routing import Route, Router, RouteRequest
 from rede.run import RunResult, StepRecord
 from rede.spawner import InProcessBackend, SpawnBackend, Spawner
 from rede.specialists import LLMSpecialist, Specialist, SpecialistSpec, ToolSpecialist
+from rede.supervisor import ProcessBackend
 from rede.topics import Topic
 
 __version__ = "0.1.0"
@@ -71,6 +73,7 @@ __all__ = [
     "BudgetCap",
     "Bus",
     "BusError",
+    "BusLoad",
     "BusOptions",
     "ChatModel",
     "ClosedBusError",
@@ -87,6 +90,7 @@ __all__ = [
     "LLMSpecialist",
     "Ledger",
     "LimitsConfig",
+    "LoadView",
     "MalformedMessage",
     "MemoryBus",
     "MessageTooLarge",
@@ -100,6 +104,7 @@ __all__ = [
     "Plan",
     "PlanError",
     "Price",
+    "ProcessBackend",
     "ProtocolError",
     "RedeError",
     "Registry",
@@ -107,6 +112,7 @@ __all__ = [
     "Route",
     "RouteRequest",
     "Router",
+    "RouterLoad",
     "RoutingConfig",
     "RunLimitExceeded",
     "RunResult",

@@ -5,9 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import subprocess
-import sys
-import time
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from rede import supervisor
 from rede.errors import RedeError
 from rede.evals.cli import bench_app
 from rede.ledger import SQLiteLedger
@@ -187,10 +185,7 @@ def agent(
 
 
 async def _serve(net: Network, replicas: int | None) -> None:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = _stop_on_signals()
     await net.start(replicas=replicas)
     try:
         names = sorted({r.spec.name for r in net.runners})
@@ -215,64 +210,45 @@ def up(
     bus: BusOpt,
     base_url: Annotated[str | None, typer.Option()] = None,
     model: Annotated[str | None, typer.Option()] = None,
-    restart_s: Annotated[float, typer.Option(help="Wait before restarting a dead agent.")] = 1.0,
+    restart_s: Annotated[
+        float, typer.Option(help="Wait before restarting a dead agent or a failed spawn.")
+    ] = 1.0,
+    ledger: Annotated[
+        str,
+        typer.Option(help="SQLite file recording the spawner's decisions ('' for none)."),
+    ] = DEFAULT_LEDGER,
 ) -> None:
-    """Start every agent of a network as its own process and keep them running."""
-    try:
-        conf = Network.from_yaml(network).config
-    except RedeError as exc:
-        raise _fail(str(exc)) from None
+    """Start every agent of a network as its own process and keep them running; with a
+    `spawn:` section, scale its templates' processes from the bus's backlog."""
     extra = [
         *(["--base-url", base_url] if base_url else []),
         *(["--model", model] if model else []),
     ]
-    commands = {
-        a.name: [
-            sys.executable,
-            "-m",
-            "rede",
-            "agent",
-            str(network),
-            "--bus",
+
+    async def main() -> None:
+        await supervisor.up(
+            network,
             bus,
-            "--only",
-            a.name,
-            *extra,
-        ]
-        for a in conf.agents
-    }
-    supervise(commands, restart_s=restart_s)
+            _stop_on_signals(),
+            extra_args=extra,
+            restart_s=restart_s,
+            ledger=ledger or None,
+            report=lambda line: err.print(line, markup=False, highlight=False, soft_wrap=True),
+        )
 
-
-def supervise(commands: dict[str, list[str]], *, restart_s: float = 1.0) -> None:
-    """Run each command as a child process; restart any that dies; stop all on a signal."""
-    stopping = False
-
-    def on_signal(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    procs = {name: subprocess.Popen(cmd) for name, cmd in commands.items()}
-    err.print(f"started {len(procs)} agent process(es): {', '.join(procs)}")
     try:
-        while not stopping:
-            for name, proc in list(procs.items()):
-                code = proc.poll()
-                if code is not None and not stopping:
-                    err.print(f"[yellow]agent {name} exited with {code}; restarting[/yellow]")
-                    time.sleep(restart_s)
-                    procs[name] = subprocess.Popen(commands[name])
-            time.sleep(0.2)
-    finally:
-        for proc in procs.values():
-            proc.terminate()
-        for proc in procs.values():
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        asyncio.run(main())
+    except RedeError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM (call inside the running loop)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
 
 
 @app.command()

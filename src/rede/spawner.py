@@ -1,13 +1,17 @@
 """Dynamic spawning: replicas started and stopped by queue depth and waiting time.
 
 A network with a ``spawn:`` section names, per agent, the bounds it may be scaled within;
-the agent's own definition is the template. The :class:`Spawner` wakes on every call the
-router starts or finishes (and every ``interval_s``) and, per template:
+the agent's own definition is the template. The :class:`Spawner` reads each agent's load
+through a :class:`~rede.load.LoadView`: the router's calls in this process
+(:class:`~rede.load.RouterLoad`, waking on every call started or finished), or the bus's
+backlog of the agent's task topics (:class:`~rede.load.BusLoad`, polled), and every
+``interval_s`` at the latest, per template:
 
-- *below the floor*: starts replicas up to ``min_replicas``;
+- *below the floor*: starts replicas up to ``min_replicas`` (at start, and after a replica
+  died: :meth:`SpawnBackend.reap` reports it, and it is recorded);
 - *scale up*: when the tasks waiting beyond the replicas' concurrency (``in flight -
   replicas x concurrency``) exceed ``backlog_per_replica`` per replica, or some wait and the
-  recent queue wait of the agent's calls exceeds ``max_wait_s``: starts enough replicas to
+  queue wait of the agent's tasks exceeds ``max_wait_s``: starts enough replicas to
   absorb the backlog, at most ``max_step`` at once and ``max_replicas`` in all;
 - *scale down*: when the replicas needed for what is in flight (``ceil(in flight /
   concurrency)``, at least ``min_replicas``) are fewer than those running for ``idle_s``,
@@ -20,33 +24,32 @@ writes it to the ledger under ``<network>.spawner``), and on the run that needed
 
 Replicas are started by a :class:`SpawnBackend`. :class:`InProcessBackend` runs them as
 ``AgentRunner`` tasks in this process on the network's bus (the embedded bus, or any bus).
-:class:`ProcessBackend` is for shared buses (Redis): each replica is a
+:class:`~rede.supervisor.ProcessBackend` is for shared buses (Redis): each replica is a
 ``rede agent NETWORK --bus URL --only NAME --replicas 1`` process, which registers like any
-agent and is stopped with SIGTERM (a clean goodbye).
+agent and is stopped with SIGTERM (a clean goodbye); ``rede up`` runs it with a
+:class:`~rede.load.BusLoad` (see :mod:`rede.supervisor`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from rede.config import AgentConfig, NetworkConfig, SpawnConfig, SpawnTemplate
 from rede.errors import RedeError
+from rede.load import LoadView, RouterLoad
 from rede.registry import Registry
-from rede.routing import Router
 
 if TYPE_CHECKING:
     from rede.agent import AgentRunner
     from rede.network import Network
 
 REGISTER_TIMEOUT_S = 10.0
+"""How long a new replica has to register before its start counts as failed."""
 
 Recorder = Callable[..., None]
 """``record(name, **data)``: where decisions go besides :attr:`Spawner.decisions`."""
@@ -62,6 +65,15 @@ def initial_replicas(config: NetworkConfig, agent: AgentConfig) -> int:
     return max(template.min_replicas, min(agent.replicas, template.max_replicas))
 
 
+@dataclass(frozen=True)
+class Exited:
+    """A replica that ended without being stopped."""
+
+    agent: str
+    replica: str
+    code: int
+
+
 class SpawnBackend(Protocol):
     """Starts and stops replicas of agents by name."""
 
@@ -73,6 +85,9 @@ class SpawnBackend(Protocol):
 
     async def stop(self, agent: str) -> str | None:
         """Stop one idle replica cleanly; its id, or None when none is idle."""
+
+    def reap(self) -> list[Exited]:
+        """Replicas that ended on their own since the last call (no longer counted)."""
 
 
 class InProcessBackend:
@@ -101,6 +116,9 @@ class InProcessBackend:
         await self.network.stop_runner(runner)
         return runner.id
 
+    def reap(self) -> list[Exited]:
+        return []  # in-process replicas end only when the network stops or kills them
+
 
 async def _registered(registry: Registry, replica_id: str, agent: str) -> None:
     try:
@@ -113,79 +131,6 @@ async def _registered(registry: Registry, replica_id: str, agent: str) -> None:
         ) from None
 
 
-class ProcessBackend:
-    """Replicas as processes on a shared bus: ``python -m rede agent NETWORK --bus URL
-    --only NAME --replicas 1``. Stopping sends SIGTERM (a clean goodbye) to the newest."""
-
-    def __init__(
-        self,
-        network_file: str | Path,
-        bus_url: str,
-        registry: Registry,
-        *,
-        extra_args: Sequence[str] = (),
-    ) -> None:
-        self.network_file = Path(network_file)
-        self.bus_url = bus_url
-        self.registry = registry
-        self.extra_args = list(extra_args)
-        self._procs: dict[str, list[tuple[asyncio.subprocess.Process, set[str]]]] = {}
-
-    def replicas(self, agent: str) -> int:
-        live = max((v.replicas for v in self.registry.agents() if v.name == agent), default=0)
-        return max(live, len(self._procs.get(agent, [])))
-
-    async def start(self, agent: str) -> str:
-        before = {c.id for c in self.registry.cards() if c.name == agent}
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "rede",
-            "agent",
-            str(self.network_file),
-            "--bus",
-            self.bus_url,
-            "--only",
-            agent,
-            "--replicas",
-            "1",
-            *self.extra_args,
-        )
-
-        def new_ids(reg: Registry) -> set[str]:
-            return {c.id for c in reg.cards() if c.name == agent} - before
-
-        try:
-            await self.registry.wait_for(lambda reg: bool(new_ids(reg)), REGISTER_TIMEOUT_S)
-        except TimeoutError:
-            proc.terminate()
-            await proc.wait()
-            raise RedeError(
-                f"a process replica of {agent!r} did not register within "
-                f"{REGISTER_TIMEOUT_S:g}s on {self.bus_url}"
-            ) from None
-        ids = new_ids(self.registry)
-        self._procs.setdefault(agent, []).append((proc, ids))
-        return sorted(ids)[0]
-
-    async def stop(self, agent: str) -> str | None:
-        procs = self._procs.get(agent, [])
-        if not procs:
-            return None
-        proc, ids = procs.pop()
-        proc.terminate()
-        await proc.wait()
-        return sorted(ids)[0]
-
-    async def aclose(self) -> None:
-        for procs in self._procs.values():
-            for proc, _ in procs:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.terminate()
-                await proc.wait()
-        self._procs.clear()
-
-
 @dataclass
 class Template:
     name: str
@@ -194,36 +139,58 @@ class Template:
     bounds: SpawnTemplate
 
 
+def templates(config: NetworkConfig) -> dict[str, Template]:
+    """The agents named in ``spawn.templates``, with their bounds (none without ``spawn:``)."""
+    if config.spawn is None:
+        return {}
+    agents = {a.name: a for a in config.agents}
+    return {
+        name: Template(name, agents[name].capabilities, agents[name].concurrency, bounds)
+        for name, bounds in config.spawn.templates.items()
+    }
+
+
 @dataclass
 class Spawner:
     backend: SpawnBackend
-    router: Router
+    load: LoadView
+    registry: Registry
     config: SpawnConfig
     templates: dict[str, Template]
     record: Recorder | None = None
     clock: Callable[[], float] = time.monotonic
+    retry_s: float = 1.0
+    """After a failed start, wait this long before starting that template again."""
     decisions: list[dict[str, Any]] = field(default_factory=list)
     _calm_since: dict[str, float] = field(default_factory=dict, init=False)
+    _failed_at: dict[str, float] = field(default_factory=dict, init=False)
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict, init=False)
     _changed: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
 
     @classmethod
-    def for_network(cls, network: Network, backend: SpawnBackend | None = None) -> Spawner:
+    def for_network(
+        cls,
+        network: Network,
+        backend: SpawnBackend | None = None,
+        load: LoadView | None = None,
+    ) -> Spawner:
+        """The network's spawner: decisions go to its ledger under ``<name>.spawner``.
+        Default: in-process replicas, scaled by this process's router."""
         conf = network.config
         if conf.spawn is None:
             raise RedeError("the network has no 'spawn:' section")
-        agents = {a.name: a for a in conf.agents}
-        templates = {
-            name: Template(name, agents[name].capabilities, agents[name].concurrency, bounds)
-            for name, bounds in conf.spawn.templates.items()
-        }
         run_id = f"{conf.name}.spawner"
 
         def record(name: str, **data: Any) -> None:
             network.ledger.record_decision(run_id, name, **data)
 
         return cls(
-            backend or InProcessBackend(network), network.router, conf.spawn, templates, record
+            backend or InProcessBackend(network),
+            load or RouterLoad(network.router),
+            network.registry,
+            conf.spawn,
+            templates(conf),
+            record,
         )
 
     # ------------------------------------------------------------------ observing
@@ -265,8 +232,8 @@ class Spawner:
         serving = sorted(t.name for t in self.templates.values() if capability in t.capabilities)
         for name in serving:
             async with self._locks.setdefault(name, asyncio.Lock()):
-                if self.router.registry.agents(capability):
-                    return next(v.name for v in self.router.registry.agents(capability))
+                if self.registry.agents(capability):
+                    return next(v.name for v in self.registry.agents(capability))
                 if self.replicas(name) >= self.templates[name].bounds.max_replicas:
                     continue
                 replica = await self.backend.start(name)
@@ -280,35 +247,74 @@ class Spawner:
                 return name
         return None
 
+    async def start_initial(self, config: NetworkConfig) -> None:
+        """Start each template's initial replicas (:func:`initial_replicas`), for a backend
+        whose replicas the network does not start itself (processes)."""
+        agents = {a.name: a for a in config.agents}
+        for name in sorted(self.templates):
+            want = initial_replicas(config, agents[name])
+            add = want - self.replicas(name)
+            if add <= 0:
+                continue
+            async with self._locks.setdefault(name, asyncio.Lock()):
+                try:
+                    started = await asyncio.gather(*(self.backend.start(name) for _ in range(add)))
+                except RedeError as exc:
+                    self._failed_at[name] = self.clock()
+                    self._decide("spawn_failed", agent=name, reason=str(exc))
+                    continue
+                self._decide(
+                    "spawn",
+                    agent=name,
+                    replicas=self.replicas(name),
+                    started=list(started),
+                    reason=f"initial replicas: {want}",
+                )
+
     # ------------------------------------------------------------------ the loop
 
     async def run(self) -> None:
         """Watch and scale until cancelled."""
         while True:
             await self.step()
-            await self.router.wait_change(timeout=self.config.interval_s)
+            await self.load.wait_change(self.config.interval_s)
 
     async def step(self) -> None:
         """One look at every template, acting where a rule says so."""
+        for gone in self.backend.reap():
+            self._decide(
+                "replica_exited",
+                agent=gone.agent,
+                replica=gone.replica,
+                code=gone.code,
+                replicas=self.replicas(gone.agent),
+                reason=f"replica {gone.replica} exited on its own with code {gone.code}",
+            )
+        await self.load.refresh()
         for name in sorted(self.templates):
             async with self._locks.setdefault(name, asyncio.Lock()):
+                failed_at = self._failed_at.get(name)
+                if failed_at is not None and self.clock() - failed_at < self.retry_s:
+                    continue
                 try:
                     await self._scale(self.templates[name])
                 except RedeError as exc:
+                    self._failed_at[name] = self.clock()
                     self._decide("spawn_failed", agent=name, reason=str(exc))
 
     async def _scale(self, t: Template) -> None:
         now = self.clock()
         b = self.config
         replicas = self.replicas(t.name)
-        in_flight = self.router.in_flight.get(t.name, 0)
+        in_flight = self.load.in_flight(t.name)
         backlog = max(0, in_flight - replicas * t.concurrency)
-        wait = self.router.queue(t.name).wait_s
+        wait = self.load.wait_s(t.name)
         room = t.bounds.max_replicas - replicas
         reason = ""
         add = 0
         if replicas < t.bounds.min_replicas:
-            add, reason = t.bounds.min_replicas - replicas, "below min_replicas"
+            add = t.bounds.min_replicas - replicas
+            reason = f"{replicas} replica(s) running, below min_replicas={t.bounds.min_replicas}"
         elif room > 0 and backlog > b.backlog_per_replica * max(replicas, 1):
             add = math.ceil(backlog / t.concurrency)
             reason = (
@@ -317,7 +323,10 @@ class Spawner:
             )
         elif room > 0 and backlog > 0 and wait > b.max_wait_s:
             add = 1
-            reason = f"recent queue wait {wait:.2f}s over max_wait_s={b.max_wait_s:g}"
+            reason = (
+                f"{backlog} task(s) waiting; queue wait {wait:.2f}s "
+                f"over max_wait_s={b.max_wait_s:g}"
+            )
         if add:
             self._calm_since.pop(t.name, None)
             add = min(add, b.max_step, max(0, t.bounds.max_replicas - replicas))
@@ -330,6 +339,7 @@ class Spawner:
                 replicas=self.replicas(t.name),
                 started=list(started),
                 in_flight=in_flight,
+                wait_s=round(wait, 3),
                 reason=reason,
             )
             return

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rede.bus._base import Bus, BusOptions, BusStats, Delivery, StoredCard, Subscription
+from rede.bus._base import Backlog, Bus, BusOptions, BusStats, Delivery, StoredCard, Subscription
 from rede.bus.memory import MemoryBus
 from rede.errors import ConfigError
 
@@ -19,6 +19,7 @@ def bus_from_url(url: str | None, options: BusOptions | None = None) -> Bus:
 
 
 __all__ = [
+    "Backlog",
     "Bus",
     "BusOptions",
     "BusStats",

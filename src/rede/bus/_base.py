@@ -22,6 +22,10 @@ Semantics, checked by one contract suite (``rede.testing.bus_contract``) for eve
 Optionally, a bus that can store values (Redis) keeps agent cards with a time to live
 (:meth:`Bus.store_card`, :meth:`Bus.snapshot_cards`), so a process that joins later sees the
 live agents at once instead of after their next heartbeat. Buses without storage keep none.
+
+:meth:`Bus.backlog` tells how much work a group has not finished: entries not yet delivered
+to it, delivered but not acknowledged, and how long the oldest undelivered one has waited.
+A spawner in any process reads load from it, not from the calls its own process made.
 """
 
 from __future__ import annotations
@@ -59,6 +63,31 @@ class BusStats:
     dead_lettered: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     """Dead letters by reason code: malformed, too_large, signature, max_deliveries."""
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """A consumer group's unfinished work on one topic (see :meth:`Bus.backlog`)."""
+
+    waiting: int = 0
+    """Entries not yet delivered to the group (a group not created yet: the whole stream,
+    which it would receive)."""
+    pending: int = 0
+    """Entries delivered to a member and not acknowledged: being worked on, or held by a
+    member that died (until another claims them)."""
+    oldest_wait_s: float = 0.0
+    """Age of the oldest waiting entry; 0 when none waits."""
+
+    @property
+    def unfinished(self) -> int:
+        return self.waiting + self.pending
+
+    def __add__(self, other: Backlog) -> Backlog:
+        return Backlog(
+            self.waiting + other.waiting,
+            self.pending + other.pending,
+            max(self.oldest_wait_s, other.oldest_wait_s),
+        )
 
 
 class StoredCard(NamedTuple):
@@ -183,6 +212,13 @@ class Bus(abc.ABC):
     async def snapshot_cards(self) -> list[StoredCard]:
         """Every stored card that has not expired, with the seconds it has left."""
         return []
+
+    # ------------------------------------------------------------------ load
+
+    async def backlog(self, topic: Topic, group: str) -> Backlog:
+        """What ``group`` has not finished on ``topic``: waiting, pending, and the age of the
+        oldest waiting entry. A topic nobody published to has an empty backlog."""
+        raise NotImplementedError(f"{type(self).__name__} does not report backlogs")
 
     # ------------------------------------------------------------------ shared helpers
 

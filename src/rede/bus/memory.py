@@ -11,7 +11,7 @@ import asyncio
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from rede.bus._base import Bus, BusOptions, Delivery, Subscription
+from rede.bus._base import Backlog, Bus, BusOptions, Delivery, Subscription
 from rede.errors import ClosedBusError
 from rede.messages import Envelope, new_id
 from rede.topics import Topic
@@ -33,6 +33,8 @@ class _Group:
 class _Stream:
     def __init__(self, first_seq: int) -> None:
         self.entries: OrderedDict[int, bytes] = OrderedDict()
+        self.stamps: dict[int, float] = {}
+        """When each entry was published (the event loop's clock)."""
         self.next_seq = first_seq
         self.groups: dict[str, _Group] = {}
         self.fanout: set[_FanoutSubscription] = set()
@@ -41,6 +43,10 @@ class _Stream:
     def notify(self) -> None:
         self.changed.set()
         self.changed = asyncio.Event()
+
+    def drop_oldest(self) -> None:
+        seq, _ = self.entries.popitem(last=False)
+        self.stamps.pop(seq, None)
 
 
 class _MemoryDelivery(Delivery):
@@ -101,6 +107,7 @@ class MemoryBus(Bus):
         self._last_seq += 1
         seq = self._last_seq
         stream.entries[seq] = data
+        stream.stamps[seq] = asyncio.get_running_loop().time()
         self.stats.published += 1
         for sub in stream.fanout:
             sub.queue.put_nowait((seq, data))
@@ -110,7 +117,7 @@ class MemoryBus(Bus):
 
     def _trim(self, stream: _Stream) -> None:
         while len(stream.entries) > self.options.maxlen:
-            stream.entries.popitem(last=False)
+            stream.drop_oldest()
         if not stream.groups:
             return
         floor = min(min([g.last + 1, *g.pending.keys()]) for g in stream.groups.values())
@@ -118,7 +125,7 @@ class MemoryBus(Bus):
             seq = next(iter(stream.entries))
             if seq >= floor:
                 break
-            del stream.entries[seq]
+            stream.drop_oldest()
 
     async def subscribe(
         self, topic: Topic, *, group: str | None = None, consumer: str | None = None
@@ -134,6 +141,21 @@ class MemoryBus(Bus):
             first = next(iter(stream.entries), None)
             stream.groups[group] = _Group(last=first - 1 if first is not None else self._last_seq)
         return _GroupSubscription(self, topic, stream, group, consumer)
+
+    async def backlog(self, topic: Topic, group: str) -> Backlog:
+        self._check_open()
+        stream = self._streams.get(str(topic))
+        if stream is None:
+            return Backlog()
+        state = stream.groups.get(group)
+        last = state.last if state is not None else -1
+        waiting = [seq for seq in stream.entries if seq > last]
+        oldest = 0.0
+        if waiting:
+            now = asyncio.get_running_loop().time()
+            oldest = max(0.0, now - stream.stamps.get(waiting[0], now))
+        pending = len(state.pending) if state is not None else 0
+        return Backlog(len(waiting), pending, oldest)
 
     async def delete(self, topic: Topic) -> None:
         stream = self._streams.pop(str(topic), None)

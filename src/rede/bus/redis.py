@@ -26,6 +26,11 @@ encoded envelope, so size limits, validation and signing behave exactly as on th
   delivery count incremented. The entry keeps its place and its count; nothing is re-added.
 - ``subscribe(topic)`` without a group: fan-out. The stream's last id is captured at subscribe
   time and the subscription keeps its own cursor (``XREAD``).
+- ``backlog(topic, group)``: ``XINFO GROUPS`` gives the group's ``lag`` (entries not yet
+  delivered) and ``pending``; the oldest waiting entry is the first after the group's
+  ``last-delivered-id`` (``XRANGE key (<id> + COUNT 1``), and its age is ``TIME`` minus
+  the milliseconds of its id, both on the server's clock. A group not created yet would
+  receive the whole stream; a missing stream has no backlog.
 - Agent cards: ``SET <namespace>rede:card:<agent id> <signed heartbeat envelope> PX <ttl>``
   on every heartbeat, ``DEL`` on a clean stop; :meth:`RedisBus.snapshot_cards` reads them all
   (``SCAN`` + ``GET``/``PTTL``), so a registry that starts later sees the live agents at once.
@@ -60,7 +65,7 @@ from redis.exceptions import AuthenticationError, AuthorizationError, ResponseEr
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from rede.bus._base import Bus, BusOptions, Delivery, StoredCard, Subscription
+from rede.bus._base import Backlog, Bus, BusOptions, Delivery, StoredCard, Subscription
 from rede.errors import BusError, ClosedBusError
 from rede.messages import AgentCard, Envelope, Heartbeat, new_id
 from rede.topics import Topic
@@ -94,6 +99,10 @@ def redact_url(url: str) -> str:
 def _glob_escape(text: str) -> str:
     """``text`` as a literal inside a Redis ``MATCH`` pattern."""
     return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _is_nogroup(exc: ResponseError) -> bool:
@@ -245,6 +254,43 @@ class RedisBus(Bus):
             sub = _GroupSubscription(self, topic, key, group, consumer)
         self._subs.setdefault(key, set()).add(sub)
         return sub
+
+    async def backlog(self, topic: Topic, group: str) -> Backlog:
+        self._check_open()
+        key = self.key(topic)
+        r = self._redis
+
+        async def read() -> Backlog:
+            async with r.pipeline(transaction=False) as pipe:
+                pipe.exists(key)
+                pipe.time()
+                exists, (secs, micros) = await pipe.execute()
+            if not exists:
+                return Backlog()
+            try:
+                groups = await r.xinfo_groups(key)
+            except ResponseError:  # the stream went between the two calls
+                return Backlog()
+            info = next((g for g in groups if _text(g["name"]) == group), None)
+            if info is None:
+                waiting, pending, after = int(await r.xlen(key)), 0, "-"
+            else:
+                pending = int(info["pending"])
+                after = "(" + _text(info["last-delivered-id"])
+                lag = info.get("lag")
+                if lag is None:  # Redis cannot tell (entries deleted inside the range)
+                    waiting = len(await r.xrange(key, after, "+", count=self.options.maxlen))
+                else:
+                    waiting = int(lag)
+            oldest = 0.0
+            if waiting:
+                first = await r.xrange(key, after, "+", count=1)
+                if first:
+                    born_ms = int(_text(first[0][0]).split("-", 1)[0])
+                    oldest = max(0.0, secs + micros / 1e6 - born_ms / 1000)
+            return Backlog(waiting, pending, oldest)
+
+        return await self._call(read)
 
     async def delete(self, topic: Topic) -> None:
         self._check_open()
