@@ -302,7 +302,13 @@ def _detail(kind: str, data: dict[str, Any]) -> str:
         elif p.get("kind") == "critique":
             bits.append(f"score={p.get('score')} accepted={p.get('accepted')}")
         return " ".join(bits)
-    return ", ".join(f"{k}={v}" for k, v in data.items() if k not in ("plan", "step"))[:160]
+    shown = (f"{k}={_short(v)}" for k, v in data.items() if k not in ("plan", "step"))
+    return ", ".join(shown)[:160]
+
+
+def _short(value: Any) -> str:
+    """A decision's value as a person reads it: floats to 4 significant digits."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 app.add_typer(bench_app, name="bench")
