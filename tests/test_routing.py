@@ -10,6 +10,7 @@ import pytest
 
 from rede.auction import BidBook, make_bid, score_bids
 from rede.budget import BudgetCap, hold_all
+from rede.bus import MemoryBus
 from rede.config import RoutingConfig
 from rede.errors import ConfigError, RunLimitExceeded, StepFailed
 from rede.messages import AgentCard, Bid, BidRequest, Envelope, Usage
@@ -674,3 +675,20 @@ def test_the_routing_names_users_need_are_public() -> None:
         "ConfidenceConfig",
     ):
         assert name in rede.__all__ and getattr(rede, name) is not None
+
+
+async def test_auction_without_bids_can_route_to_an_agent_that_joined_while_bidding() -> None:
+    r = router(card("quiet", price=0.01), strategy="auction", bid_timeout_s=0.05)
+
+    def joins(env: Envelope) -> None:  # the call for bids goes out; a cheaper agent appears
+        r.registry.observe(card("newcomer", price=0.001))
+
+    bus = MemoryBus()
+    try:
+        route = await r.route(RouteRequest("answer", on_sent=joins), bus)
+    finally:
+        await bus.aclose()
+    assert route is not None and route.agent == "newcomer"
+    assert route.strategy == "auction"
+    assert route.reason.startswith("no bids within 0.05s from 1 agent(s); cheapest")
+    assert route.details["silent"] == ["quiet"]

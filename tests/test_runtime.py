@@ -9,11 +9,23 @@ from typing import Any
 
 import pytest
 
-from rede.errors import RunLimitExceeded, StepFailed, UnknownCapability
-from rede.messages import Task
+from rede.agent import AgentRunner
+from rede.bus import MemoryBus
+from rede.dispatcher import main_capability
+from rede.errors import (
+    BusError,
+    ConfigError,
+    PlanError,
+    RunLimitExceeded,
+    StepFailed,
+    UnknownCapability,
+)
+from rede.ledger import Ledger
+from rede.messages import Envelope, ErrorPayload, Event, Result, Task
 from rede.models import ModelRequest, ScriptedModel
 from rede.network import Network
 from rede.plan import Plan, Step
+from rede.specialists import Specialist, SpecialistSpec, ToolSpecialist, echo_tool
 from rede.topics import Topic
 
 Handler = Callable[[ModelRequest], Any]
@@ -397,3 +409,275 @@ async def test_run_record_accounts_every_call() -> None:
     assert result.critical_path[0] == "plan" and result.critical_path[-1] == "synthesis"
     assert result.sources == {"scripted"}
     assert not result.simulated
+
+
+async def test_task_with_an_invalid_reply_topic_is_dead_lettered_and_the_agent_lives() -> None:
+    net, _ = network(
+        [{"name": "researcher", "capabilities": ["research"], "model": "r"}],
+        {"r": lambda r: "fine"},
+    )
+    async with net:
+        assert net.bus is not None
+        dead = await net.bus.subscribe(Topic.dead())
+        task = Task(capability="research", instruction="x")
+        bad = Envelope(sender="someone", reply_to="not-a-topic", payload=task)
+        await net.bus.publish(Topic.task("research", "researcher"), bad)
+        letter = await dead.receive(timeout=5)
+        assert isinstance(letter.envelope.payload, ErrorPayload)
+        assert "reply_to" in letter.envelope.payload.message
+        result = await net.ask("still works?")
+    assert result.answer == "fine"
+    assert net.bus.stats.rejected["malformed"] == 1
+
+
+async def test_specialist_returning_no_result_fails_the_call_not_the_agent() -> None:
+    class Sloppy(Specialist):
+        async def handle(self, task: Task, ctx: Any) -> Any:
+            return "a bare string"
+
+    bus = MemoryBus()
+    runner = AgentRunner(bus, SpecialistSpec("sloppy", ["research"], Sloppy()))
+    serving = asyncio.create_task(runner.run())
+    try:
+        await runner.ready.wait()
+        replies = await bus.subscribe(Topic.reply("r1"), group="orchestrator")
+        task = Envelope(
+            sender="test",
+            reply_to=str(Topic.reply("r1")),
+            payload=Task(capability="research", instruction="x"),
+        )
+        for _ in range(2):  # the agent is still there for the second task
+            await bus.publish(Topic.task("research", "sloppy"), task)
+            reply = (await replies.receive(timeout=5)).envelope.payload
+            assert isinstance(reply, Result) and reply.status == "failed"
+            assert "returned str, not a Result or a Critique" in (reply.error or "")
+    finally:
+        serving.cancel()
+        await asyncio.gather(serving, return_exceptions=True)
+        await bus.aclose()
+
+
+async def test_a_critic_answering_with_a_result_fails_the_step_naming_why() -> None:
+    import sys
+    import types
+
+    mod = types.ModuleType("rede_test_critic")
+    mod.critic = lambda task: "looks fine to me"  # type: ignore[attr-defined]
+    sys.modules["rede_test_critic"] = mod
+    net, _ = network(
+        [
+            {"name": "planner", "capabilities": ["plan"], "model": "p"},
+            {"name": "writer", "capabilities": ["write"], "model": "w"},
+            {"name": "critic", "capabilities": ["critique"], "tool": "rede_test_critic:critic"},
+        ],
+        {"p": lambda r: plan_json(step("draft", "write", review=True)), "w": lambda r: "draft"},
+    )
+    async with net:
+        with pytest.raises(StepFailed, match="replied with a result to a 'critique' task") as info:
+            await net.ask("write something")
+    assert info.value.run.status == "failed"
+
+
+async def test_plan_with_a_critique_step_is_sent_back_not_run() -> None:
+    critique_step = plan_json(step("draft", "write"), step("check", "critique", ["draft"]))
+    good = plan_json(step("draft", "write", review=True))
+    net, models = network(
+        [
+            {"name": "planner", "capabilities": ["plan"], "model": "p"},
+            {"name": "writer", "capabilities": ["write"], "model": "w"},
+            {"name": "critic", "capabilities": ["critique"], "model": "c"},
+        ],
+        {
+            "p": planner_sequence(critique_step, good),
+            "w": lambda r: "draft",
+            "c": critic_sequence(True),
+        },
+    )
+    async with net:
+        result = await net.ask("write something")
+        with pytest.raises(PlanError, match="'check' has capability 'critique'"):
+            await net.ask("write", plan=Plan.model_validate_json(critique_step))
+    assert result.status == "ok" and result.answer == "draft"
+    (invalid,) = [d for d in result.decisions if d["name"] == "plan_invalid"]
+    assert '"review": true' in invalid["error"]
+    assert "review" in models["p"].requests[1].prompt_text, "the planner is told what to do"
+
+
+async def test_an_observer_failing_at_the_start_leaves_nothing_running() -> None:
+    def observer(event: Event) -> None:
+        if event.name == "run_started":
+            raise RuntimeError("observer broke")
+
+    net, _ = network(
+        [{"name": "researcher", "capabilities": ["research"], "model": "r"}],
+        {"r": lambda r: "fine"},
+    )
+    async with net:
+        with pytest.raises(RuntimeError, match="observer broke"):
+            await net.ask("x", observer=observer, run_id="run-observed")
+        left = [t for t in asyncio.all_tasks() if t.get_coro().__qualname__ == "_Run._read_replies"]
+        assert left == [], "the run's reply reader was left running"
+        assert (await net.ask("again", run_id="run-next")).answer == "fine"
+
+
+async def test_a_late_reply_after_a_reroute_is_accounted_not_used() -> None:
+    release = asyncio.Event()
+    ignored = asyncio.Event()
+
+    class Watching(Ledger):
+        def record_decision(self, run_id: str, name: str, **data: Any) -> None:
+            super().record_decision(run_id, name, **data)
+            if name == "duplicate_ignored":
+                ignored.set()
+
+    async def slow(request: ModelRequest) -> str:
+        await release.wait()  # answers only once the step was re-routed
+        return "late answer " + "word " * 50
+
+    async def backup(request: ModelRequest) -> str:
+        release.set()
+        await ignored.wait()  # the late reply has reached the run before this one
+        return "backup answer"
+
+    net, models = network(
+        [
+            {"name": "slow", "capabilities": ["research"], "model": "a", "quality": 0.9},
+            {"name": "backup", "capabilities": ["research"], "model": "b", "quality": 0.9},
+        ],
+        {"a": slow, "b": backup},
+        limits={"step_timeout_s": 0.3},
+    )
+    net.ledger = Watching()
+    models["b"].price = type(models["b"].price)(input_per_1k=1.0, output_per_1k=1.0)
+    async with net:
+        result = await net.ask("look it up")
+    assert result.answer == "backup answer"
+    calls = result.step("answer").calls
+    assert [(c.agent, c.status) for c in calls] == [("slow", "failed"), ("backup", "ok")]
+    assert "came after the step moved on" in (calls[0].error or "")
+    assert result.usage.calls == 2 == sum(len(s.calls) for s in result.steps)
+    late_tokens = calls[0].usage.total_tokens
+    assert late_tokens > 50, "the late reply's work is on the record"
+    assert result.usage.total_tokens == sum(c.usage.total_tokens for c in calls)
+    assert net.orchestrator is not None
+    assert net.orchestrator.budget.spent_tokens == result.usage.total_tokens
+
+
+async def test_the_last_steps_events_reach_the_bus_before_the_run_returns() -> None:
+    net, _ = network(
+        [
+            {"name": "planner", "capabilities": ["plan"], "model": "p"},
+            {"name": "researcher", "capabilities": ["research"], "model": "r"},
+            {"name": "synth", "capabilities": ["synthesise"], "model": "s"},
+        ],
+        {
+            "p": lambda r: plan_json(step("a", "research"), step("b", "research")),
+            "r": lambda r: "facts",
+            "s": lambda r: "final",
+        },
+    )
+    async with net:
+        assert net.bus is not None
+        events = await net.bus.subscribe(Topic.events())
+        await net.ask("x")
+        end = Envelope(sender="test", payload=Event(name="test_end"))
+        await net.bus.publish(Topic.events(), end)
+        seen = []
+        while True:
+            event = (await events.receive(timeout=5)).envelope.payload
+            assert isinstance(event, Event)
+            if event.name == "test_end":
+                break
+            seen.append((event.name, event.data.get("step")))
+    assert ("step_finished", "synthesis") in seen
+
+
+def test_a_network_with_no_live_agent_is_told_so() -> None:
+    with pytest.raises(UnknownCapability, match="no live agent serves anything"):
+        main_capability(set())
+    with pytest.raises(UnknownCapability, match="only plan/critique/synthesise agents"):
+        main_capability({"plan", "critique"})
+
+
+async def test_an_invalid_run_id_is_named() -> None:
+    net, _ = network(
+        [{"name": "researcher", "capabilities": ["research"], "model": "r"}],
+        {"r": lambda r: "fine"},
+    )
+    async with net:
+        with pytest.raises(ConfigError, match="invalid run_id 'my run'"):
+            await net.ask("x", run_id="my run")
+
+
+async def test_a_run_whose_replies_cannot_be_read_fails_at_once_naming_why() -> None:
+    class Failing(Ledger):
+        def record_envelope(self, direction: Any, env: Envelope) -> None:
+            if direction == "received":
+                raise OSError("disk full")
+            super().record_envelope(direction, env)
+
+    net, _ = network(
+        [{"name": "researcher", "capabilities": ["research"], "model": "r"}],
+        {"r": lambda r: "fine"},
+        limits={"step_timeout_s": 30, "wall_time_s": 5},
+    )
+    net.ledger = Failing()
+    async with net:
+        with pytest.raises(BusError, match="OSError: disk full") as info:
+            await net.ask("x")  # not a wait of step_timeout_s for a reply that cannot come
+    assert info.value.run.status == "failed"
+
+
+async def test_an_agent_stops_quietly_when_its_bus_closes() -> None:
+    bus = MemoryBus()
+    runner = AgentRunner(bus, SpecialistSpec("echo", ["echo"], ToolSpecialist("echo", echo_tool)))
+    serving = asyncio.create_task(runner.run())
+    await runner.ready.wait()
+    await bus.aclose()
+    assert await serving is None
+
+
+async def test_asking_the_critic_a_question_fails_the_question_at_once() -> None:
+    async def asker(task: Task, ctx: Any) -> str:
+        return await ctx.ask("critique", "is this good?")
+
+    import sys
+    import types
+
+    mod = types.ModuleType("rede_test_critique_asker")
+    mod.asker = asker  # type: ignore[attr-defined]
+    sys.modules["rede_test_critique_asker"] = mod
+    net, _ = network(
+        [
+            {
+                "name": "asker",
+                "capabilities": ["research"],
+                "tool": "rede_test_critique_asker:asker",
+            },
+            {"name": "critic", "capabilities": ["critique"], "model": "c"},
+        ],
+        {"c": critic_sequence(True)},
+        limits={"step_timeout_s": 30, "wall_time_s": 5},
+    )
+    async with net:
+        with pytest.raises(StepFailed, match="'critique' reviews a step's output"):
+            await net.ask("check this")
+
+
+async def test_a_plan_cannot_reuse_the_runs_own_step_ids() -> None:
+    net, _ = network(
+        [
+            {"name": "researcher", "capabilities": ["research"], "model": "r"},
+            {"name": "synth", "capabilities": ["synthesise"], "model": "s"},
+        ],
+        {"r": lambda r: "facts", "s": lambda r: "final"},
+    )
+    plan = Plan(
+        steps=[
+            Step(id="a", capability="research", instruction="x"),
+            Step(id="synthesis", capability="synthesise", instruction="y", depends_on=["a"]),
+        ]
+    )
+    async with net:
+        with pytest.raises(PlanError, match="synthesis are the run's own"):
+            await net.ask("x", plan=plan)

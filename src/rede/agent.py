@@ -24,6 +24,7 @@ from rede.errors import ClosedBusError, ProtocolError, RedeError
 from rede.messages import (
     AgentCard,
     BidRequest,
+    Critique,
     Envelope,
     Event,
     Heartbeat,
@@ -118,8 +119,13 @@ class AgentRunner:
                 tg.create_task(self._heartbeats())
                 await self._heartbeat()
                 self.ready.set()
-        except ClosedBusError:
-            return
+        except BaseExceptionGroup as group:  # the TaskGroup wraps every error in a group
+            closed, rest = group.split(ClosedBusError)
+            if closed is None:
+                raise
+            if rest is not None:
+                raise rest from None
+            # the bus closed: stop serving quietly
         finally:
             if not self._crashed:
                 with contextlib.suppress(Exception):
@@ -152,7 +158,12 @@ class AgentRunner:
             if not isinstance(env.payload, Task) or not env.reply_to:
                 await self._dead_letter(delivery, "not a task with a reply_to topic")
                 return
-            topic = Topic.from_str(env.reply_to)
+            try:
+                topic = Topic.from_str(env.reply_to)
+            except ValueError as exc:
+                reason = f"task with an invalid reply_to: {exc}"
+                await self._dead_letter(delivery, reason, "malformed")
+                return
             if delivery.delivery_count > 1:
                 note = Event(
                     name="redelivered",
@@ -202,15 +213,24 @@ class AgentRunner:
         if env.deadline is not None and env.deadline < datetime.now(UTC):
             return Result(status="failed", error="the task's deadline passed before it started")
         try:
-            return await self.spec.specialist.handle(task, _Context(self, env))
+            reply = await self.spec.specialist.handle(task, _Context(self, env))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             return Result(status="failed", error=f"{type(exc).__name__}: {exc}")
+        if not isinstance(reply, Result | Critique):
+            return Result(
+                status="failed",
+                error=f"specialist {self.spec.name!r} returned {type(reply).__name__}, "
+                "not a Result or a Critique",
+            )
+        return reply
 
-    async def _dead_letter(self, delivery: Delivery, reason: str) -> None:
+    async def _dead_letter(
+        self, delivery: Delivery, reason: str, code: str = "unexpected_kind"
+    ) -> None:
         raw = self.bus.codec.encode(delivery.envelope)
-        await self.bus._dead_letter(delivery.topic, raw, "unexpected_kind", reason)
+        await self.bus._dead_letter(delivery.topic, raw, code, reason)
         await delivery.ack()
 
     # ------------------------------------------------------------------ input requests

@@ -37,6 +37,7 @@ With no bid at all by the deadline, the step is routed by ``cheapest`` and the r
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -244,15 +245,14 @@ async def run_auction(router: Router, bus: Bus, req: RouteRequest) -> Route | No
     }
     heard = f"{len(book.offers)} of {len(expected)} agent(s) bid within {timeout:g}s"
     if not scored:
-        fallback = router._choose(req, "cheapest")
+        fallback = router._choose(req, "cheapest")  # among the agents live now
         if fallback is None:
             return None
-        return router._route(
-            next(v for v in views if v.name == fallback.agent),
-            req,
-            "auction",
-            f"no bids within {timeout:g}s from {len(expected)} agent(s); {fallback.reason}",
-            **facts,
+        return dataclasses.replace(
+            fallback,
+            strategy="auction",
+            reason=f"no bids within {timeout:g}s from {len(expected)} agent(s); {fallback.reason}",
+            details=facts,
         )
     best = scored[0]
     view = next(v for v in views if v.name == best.agent)

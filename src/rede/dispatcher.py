@@ -41,11 +41,12 @@ def main_capability(capabilities: Iterable[str]) -> str:
         if pref in caps:
             return pref
     if not caps:
-        raise UnknownCapability(
-            "(any non-meta capability)",
-            capabilities,
-            where="the network: it has only plan/critique/synthesise agents",
+        where = (
+            "the network: it has only plan/critique/synthesise agents"
+            if capabilities
+            else "the network: no live agent serves anything (are its agents running?)"
         )
+        raise UnknownCapability("(any non-meta capability)", capabilities, where=where)
     return caps[0]
 
 
@@ -97,7 +98,8 @@ class Dispatcher:
             return direct
         usable = capabilities - {"plan"}
         metadata: dict[str, Any] = {
-            "capabilities": sorted(usable),
+            # critique is not a step of its own: a step asks for it with "review": true
+            "capabilities": sorted(usable - {"critique"}),
             "schema": plan_schema(),
             "request": request,
         }

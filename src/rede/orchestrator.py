@@ -24,7 +24,7 @@ from rede.budget import BudgetCap, Hold, hold_all
 from rede.bus import Bus
 from rede.config import LimitsConfig
 from rede.dispatcher import Dispatcher
-from rede.errors import RedeError, RunLimitExceeded, StepFailed
+from rede.errors import BusError, ConfigError, RedeError, RunLimitExceeded, StepFailed
 from rede.ledger import Ledger
 from rede.messages import (
     Budget,
@@ -85,7 +85,14 @@ class Orchestrator:
         observer: Observer | None = None,
         plan: Plan | None = None,
     ) -> RunResult:
-        run = _Run(self, request, metadata or {}, run_id or new_id("run-"), observer)
+        run_id = run_id or new_id("run-")
+        try:
+            Topic.reply(run_id)
+        except ValueError:
+            raise ConfigError(
+                f"invalid run_id {run_id!r}: use letters, digits, '_' and '-' only"
+            ) from None
+        run = _Run(self, request, metadata or {}, run_id, observer)
         return await run.execute(plan)
 
 
@@ -108,8 +115,14 @@ class _Run:
         self.record = RunResult(run_id=run_id, request=request)
         self._futures: dict[tuple[str, int], asyncio.Future[Result | Critique]] = {}
         self._attempts: dict[str, int] = {}
+        self._sent_to: dict[tuple[str, int], tuple[Route, str]] = {}
+        """(step, attempt) -> the route and capability of the task sent, for late replies."""
+        self._replies: set[str] = set()
+        """Ids of the replies received, so a reply delivered twice is counted once."""
         self._calls = 0
         self._helpers: set[asyncio.Task[None]] = set()
+        self._events: set[asyncio.Task[None]] = set()
+        self._reader: asyncio.Task[None] | None = None
         self._t0 = 0.0
         self.budget = BudgetCap("run", self.limits.max_cost_usd, self.limits.max_tokens)
 
@@ -122,8 +135,8 @@ class _Run:
         if self.o.publish_events:
             env = Envelope(run_id=self.run_id, sender=self.o.id, payload=event)
             task = asyncio.create_task(self._publish_event(env))
-            self._helpers.add(task)
-            task.add_done_callback(self._helpers.discard)
+            self._events.add(task)
+            task.add_done_callback(self._events.discard)
 
     async def _publish_event(self, env: Envelope) -> None:
         with contextlib.suppress(RedeError):
@@ -158,9 +171,9 @@ class _Run:
         self._t0 = time.perf_counter()
         self.record.started_at = datetime.now(UTC)
         sub = await self.o.bus.subscribe(self.reply_topic, group="orchestrator", consumer=self.o.id)
-        reader = asyncio.create_task(self._read_replies(sub))
-        self.emit("run_started", request=self.request)
+        reader = self._reader = asyncio.create_task(self._read_replies(sub))
         try:
+            self.emit("run_started", request=self.request)
             try:
                 async with asyncio.timeout(self.limits.wall_time_s):
                     await self._main(plan)
@@ -180,6 +193,8 @@ class _Run:
             for helper in list(self._helpers):
                 helper.cancel()
             await asyncio.gather(reader, *self._helpers, return_exceptions=True)
+            # the last events (the final step's) still go out to the bus's observers
+            await asyncio.gather(*self._events, return_exceptions=True)
             await sub.aclose()
             with contextlib.suppress(RedeError):
                 await self.o.bus.delete(self.reply_topic)
@@ -507,6 +522,7 @@ class _Run:
                 router.finished(route.agent, started, service)
                 for hold in holds:
                     hold.release()
+            payload = self._expected_kind(capability, payload)
             usage = payload.usage
             rec.usage = rec.usage + usage
             ok = not (isinstance(payload, Result) and payload.status == "failed")
@@ -570,6 +586,19 @@ class _Run:
         if kept is not None:
             return self._keep(rec, kept, f"no higher tier answered: {'; '.join(failures)}")
         raise StepFailed(rec.id, "; ".join(failures))
+
+    @staticmethod
+    def _expected_kind(capability: str, payload: Result | Critique) -> Result | Critique:
+        """A critic must answer with a critique and every other capability with a result; a
+        reply of the other kind is a failed call, never trusted as it is."""
+        expected = "critique" if capability == "critique" else "result"
+        if payload.kind == expected:
+            return payload
+        return Result(
+            status="failed",
+            error=f"replied with a {payload.kind} to a {capability!r} task; expected a {expected}",
+            usage=payload.usage,
+        )
 
     def _keep(self, rec: StepRecord, kept: tuple[Result, Route], reason: str) -> Result:
         """Cascade: the higher tiers failed; answer with the escalated lower-tier result."""
@@ -645,6 +674,7 @@ class _Run:
         key = (rec.id, attempt)
         future: asyncio.Future[Result | Critique] = asyncio.get_running_loop().create_future()
         self._futures[key] = future
+        self._sent_to[key] = (route, capability)
         self._sent(env)
         self.emit(
             "step_started",
@@ -656,9 +686,10 @@ class _Run:
         )
         await self.o.bus.publish(Topic.task(capability, route.agent), env)
         gone = asyncio.create_task(self.o.registry.wait_gone(route.agent))
+        waits = {future, gone} if self._reader is None else {future, gone, self._reader}
         try:
             done, _ = await asyncio.wait(
-                {future, gone}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
         finally:
             gone.cancel()
@@ -666,6 +697,10 @@ class _Run:
         if future in done:
             return future.result()
         future.cancel()
+        if self._reader in done:  # no reply can reach this run any more: say why, now
+            error = None if self._reader.cancelled() else self._reader.exception()
+            why = f"{type(error).__name__}: {error}" if error else "the subscription was closed"
+            raise BusError(f"replies to run {self.run_id} can no longer be read ({why})")
         if gone in done:
             raise _Lost("agent vanished from the registry (missed heartbeats)")
         raise _Lost(f"no reply within {timeout:g}s")
@@ -688,6 +723,9 @@ class _Run:
                         attempt=env.attempt,
                         sender=env.sender,
                     )
+                    if env.id not in self._replies:
+                        self._account_late(env, payload)
+                self._replies.add(env.id)
             elif isinstance(payload, ErrorPayload) and payload.code == "max_deliveries":
                 # the bus gave up on the task (its holders kept dying): the attempt failed
                 self.decide(
@@ -713,6 +751,31 @@ class _Run:
                 task.add_done_callback(self._helpers.discard)
             await delivery.ack()
 
+    def _account_late(self, env: Envelope, payload: Result | Critique) -> None:
+        """A reply no call waits for any more (its attempt timed out or was re-routed, or a
+        redelivered task was answered twice): its answer is ignored, but the work was done
+        and paid for, so its usage is booked on the step, the run and the caps."""
+        sent = self._sent_to.get((env.step_id or "", env.attempt))
+        rec = next((r for r in reversed(self.record.steps) if r.id == env.step_id), None)
+        if sent is None or rec is None:
+            return
+        route, capability = sent
+        usage = payload.usage
+        rec.usage = rec.usage + usage
+        rec.calls.append(
+            CallRecord(
+                agent=route.agent,
+                capability=capability,
+                tier=route.tier,
+                status="failed",
+                usage=usage,
+                confidence=payload.confidence,
+                error=f"reply to attempt {env.attempt} came after the step moved on; ignored",
+            )
+        )
+        with contextlib.suppress(RunLimitExceeded):  # already spent: the caps stop the next call
+            self._account(usage)
+
     async def _answer_input(self, env: Envelope, request: InputRequest) -> None:
         """An agent asked another capability a question mid-task: route it as a sub-step."""
         rec = self._new_record(
@@ -726,6 +789,10 @@ class _Run:
             "input_request", step=env.step_id, asker=env.sender, capability=request.capability
         )
         try:
+            if request.capability == "critique":
+                raise StepFailed(
+                    rec.id, "'critique' reviews a step's output; it does not answer questions"
+                )
             result = await self._call(rec, request.capability, request.question, [])
             self._finish(rec, result)
             reply = InputReply(

@@ -20,6 +20,8 @@ from rede.errors import PlanError, UnknownCapability
 from rede.specialists import parse_json_object
 
 META_CAPABILITIES = frozenset({"plan", "critique", "synthesise"})
+RESERVED_STEP_IDS = frozenset({"plan", "synthesis"})
+"""The ids of the orchestrator's own steps in a run record."""
 
 
 class Step(BaseModel):
@@ -70,9 +72,20 @@ def validate_plan(plan: Plan, capabilities: Iterable[str], *, max_steps: int) ->
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
         raise PlanError(f"duplicate step ids: {', '.join(dupes)}")
+    reserved = sorted(RESERVED_STEP_IDS.intersection(ids))
+    if reserved:
+        raise PlanError(
+            f"step id(s) {', '.join(reserved)} are the run's own planning and synthesis "
+            "steps: give the step another id"
+        )
     for step in plan.steps:
         if step.capability not in known:
             raise UnknownCapability(step.capability, known, where=f"step {step.id!r}")
+        if step.capability == "critique":
+            raise PlanError(
+                f"step {step.id!r} has capability 'critique', which only reviews other steps: "
+                'set "review": true on the step whose output a critic should check'
+            )
         missing = [d for d in step.depends_on if d not in ids]
         if missing:
             raise PlanError(f"step {step.id!r} depends on unknown step(s): {', '.join(missing)}")
