@@ -589,7 +589,12 @@ async def test_the_last_steps_events_reach_the_bus_before_the_run_returns() -> N
             if event.name == "test_end":
                 break
             seen.append((event.name, event.data.get("step")))
+            if event.name == "run_finished":
+                finished = event.data
     assert ("step_finished", "synthesis") in seen
+    # observers on the bus learn that the run ended, and how
+    assert seen[-1] == ("run_finished", None)
+    assert finished["status"] == "ok" and finished["total_tokens"] > 0
 
 
 def test_a_network_with_no_live_agent_is_told_so() -> None:

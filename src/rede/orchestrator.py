@@ -200,20 +200,28 @@ class _Run:
                 await self.o.bus.delete(self.reply_topic)
             self.record.wall_time_s = time.perf_counter() - self._t0
             self.record.critical_path, self.record.critical_path_s = critical_path(self.record)
-            self.emit_final()
+            await self.emit_final()
         return self.record
 
-    def emit_final(self) -> None:
+    async def emit_final(self) -> None:
+        """``run_finished`` to the observer and, awaited, to the bus's ``rede.events``."""
+        usage = self.record.usage
+        event = Event(
+            name="run_finished",
+            data={
+                "run_id": self.run_id,
+                "status": self.record.status,
+                "error": self.record.error,
+                "wall_time_s": self.record.wall_time_s,
+                "total_tokens": usage.total_tokens,
+                "cost_usd": usage.cost_usd,
+            },
+        )
         if self.observer is not None:
-            self.observer(
-                Event(
-                    name="run_finished",
-                    data={
-                        "run_id": self.run_id,
-                        "status": self.record.status,
-                        "error": self.record.error,
-                    },
-                )
+            self.observer(event)
+        if self.o.publish_events:
+            await self._publish_event(
+                Envelope(run_id=self.run_id, sender=self.o.id, payload=event)
             )
 
     async def _main(self, plan: Plan | None) -> None:
