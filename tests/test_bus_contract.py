@@ -8,9 +8,11 @@ import asyncio
 
 import pytest
 
-from rede.bus import Backlog, BusOptions
+from rede.agent import AgentRunner
+from rede.bus import Backlog, BusOptions, MemoryBus
 from rede.errors import ClosedBusError, MessageTooLarge
 from rede.messages import Envelope, ErrorPayload, Event, Task
+from rede.specialists import SpecialistSpec, ToolSpecialist, echo_tool
 from rede.topics import Topic
 
 FAST = BusOptions(visibility_timeout_s=0.2, max_deliveries=3)
@@ -322,3 +324,165 @@ async def test_backlog_counts_waiting_and_pending_entries_per_group(bus_factory)
 async def test_backlog_adds_up_across_topics() -> None:
     total = Backlog(2, 1, 0.5) + Backlog(1, 0, 2.0)
     assert total == Backlog(3, 1, 2.0) and total.unfinished == 4
+
+
+# --------------------------------------------------------------------------- ephemeral topics
+# Reply and inbox topics expire once idle for ephemeral_ttl_s. The TTL is made short here,
+# and the tests wait past it; what they assert is whether a stream is there, never how long
+# anything took. "Gone" is seen through backlog(): a group not created yet would receive the
+# whole retained stream, so waiting == 0 means no entry is left.
+
+EPHEMERAL_TTL = 0.3
+PAST_TTL = 0.45
+
+
+def event(name: str) -> Envelope:
+    return Envelope(sender="test", payload=Event(name=name))
+
+
+async def retained(bus, topic: Topic) -> int:  # type: ignore[no-untyped-def]
+    return (await bus.backlog(topic, "nobody-reads-this")).waiting
+
+
+def test_reply_and_inbox_topics_are_ephemeral() -> None:
+    assert Topic.reply("r1").ephemeral and Topic.inbox("a-1").ephemeral
+    assert not any(
+        t.ephemeral
+        for t in (TOPIC, Topic.bids("x"), Topic.registry(), Topic.events(), Topic.dead())
+    )
+    with pytest.raises(ValueError, match="ephemeral_ttl_s"):
+        BusOptions(ephemeral_ttl_s=0)
+
+
+async def test_an_idle_ephemeral_topic_expires_and_a_durable_one_stays(bus_factory) -> None:
+    bus = await bus_factory(BusOptions(ephemeral_ttl_s=EPHEMERAL_TTL))
+    reply, inbox = Topic.reply("run-idle"), Topic.inbox("agent-idle")
+    for topic in (reply, inbox, TOPIC):
+        for i in range(2):
+            await bus.publish(topic, event(f"e{i}"))
+    assert [await retained(bus, t) for t in (reply, inbox, TOPIC)] == [2, 2, 2]
+    await asyncio.sleep(PAST_TTL)
+    assert await bus.backlog(reply, "nobody-reads-this") == Backlog()
+    assert await retained(bus, inbox) == 0
+    assert await retained(bus, TOPIC) == 2  # task topics are not ephemeral
+    # a group created now on the expired topic starts from nothing
+    late = await bus.subscribe(reply, group="orchestrator")
+    with pytest.raises(TimeoutError):
+        await late.receive(timeout=0.1)
+
+
+async def test_each_publish_restarts_an_ephemeral_topics_clock(bus_factory) -> None:
+    bus = await bus_factory(BusOptions(ephemeral_ttl_s=0.5))
+    reply = Topic.reply("run-busy")
+    await bus.publish(reply, event("first"))
+    await asyncio.sleep(0.3)
+    await bus.publish(reply, event("second"))
+    await asyncio.sleep(0.3)  # past the TTL since the first publish, not since the second
+    assert await retained(bus, reply) == 2
+    await asyncio.sleep(0.6)
+    assert await retained(bus, reply) == 0
+
+
+async def test_a_late_reply_to_a_deleted_run_topic_does_not_stay(bus_factory) -> None:
+    bus = await bus_factory(BusOptions(ephemeral_ttl_s=EPHEMERAL_TTL))
+    reply = Topic.reply("run-over")
+    sub = await bus.subscribe(reply, group="orchestrator")
+    await bus.publish(reply, event("answer"))
+    await (await sub.receive(timeout=5)).ack()
+    await sub.aclose()
+    await bus.delete(reply)  # the run ended
+    await bus.publish(reply, event("late"))  # a step still in flight answers anyway
+    assert await retained(bus, reply) == 1
+    await asyncio.sleep(PAST_TTL)
+    assert await retained(bus, reply) == 0
+
+
+async def test_subscribers_still_receive_after_their_ephemeral_topic_expired(
+    bus_factory,
+) -> None:
+    bus = await bus_factory(BusOptions(ephemeral_ttl_s=EPHEMERAL_TTL))
+    reply, inbox = Topic.reply("run-long"), Topic.inbox("agent-long")
+    group = await bus.subscribe(reply, group="orchestrator")
+    fan = await bus.subscribe(inbox)
+    await bus.publish(reply, event("before"))
+    await bus.publish(inbox, event("before"))
+    for sub in (group, fan):
+        got = await sub.receive(timeout=5)
+        assert got.envelope.payload.name == "before"
+        await got.ack()
+    # one reader idle (not receiving) while the topic expires, one blocked in receive
+    blocked = asyncio.create_task(fan.receive(timeout=5))
+    await asyncio.sleep(PAST_TTL)
+    await bus.publish(reply, event("after"))
+    await bus.publish(inbox, event("after"))
+    assert (await group.receive(timeout=5)).envelope.payload.name == "after"
+    assert (await blocked).envelope.payload.name == "after"
+    blocked_group = asyncio.create_task(group.receive(timeout=5))
+    await asyncio.sleep(PAST_TTL)
+    await bus.publish(reply, event("later"))
+    assert (await blocked_group).envelope.payload.name == "later"
+
+
+def echo_spec() -> SpecialistSpec:
+    return SpecialistSpec(
+        name="echoer", capabilities=["write"], specialist=ToolSpecialist("echo", echo_tool)
+    )
+
+
+async def test_a_clean_agent_stop_deletes_its_inbox_and_a_killed_ones_expires(
+    bus_factory,
+) -> None:
+    bus = await bus_factory(BusOptions(ephemeral_ttl_s=EPHEMERAL_TTL))
+    inboxes = []
+    for crash in (False, True):
+        runner = AgentRunner(bus, echo_spec(), heartbeat_s=3600)
+        serving = asyncio.create_task(runner.run())
+        await runner.ready.wait()
+        inbox = Topic.inbox(runner.id)
+        await bus.publish(inbox, event("an answer"))
+        assert await retained(bus, inbox) == 1
+        if crash:
+            runner.kill()
+        serving.cancel()
+        await asyncio.gather(serving, return_exceptions=True)
+        inboxes.append(inbox)
+    clean, killed = inboxes
+    assert await retained(bus, clean) == 0
+    assert await retained(bus, killed) == 1  # no goodbye: it stays until its TTL
+    await asyncio.sleep(PAST_TTL)
+    assert await retained(bus, killed) == 0
+
+
+# What only the memory bus needs: a sweep, as nothing else would look at a stream again.
+
+
+async def test_memory_bus_sweeps_ephemeral_streams_nobody_touches_again() -> None:
+    bus = MemoryBus(BusOptions(ephemeral_ttl_s=0.05))
+    for i in range(200):
+        await bus.publish(Topic.reply(f"run-{i}"), event("late"))
+        await bus.publish(Topic.inbox(f"agent-{i}"), event("late"))
+    await bus.publish(TOPIC, task(1))
+    assert len(bus._streams) == 401
+    await asyncio.sleep(0.1)
+    await bus.publish(TOPIC, task(2))  # any publish sweeps (at most once per min(1 s, TTL))
+    assert list(bus._streams) == [str(TOPIC)]
+    assert not bus._ephemeral
+
+
+async def test_memory_bus_keeps_a_stream_a_live_subscriber_has_not_finished() -> None:
+    bus = MemoryBus(BusOptions(ephemeral_ttl_s=0.05))
+    reply, inbox = Topic.reply("run-slow"), Topic.inbox("agent-slow")
+    group = await bus.subscribe(reply, group="orchestrator")
+    fan = await bus.subscribe(inbox)
+    await bus.publish(reply, event("unread"))
+    await bus.publish(inbox, event("unread"))
+    held = await bus.subscribe(Topic.reply("run-held"), group="orchestrator")
+    await bus.publish(Topic.reply("run-held"), event("unacked"))
+    delivery = await held.receive(timeout=1)
+    await asyncio.sleep(0.1)
+    await bus.publish(TOPIC, task(1))  # sweeps
+    assert {str(reply), str(inbox), "rede.reply.run-held"} <= set(bus._streams)
+    assert (await group.receive(timeout=1)).envelope.payload.name == "unread"
+    assert (await fan.receive(timeout=1)).envelope.payload.name == "unread"
+    await delivery.nack()
+    assert (await held.receive(timeout=1)).delivery_count == 2

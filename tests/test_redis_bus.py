@@ -64,6 +64,84 @@ def test_network_yaml_sets_the_stream_length() -> None:
         Network.from_dict({**conf, "bus": {"maxlen": 5}})
 
 
+def test_network_yaml_sets_the_ephemeral_ttl() -> None:
+    conf = {"agents": [{"name": "calc", "capabilities": ["arithmetic"], "tool": "arithmetic"}]}
+    assert Network.from_dict(conf).bus_options().ephemeral_ttl_s == 3600
+    net = Network.from_dict({**conf, "bus": {"ephemeral_ttl_s": 120}})
+    assert net.bus_options().ephemeral_ttl_s == 120
+    with pytest.raises(ConfigError, match=r"bus\.ephemeral_ttl_s"):
+        Network.from_dict({**conf, "bus": {"ephemeral_ttl_s": 0}})
+
+
+async def test_reply_and_inbox_keys_carry_a_ttl_that_each_publish_renews(redis_server) -> None:
+    async with (
+        RedisBus(
+            redis_server.url, BusOptions(ephemeral_ttl_s=60), namespace=redis_server.namespace()
+        ) as bus,
+        aioredis.Redis.from_url(redis_server.url) as admin,
+    ):
+        reply, inbox = Topic.reply("run-1"), Topic.inbox("agent-1")
+        await bus.publish(reply, task(1))
+        await bus.publish(inbox, task(1))
+        await bus.publish(TOPIC, task(1))
+        for topic in (reply, inbox):
+            assert 0 < await admin.pttl(bus.key(topic)) <= 60_000
+        assert await admin.pttl(bus.key(TOPIC)) == -1  # task topics never expire
+        # a publish renews the TTL: a stale one is raised back to the full time
+        await admin.pexpire(bus.key(reply), 5_000)
+        await bus.publish(reply, task(2))
+        assert await admin.pttl(bus.key(reply)) > 5_000
+        # a group created on a fresh reply topic (MKSTREAM) expires too
+        fresh = Topic.reply("run-2")
+        await bus.subscribe(fresh, group="orchestrator")
+        assert 0 < await admin.pttl(bus.key(fresh)) <= 60_000
+        # a late reply to a deleted run re-creates the key, with a TTL
+        await bus.delete(reply)
+        await bus.publish(reply, task(3))
+        assert 0 < await admin.pttl(bus.key(reply)) <= 60_000
+
+
+async def test_abandoned_reply_and_inbox_keys_expire(redis_server) -> None:
+    """The count of keys stays bounded: every run's reply topic and every replica's inbox,
+    once idle for the TTL, is gone from Redis."""
+    ns = redis_server.namespace()
+    async with (
+        RedisBus(redis_server.url, BusOptions(ephemeral_ttl_s=0.2), namespace=ns) as bus,
+        aioredis.Redis.from_url(redis_server.url) as admin,
+    ):
+        for i in range(50):
+            await bus.publish(Topic.reply(f"run-{i}"), task(i))
+            await bus.publish(Topic.inbox(f"agent-{i}"), task(i))
+        await bus.publish(TOPIC, task(0))
+        assert len(await admin.keys(ns + "*")) == 101
+        await asyncio.sleep(0.3)
+        assert await admin.keys(ns + "*") == [bus.key(TOPIC).encode()]
+
+
+async def test_a_blocked_group_reader_recreates_its_expired_reply_topic(redis_server) -> None:
+    """A reader blocked in XREADGROUP when its key expires is unblocked (NOGROUP/UNBLOCKED),
+    creates the group again, with the TTL, and receives what is published next."""
+    async with (
+        RedisBus(
+            redis_server.url, BusOptions(ephemeral_ttl_s=0.2), namespace=redis_server.namespace()
+        ) as bus,
+        aioredis.Redis.from_url(redis_server.url) as admin,
+    ):
+        reply = Topic.reply("run-blocked")
+        sub = await bus.subscribe(reply, group="orchestrator")
+        already = int((await admin.info("clients"))["blocked_clients"])
+        waiting = asyncio.create_task(sub.receive(timeout=5))
+        await blocked_clients(admin, already + 1)
+        await asyncio.sleep(0.3)  # past the TTL: the key expires under the blocked reader
+        await bus.publish(reply, task(1))
+        got = await waiting
+        assert got.envelope.step_id == "s1"
+        await got.ack()
+        assert 0 < await admin.pttl(bus.key(reply)) <= 200
+        groups = await admin.xinfo_groups(bus.key(reply))
+        assert [(g["name"], g["pending"]) for g in groups] == [(b"orchestrator", 0)]
+
+
 async def test_consumer_and_publisher_survive_killed_connections(redis_server_factory) -> None:
     server = redis_server_factory()
     opts = BusOptions(visibility_timeout_s=30)

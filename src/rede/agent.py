@@ -8,8 +8,9 @@ touched within every visibility timeout, so a slow live replica keeps it and onl
 stalled one loses it. A task delivered again (its first holder died or stalled) is
 announced to the run with a ``redelivered`` event before it is redone, so the run's ledger
 shows it. It heartbeats its card to the registry (and stores it, for ``card_ttl_s``, on
-buses that keep cards) and says goodbye when stopped cleanly. A specialist's exception
-becomes a ``failed`` result naming the error; it is never only logged.
+buses that keep cards) and says goodbye when stopped cleanly; a clean stop also deletes its
+inbox topic (a killed one's expires after the bus's ``ephemeral_ttl_s``). A specialist's
+exception becomes a ``failed`` result naming the error; it is never only logged.
 """
 
 from __future__ import annotations
@@ -128,8 +129,16 @@ class AgentRunner:
             # the bus closed: stop serving quietly
         finally:
             if not self._crashed:
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(self._heartbeat(stopping=True))
+                await asyncio.shield(self._goodbye())
+
+    async def _goodbye(self) -> None:
+        """A clean stop: tell the registry, then drop the inbox (its reader has stopped, as
+        the task group has ended). Best effort: the bus may be closed or unreachable, and then
+        the registry's expiry and the inbox's time to live clean up instead."""
+        with contextlib.suppress(Exception):
+            await self._heartbeat(stopping=True)
+        with contextlib.suppress(Exception):
+            await self.bus.delete(Topic.inbox(self.id))
 
     def kill(self) -> None:
         """For fault injection: the next cancellation behaves like a crash (no goodbye)."""

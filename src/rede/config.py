@@ -213,6 +213,9 @@ class BusConfig(_Conf):
     """Entries kept per topic stream (Redis trims with ``MAXLEN ~``); older ones are dropped."""
     signing_key_env: str | None = None
     """Name of an environment variable that holds the shared HMAC signing key."""
+    ephemeral_ttl_s: float = Field(3600, gt=0)
+    """Reply and inbox topics idle this long (no publish) are dropped: late replies to
+    finished runs and inboxes of stopped replicas do not pile up."""
 
 
 class NetworkConfig(_Conf):

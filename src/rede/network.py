@@ -103,6 +103,7 @@ class Network:
             max_deliveries=b.max_deliveries,
             maxlen=b.maxlen,
             signing_key=key,
+            ephemeral_ttl_s=b.ephemeral_ttl_s,
         )
 
     def model(self, name: str) -> ChatModel:

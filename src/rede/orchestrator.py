@@ -220,9 +220,7 @@ class _Run:
         if self.observer is not None:
             self.observer(event)
         if self.o.publish_events:
-            await self._publish_event(
-                Envelope(run_id=self.run_id, sender=self.o.id, payload=event)
-            )
+            await self._publish_event(Envelope(run_id=self.run_id, sender=self.o.id, payload=event))
 
     async def _main(self, plan: Plan | None) -> None:
         capabilities = self.o.registry.capabilities() | self.o.router.spawnable()

@@ -7,6 +7,9 @@ rede.bids.<capability>           calls for bids (fan-out to every agent with the
 rede.registry                    heartbeats (fan-out)
 rede.events                      events for observers (fan-out)
 rede.dead                        dead letters: malformed, oversized, forged, or undeliverable
+
+Reply and inbox topics are *ephemeral* (:attr:`Topic.ephemeral`): each belongs to one run or
+one agent instance, so a bus drops one left idle for ``BusOptions.ephemeral_ttl_s``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ TopicKind = Literal["task", "reply", "inbox", "bids", "registry", "events", "dea
 
 _PART = re.compile(r"^[A-Za-z0-9_\-]+$")
 _SINGLE: tuple[TopicKind, ...] = ("registry", "events", "dead")
+_EPHEMERAL: frozenset[TopicKind] = frozenset({"reply", "inbox"})
 
 
 def _check_part(name: str, value: str) -> str:
@@ -40,6 +44,13 @@ class Topic:
 
     def __str__(self) -> str:
         return ".".join(("rede", self.kind, *self.parts))
+
+    @property
+    def ephemeral(self) -> bool:
+        """Whether the topic lives only as long as one run or one agent instance (reply and
+        inbox topics): a bus drops its stream once no one has published to it for
+        ``BusOptions.ephemeral_ttl_s``, so finished runs and stopped replicas leave nothing."""
+        return self.kind in _EPHEMERAL
 
     @classmethod
     def task(cls, capability: str, agent: str) -> Topic:

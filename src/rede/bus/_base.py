@@ -18,6 +18,12 @@ Semantics, checked by one contract suite (``rede.testing.bus_contract``) for eve
 - A received message that is malformed, oversized, unsigned or forged is never handed to the
   consumer: it goes to ``rede.dead`` as an ``error`` envelope naming what was wrong, and is
   counted in ``stats.dead_lettered``.
+- Ephemeral topics (reply and inbox topics, :attr:`Topic.ephemeral`) expire: one that no one
+  has published to for ``ephemeral_ttl_s`` is dropped with its entries and groups, so a late
+  reply to a finished run, or the inbox of a replica that died, cannot keep a stream for
+  ever. Every publish restarts the clock. A subscriber still receives what is published after
+  its topic expired. The memory bus keeps a stream while a live subscriber has entries it has
+  not received or acknowledged.
 
 Optionally, a bus that can store values (Redis) keeps agent cards with a time to live
 (:meth:`Bus.store_card`, :meth:`Bus.snapshot_cards`), so a process that joins later sees the
@@ -49,6 +55,13 @@ class BusOptions:
     maxlen: int = 10_000
     """Entries retained per topic stream (approximate for Redis)."""
     signing_key: str | None = None
+    ephemeral_ttl_s: float = 3600.0
+    """Idle time after which an ephemeral topic (reply, inbox) is dropped; each publish to it
+    restarts the clock."""
+
+    def __post_init__(self) -> None:
+        if self.ephemeral_ttl_s <= 0:
+            raise ValueError(f"ephemeral_ttl_s must be > 0, not {self.ephemeral_ttl_s!r}")
 
     def codec(self) -> Codec:
         return Codec(max_bytes=self.max_message_bytes, signing_key=self.signing_key)

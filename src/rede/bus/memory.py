@@ -3,6 +3,14 @@
 It keeps the same semantics as the Redis bus (streams retained per topic, consumer groups
 with pending entries, redelivery after a visibility timeout, dead letters) and carries
 bytes, not objects, so size limits, validation and signing behave exactly as on the wire.
+
+Ephemeral topics (reply, inbox) expire as Redis keys with a TTL do: a stream records when it
+was last published to, and one idle for ``ephemeral_ttl_s`` is dropped when it is next
+touched (publish, subscribe, backlog) or by a sweep that each publish runs at most once per
+``min(1 s, ephemeral_ttl_s)``, so streams nobody touches again go too. A stream whose live
+subscribers have entries not yet received or acknowledged is kept; one whose live
+subscribers are all caught up loses its entries (and groups no live member reads) but stays,
+so they keep receiving.
 """
 
 from __future__ import annotations
@@ -31,13 +39,17 @@ class _Group:
 
 
 class _Stream:
-    def __init__(self, first_seq: int) -> None:
+    def __init__(self, first_seq: int, touched: float | None = None) -> None:
+        self.touched = touched
+        """Last publish (or creation) on the event loop's clock; None: never expires."""
         self.entries: OrderedDict[int, bytes] = OrderedDict()
         self.stamps: dict[int, float] = {}
         """When each entry was published (the event loop's clock)."""
         self.next_seq = first_seq
         self.groups: dict[str, _Group] = {}
         self.fanout: set[_FanoutSubscription] = set()
+        self.members: set[_GroupSubscription] = set()
+        """Open group subscriptions."""
         self.changed = asyncio.Event()
 
     def notify(self) -> None:
@@ -47,6 +59,17 @@ class _Stream:
     def drop_oldest(self) -> None:
         seq, _ = self.entries.popitem(last=False)
         self.stamps.pop(seq, None)
+
+    def busy(self) -> bool:
+        """Whether a live subscriber has entries it has not received or acknowledged."""
+        if any(not sub.queue.empty() for sub in self.fanout):
+            return True
+        last = next(reversed(self.entries), None)
+        for sub in self.members:
+            state = self.groups.get(sub.group or "")
+            if state is not None and (state.pending or (last is not None and last > state.last)):
+                return True
+        return False
 
 
 class _MemoryDelivery(Delivery):
@@ -83,6 +106,9 @@ class MemoryBus(Bus):
     def __init__(self, options: BusOptions | None = None) -> None:
         super().__init__(options)
         self._streams: dict[str, _Stream] = {}
+        self._ephemeral: set[str] = set()
+        """Keys of the ephemeral streams, which the sweep looks at."""
+        self._next_sweep = 0.0
         self._last_seq = 0
         self._closed = False
 
@@ -92,10 +118,50 @@ class MemoryBus(Bus):
 
     def _stream(self, topic: Topic) -> _Stream:
         key = str(topic)
-        stream = self._streams.get(key)
+        stream = self._existing(key)
         if stream is None:
-            stream = self._streams[key] = _Stream(first_seq=0)
+            touched = None
+            if topic.ephemeral:
+                touched = asyncio.get_running_loop().time()
+                self._ephemeral.add(key)
+            stream = self._streams[key] = _Stream(first_seq=0, touched=touched)
         return stream
+
+    def _existing(self, key: str) -> _Stream | None:
+        """The stream at ``key``, unless it is missing or has just expired."""
+        stream = self._streams.get(key)
+        if stream is not None and stream.touched is not None:
+            self._expire(key, stream, asyncio.get_running_loop().time())
+            stream = self._streams.get(key)
+        return stream
+
+    def _expire(self, key: str, stream: _Stream, now: float) -> None:
+        """Drop an ephemeral stream idle for ``ephemeral_ttl_s``, as Redis expires its key,
+        unless a live subscriber has entries it has not finished."""
+        assert stream.touched is not None
+        if now - stream.touched < self.options.ephemeral_ttl_s or stream.busy():
+            return
+        if not stream.fanout and not stream.members:
+            del self._streams[key]
+            self._ephemeral.discard(key)
+            return
+        # live subscribers, all caught up: forget the entries, keep what they read from
+        stream.entries.clear()
+        stream.stamps.clear()
+        live = {sub.group for sub in stream.members}
+        stream.groups = {name: g for name, g in stream.groups.items() if name in live}
+        stream.touched = now
+
+    def _sweep(self, now: float) -> None:
+        """Expire every idle ephemeral stream; run at most once per ``min(1 s, ttl)``."""
+        ttl = self.options.ephemeral_ttl_s
+        self._next_sweep = now + min(1.0, ttl)
+        for key in list(self._ephemeral):
+            stream = self._streams.get(key)
+            if stream is None:
+                self._ephemeral.discard(key)
+            elif stream.touched is not None and now - stream.touched >= ttl:
+                self._expire(key, stream, now)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -106,8 +172,13 @@ class MemoryBus(Bus):
         stream = self._stream(topic)
         self._last_seq += 1
         seq = self._last_seq
+        now = asyncio.get_running_loop().time()
         stream.entries[seq] = data
-        stream.stamps[seq] = asyncio.get_running_loop().time()
+        stream.stamps[seq] = now
+        if stream.touched is not None:
+            stream.touched = now
+        if now >= self._next_sweep:
+            self._sweep(now)
         self.stats.published += 1
         for sub in stream.fanout:
             sub.queue.put_nowait((seq, data))
@@ -144,7 +215,7 @@ class MemoryBus(Bus):
 
     async def backlog(self, topic: Topic, group: str) -> Backlog:
         self._check_open()
-        stream = self._streams.get(str(topic))
+        stream = self._existing(str(topic))
         if stream is None:
             return Backlog()
         state = stream.groups.get(group)
@@ -158,16 +229,18 @@ class MemoryBus(Bus):
         return Backlog(len(waiting), pending, oldest)
 
     async def delete(self, topic: Topic) -> None:
-        stream = self._streams.pop(str(topic), None)
+        key = str(topic)
+        self._ephemeral.discard(key)
+        stream = self._streams.pop(key, None)
         if stream is not None:
-            for sub in list(stream.fanout):
+            for sub in [*stream.fanout, *stream.members]:
                 sub.closed = True
             stream.notify()
 
     async def aclose(self) -> None:
         self._closed = True
         for stream in self._streams.values():
-            for sub in stream.fanout:
+            for sub in [*stream.fanout, *stream.members]:
                 sub.closed = True
             stream.notify()
 
@@ -214,6 +287,7 @@ class _GroupSubscription(Subscription):
         self.group = group
         self.consumer = consumer
         self.closed = False
+        stream.members.add(self)
 
     @property
     def _state(self) -> _Group:
@@ -310,4 +384,5 @@ class _GroupSubscription(Subscription):
 
     async def aclose(self) -> None:
         self.closed = True
+        self._stream.members.discard(self)
         self._stream.notify()

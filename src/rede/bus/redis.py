@@ -6,10 +6,15 @@ encoded envelope, so size limits, validation and signing behave exactly as on th
 - ``publish``: ``XADD key MAXLEN ~ options.maxlen``. Trimming is approximate (whole stream
   nodes), so a stream holds a little more than ``maxlen`` entries, never unboundedly many. A
   group or fan-out reader that falls more than ``maxlen`` entries behind loses the oldest.
+- Ephemeral topics (reply, inbox): ``PEXPIRE key <ephemeral_ttl_s>`` goes with every ``XADD``
+  (and every ``XGROUP CREATE ... MKSTREAM``) in one pipeline, so one round trip still, and a
+  key nobody publishes to expires: a late reply to a finished run, whose topic was deleted,
+  creates a key that goes by itself. A group whose key expired under a live subscriber is
+  created again on its next read (``NOGROUP``, below) and receives what is published after.
 - ``subscribe(topic, group=G)``: ``XGROUP CREATE key G 0 MKSTREAM``, so a group created after
   publishing still gets the retained backlog; ``XREADGROUP ... COUNT 1 BLOCK`` reads one entry
   at a time, so members of a group share the work. A group that disappears (Redis restarted
-  without persistence) is created again and reading carries on.
+  without persistence, an ephemeral key expired) is created again and reading carries on.
 - Redelivery: every ``visibility_timeout_s / 4`` (at most 5 s) a group reader runs
   ``XPENDING key G IDLE <visibility>`` and ``XCLAIM``s the entries whose holder has been silent
   for the visibility timeout; the blocking read is cut into slices no longer than that, so a
@@ -219,12 +224,33 @@ class RedisBus(Bus):
             "password in the bus URL (redis://user:password@host:port/db)"
         )
 
-    async def _ensure_group(self, key: str, group: str) -> None:
-        try:
-            await self._call(lambda: self._redis.xgroup_create(key, group, id="0", mkstream=True))
-        except ResponseError as exc:
-            if not str(exc).startswith("BUSYGROUP"):
-                raise
+    @property
+    def _ttl_ms(self) -> int:
+        return max(1, int(self.options.ephemeral_ttl_s * 1000))
+
+    async def _ensure_group(self, key: str, group: str, ephemeral: bool = False) -> None:
+        """``XGROUP CREATE ... MKSTREAM``; on an ephemeral topic with ``PEXPIRE`` in the same
+        round trip, so the stream it may create expires too."""
+        r = self._redis
+        if not ephemeral:
+            try:
+                await self._call(lambda: r.xgroup_create(key, group, id="0", mkstream=True))
+            except ResponseError as exc:
+                if not str(exc).startswith("BUSYGROUP"):
+                    raise
+            return
+        ttl_ms = self._ttl_ms
+
+        async def create() -> Any:
+            async with r.pipeline(transaction=False) as pipe:
+                pipe.xgroup_create(key, group, id="0", mkstream=True)
+                pipe.pexpire(key, ttl_ms)
+                created, _ = await pipe.execute(raise_on_error=False)
+            return created
+
+        created = await self._call(create)
+        if isinstance(created, ResponseError) and not str(created).startswith("BUSYGROUP"):
+            raise created
 
     # ------------------------------------------------------------------ the interface
 
@@ -232,9 +258,22 @@ class RedisBus(Bus):
         self._check_open()
         key = self.key(topic)
         maxlen = self.options.maxlen
-        message_id = await self._call(
-            lambda: self._redis.xadd(key, {FIELD: data}, maxlen=maxlen, approximate=True)
-        )
+        r = self._redis
+        if topic.ephemeral:
+            ttl_ms = self._ttl_ms
+
+            async def add() -> Any:
+                async with r.pipeline(transaction=False) as pipe:
+                    pipe.xadd(key, {FIELD: data}, maxlen=maxlen, approximate=True)
+                    pipe.pexpire(key, ttl_ms)
+                    added, _ = await pipe.execute()
+                return added
+
+            message_id = await self._call(add)
+        else:
+            message_id = await self._call(
+                lambda: r.xadd(key, {FIELD: data}, maxlen=maxlen, approximate=True)
+            )
         self.stats.published += 1
         return message_id.decode() if isinstance(message_id, bytes) else str(message_id)
 
@@ -250,7 +289,7 @@ class RedisBus(Bus):
             cursor = last[0][0] if last else b"0-0"
             sub = _FanoutSubscription(self, topic, key, consumer, cursor)
         else:
-            await self._ensure_group(key, group)
+            await self._ensure_group(key, group, topic.ephemeral)
             sub = _GroupSubscription(self, topic, key, group, consumer)
         self._subs.setdefault(key, set()).add(sub)
         return sub
@@ -509,8 +548,11 @@ class _GroupSubscription(_RedisSubscription):
             if not _is_nogroup(exc):
                 raise
         self._check_open()
-        log.info("group %r on %s is gone; creating it again", self.group, self.key)
-        await self._bus._ensure_group(self.key, self.group)
+        if self.topic.ephemeral:  # an idle reply/inbox stream expired: expected, not a fault
+            log.debug("idle stream %s expired; recreating group %r", self.key, self.group)
+        else:
+            log.info("group %r on %s is gone; creating it again", self.group, self.key)
+        await self._bus._ensure_group(self.key, self.group, self.topic.ephemeral)
         return await self._blocking(op, deadline)
 
     async def receive(self, timeout: float | None = None) -> Delivery:
