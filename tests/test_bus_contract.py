@@ -289,8 +289,11 @@ async def test_closed_subscription_ends_iteration(bus_factory) -> None:
 async def test_delete_drops_a_topic(bus_factory) -> None:
     bus = await bus_factory(FAST)
     topic = Topic.reply("run-x")
+    owner = await bus.subscribe(topic, group="orchestrator")
     await bus.publish(topic, task(1))
     await bus.delete(topic)
+    with pytest.raises(ClosedBusError):  # its subscriptions in this process close
+        await owner.receive(timeout=1)
     sub = await bus.subscribe(topic, group="orchestrator")
     with pytest.raises(TimeoutError):
         await sub.receive(timeout=0.3)
@@ -327,10 +330,12 @@ async def test_backlog_adds_up_across_topics() -> None:
 
 
 # --------------------------------------------------------------------------- ephemeral topics
-# Reply and inbox topics expire once idle for ephemeral_ttl_s. The TTL is made short here,
-# and the tests wait past it; what they assert is whether a stream is there, never how long
-# anything took. "Gone" is seen through backlog(): a group not created yet would receive the
-# whole retained stream, so waiting == 0 means no entry is left.
+# Reply and inbox topics belong to their subscriber: only subscribing makes the stream, a live
+# subscriber keeps it, a publish to a missing one is dropped and counted, and one whose
+# subscribers all left without deleting it expires. The TTL is made short here and the tests
+# wait past it; what they assert is whether a stream is there, never how long anything took.
+# "Gone" is seen through backlog(): a group not created yet would receive the whole retained
+# stream, so waiting == 0 means no entry is left.
 
 EPHEMERAL_TTL = 0.3
 PAST_TTL = 0.45
@@ -354,36 +359,25 @@ def test_reply_and_inbox_topics_are_ephemeral() -> None:
         BusOptions(ephemeral_ttl_s=0)
 
 
-async def test_an_idle_ephemeral_topic_expires_and_a_durable_one_stays(bus_factory) -> None:
+async def test_a_publish_never_makes_an_ephemeral_stream(bus_factory) -> None:
+    """No subscriber, no stream: the message is dropped and counted, the publisher carries
+    on. A durable topic's publish still makes its stream."""
     bus = await bus_factory(BusOptions(ephemeral_ttl_s=EPHEMERAL_TTL))
-    reply, inbox = Topic.reply("run-idle"), Topic.inbox("agent-idle")
-    for topic in (reply, inbox, TOPIC):
-        for i in range(2):
-            await bus.publish(topic, event(f"e{i}"))
-    assert [await retained(bus, t) for t in (reply, inbox, TOPIC)] == [2, 2, 2]
-    await asyncio.sleep(PAST_TTL)
-    assert await bus.backlog(reply, "nobody-reads-this") == Backlog()
-    assert await retained(bus, inbox) == 0
-    assert await retained(bus, TOPIC) == 2  # task topics are not ephemeral
-    # a group created now on the expired topic starts from nothing
-    late = await bus.subscribe(reply, group="orchestrator")
+    reply, inbox = Topic.reply("run-nobody"), Topic.inbox("agent-nobody")
+    assert await bus.publish(reply, event("lost")) == ""
+    assert await bus.publish(inbox, event("lost")) == ""
+    assert await bus.publish(TOPIC, task(1)) != ""
+    assert (bus.stats.dropped_no_stream, bus.stats.published) == (2, 1)
+    assert await bus.backlog(reply, "orchestrator") == Backlog()
+    assert [await retained(bus, t) for t in (reply, inbox, TOPIC)] == [0, 0, 1]
+    late = await bus.subscribe(reply, group="orchestrator")  # starts from nothing
     with pytest.raises(TimeoutError):
         await late.receive(timeout=0.1)
 
 
-async def test_each_publish_restarts_an_ephemeral_topics_clock(bus_factory) -> None:
-    bus = await bus_factory(BusOptions(ephemeral_ttl_s=0.5))
-    reply = Topic.reply("run-busy")
-    await bus.publish(reply, event("first"))
-    await asyncio.sleep(0.3)
-    await bus.publish(reply, event("second"))
-    await asyncio.sleep(0.3)  # past the TTL since the first publish, not since the second
-    assert await retained(bus, reply) == 2
-    await asyncio.sleep(0.6)
-    assert await retained(bus, reply) == 0
-
-
-async def test_a_late_reply_to_a_deleted_run_topic_does_not_stay(bus_factory) -> None:
+async def test_a_late_reply_to_a_deleted_run_topic_is_dropped_and_leaves_nothing(
+    bus_factory,
+) -> None:
     bus = await bus_factory(BusOptions(ephemeral_ttl_s=EPHEMERAL_TTL))
     reply = Topic.reply("run-over")
     sub = await bus.subscribe(reply, group="orchestrator")
@@ -391,15 +385,21 @@ async def test_a_late_reply_to_a_deleted_run_topic_does_not_stay(bus_factory) ->
     await (await sub.receive(timeout=5)).ack()
     await sub.aclose()
     await bus.delete(reply)  # the run ended
-    await bus.publish(reply, event("late"))  # a step still in flight answers anyway
-    assert await retained(bus, reply) == 1
-    await asyncio.sleep(PAST_TTL)
+    # a step still in flight answers anyway, and a task given up on is answered by the bus
+    assert await bus.publish(reply, event("late")) == ""
+    await bus._give_up(
+        TOPIC, bus.codec.encode(task(1).model_copy(update={"reply_to": str(reply)})), "gone"
+    )
+    assert bus.stats.dropped_no_stream == 2
     assert await retained(bus, reply) == 0
 
 
-async def test_subscribers_still_receive_after_their_ephemeral_topic_expired(
+async def test_a_subscribed_ephemeral_topic_never_expires_while_its_subscriber_lives(
     bus_factory,
 ) -> None:
+    """Idle for three TTLs, one reader not receiving at all and one blocked in receive:
+    both streams stay, and what is published next reaches them. The inbox is subscribed
+    fan-out only (as an agent's is): a fan-out subscriber makes and keeps its stream too."""
     bus = await bus_factory(BusOptions(ephemeral_ttl_s=EPHEMERAL_TTL))
     reply, inbox = Topic.reply("run-long"), Topic.inbox("agent-long")
     group = await bus.subscribe(reply, group="orchestrator")
@@ -410,17 +410,35 @@ async def test_subscribers_still_receive_after_their_ephemeral_topic_expired(
         got = await sub.receive(timeout=5)
         assert got.envelope.payload.name == "before"
         await got.ack()
-    # one reader idle (not receiving) while the topic expires, one blocked in receive
     blocked = asyncio.create_task(fan.receive(timeout=5))
-    await asyncio.sleep(PAST_TTL)
+    await asyncio.sleep(3 * EPHEMERAL_TTL)
     await bus.publish(reply, event("after"))
     await bus.publish(inbox, event("after"))
+    assert bus.stats.dropped_no_stream == 0
     assert (await group.receive(timeout=5)).envelope.payload.name == "after"
     assert (await blocked).envelope.payload.name == "after"
-    blocked_group = asyncio.create_task(group.receive(timeout=5))
+
+
+async def test_an_ephemeral_topic_its_subscribers_left_undeleted_expires(bus_factory) -> None:
+    """A subscriber that closes without deleting (a killed owner's) keeps nothing alive: the
+    stream outlives the last one by the TTL at most, and publishes do not extend it."""
+    bus = await bus_factory(BusOptions(ephemeral_ttl_s=EPHEMERAL_TTL))
+    reply, inbox = Topic.reply("run-gone"), Topic.inbox("agent-gone")
+    first = await bus.subscribe(reply, group="orchestrator")
+    second = await bus.subscribe(reply, group="orchestrator")
+    fan = await bus.subscribe(inbox)
+    await first.aclose()  # one member left: the other keeps the stream
     await asyncio.sleep(PAST_TTL)
-    await bus.publish(reply, event("later"))
-    assert (await blocked_group).envelope.payload.name == "later"
+    assert await bus.publish(reply, event("kept")) != ""
+    await second.aclose()
+    await fan.aclose()
+    for _ in range(int(PAST_TTL / 0.05)):  # publishing all the while does not keep them
+        await bus.publish(reply, event("still there?"))
+        await bus.publish(inbox, event("still there?"))
+        await asyncio.sleep(0.05)
+    assert bus.stats.dropped_no_stream > 0
+    assert [await retained(bus, t) for t in (reply, inbox)] == [0, 0]
+    assert await bus.publish(inbox, event("late")) == ""
 
 
 def echo_spec() -> SpecialistSpec:
@@ -448,6 +466,7 @@ async def test_a_clean_agent_stop_deletes_its_inbox_and_a_killed_ones_expires(
         inboxes.append(inbox)
     clean, killed = inboxes
     assert await retained(bus, clean) == 0
+    assert await bus.publish(clean, event("late")) == ""
     assert await retained(bus, killed) == 1  # no goodbye: it stays until its TTL
     await asyncio.sleep(PAST_TTL)
     assert await retained(bus, killed) == 0
@@ -459,30 +478,11 @@ async def test_a_clean_agent_stop_deletes_its_inbox_and_a_killed_ones_expires(
 async def test_memory_bus_sweeps_ephemeral_streams_nobody_touches_again() -> None:
     bus = MemoryBus(BusOptions(ephemeral_ttl_s=0.05))
     for i in range(200):
-        await bus.publish(Topic.reply(f"run-{i}"), event("late"))
-        await bus.publish(Topic.inbox(f"agent-{i}"), event("late"))
+        await (await bus.subscribe(Topic.reply(f"run-{i}"), group="orchestrator")).aclose()
+        await (await bus.subscribe(Topic.inbox(f"agent-{i}"))).aclose()
     await bus.publish(TOPIC, task(1))
     assert len(bus._streams) == 401
     await asyncio.sleep(0.1)
     await bus.publish(TOPIC, task(2))  # any publish sweeps (at most once per min(1 s, TTL))
     assert list(bus._streams) == [str(TOPIC)]
     assert not bus._ephemeral
-
-
-async def test_memory_bus_keeps_a_stream_a_live_subscriber_has_not_finished() -> None:
-    bus = MemoryBus(BusOptions(ephemeral_ttl_s=0.05))
-    reply, inbox = Topic.reply("run-slow"), Topic.inbox("agent-slow")
-    group = await bus.subscribe(reply, group="orchestrator")
-    fan = await bus.subscribe(inbox)
-    await bus.publish(reply, event("unread"))
-    await bus.publish(inbox, event("unread"))
-    held = await bus.subscribe(Topic.reply("run-held"), group="orchestrator")
-    await bus.publish(Topic.reply("run-held"), event("unacked"))
-    delivery = await held.receive(timeout=1)
-    await asyncio.sleep(0.1)
-    await bus.publish(TOPIC, task(1))  # sweeps
-    assert {str(reply), str(inbox), "rede.reply.run-held"} <= set(bus._streams)
-    assert (await group.receive(timeout=1)).envelope.payload.name == "unread"
-    assert (await fan.receive(timeout=1)).envelope.payload.name == "unread"
-    await delivery.nack()
-    assert (await held.receive(timeout=1)).delivery_count == 2

@@ -7,6 +7,7 @@ import asyncio
 import shutil
 import socket
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -73,7 +74,9 @@ def test_network_yaml_sets_the_ephemeral_ttl() -> None:
         Network.from_dict({**conf, "bus": {"ephemeral_ttl_s": 0}})
 
 
-async def test_reply_and_inbox_keys_carry_a_ttl_that_each_publish_renews(redis_server) -> None:
+async def test_subscribing_sets_an_ephemeral_ttl_and_publishing_never_touches_it(
+    redis_server,
+) -> None:
     async with (
         RedisBus(
             redis_server.url, BusOptions(ephemeral_ttl_s=60), namespace=redis_server.namespace()
@@ -81,63 +84,127 @@ async def test_reply_and_inbox_keys_carry_a_ttl_that_each_publish_renews(redis_s
         aioredis.Redis.from_url(redis_server.url) as admin,
     ):
         reply, inbox = Topic.reply("run-1"), Topic.inbox("agent-1")
+        # nobody subscribed: XADD NOMKSTREAM makes no key
         await bus.publish(reply, task(1))
-        await bus.publish(inbox, task(1))
+        assert await admin.exists(bus.key(reply)) == 0
+        assert bus.stats.dropped_no_stream == 1
+        await bus.subscribe(reply, group="orchestrator")
+        await bus.subscribe(inbox)  # fan-out: a stream with no group, and the TTL
         await bus.publish(TOPIC, task(1))
         for topic in (reply, inbox):
             assert 0 < await admin.pttl(bus.key(topic)) <= 60_000
         assert await admin.pttl(bus.key(TOPIC)) == -1  # task topics never expire
-        # a publish renews the TTL: a stale one is raised back to the full time
+        assert [g["name"] for g in await admin.xinfo_groups(bus.key(reply))] == [b"orchestrator"]
+        assert await admin.xinfo_groups(bus.key(inbox)) == []
+        # a publish leaves the TTL as it is: a short one stays short
         await admin.pexpire(bus.key(reply), 5_000)
         await bus.publish(reply, task(2))
-        assert await admin.pttl(bus.key(reply)) > 5_000
-        # a group created on a fresh reply topic (MKSTREAM) expires too
-        fresh = Topic.reply("run-2")
-        await bus.subscribe(fresh, group="orchestrator")
-        assert 0 < await admin.pttl(bus.key(fresh)) <= 60_000
-        # a late reply to a deleted run re-creates the key, with a TTL
+        await bus.publish(inbox, task(2))
+        assert 0 < await admin.pttl(bus.key(reply)) <= 5_000
+        assert [await admin.xlen(bus.key(t)) for t in (reply, inbox)] == [1, 1]
+        # a late reply to a deleted run is dropped and leaves no key
         await bus.delete(reply)
-        await bus.publish(reply, task(3))
-        assert 0 < await admin.pttl(bus.key(reply)) <= 60_000
+        assert await bus.publish(reply, task(3)) == ""
+        assert await admin.exists(bus.key(reply)) == 0
+        assert (bus.stats.dropped_no_stream, bus.stats.published) == (2, 3)
+
+
+_SUBSCRIBER = """
+import asyncio, sys
+from rede.bus import BusOptions
+from rede.bus.redis import RedisBus
+from rede.topics import Topic
+
+async def main(url, ns):
+    bus = RedisBus(url, BusOptions(ephemeral_ttl_s=0.3), namespace=ns)
+    group = await bus.subscribe(Topic.reply("run-k"), group="orchestrator")
+    fan = await bus.subscribe(Topic.inbox("agent-k"))
+    print("ready", flush=True)
+    await asyncio.gather(group.receive(), fan.receive())  # blocked until killed
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+async def test_a_live_subscriber_keeps_its_keys_and_a_killed_ones_expire(redis_server) -> None:
+    """A subscriber process blocked in its reads for three TTLs keeps its reply and inbox
+    keys (it renews them); once it is SIGKILLed, with no goodbye, both expire."""
+    ns = redis_server.namespace()
+    keys = [ns + "rede.reply.run-k", ns + "rede.inbox.agent-k"]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _SUBSCRIBER, redis_server.url, ns, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        async with aioredis.Redis.from_url(redis_server.url) as admin:
+            assert proc.stdout is not None
+            async with asyncio.timeout(10):
+                assert await proc.stdout.readline() == b"ready\n"
+            await blocked_clients(admin, 2)
+            await asyncio.sleep(0.9)
+            assert await admin.exists(*keys) == 2
+            proc.kill()
+            await proc.wait()
+            await asyncio.sleep(0.45)
+            assert await admin.exists(*keys) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
 
 
 async def test_abandoned_reply_and_inbox_keys_expire(redis_server) -> None:
-    """The count of keys stays bounded: every run's reply topic and every replica's inbox,
-    once idle for the TTL, is gone from Redis."""
+    """The count of keys stays bounded: every run's reply topic and every replica's inbox
+    that its subscribers left without deleting is gone from Redis after the TTL."""
     ns = redis_server.namespace()
     async with (
         RedisBus(redis_server.url, BusOptions(ephemeral_ttl_s=0.2), namespace=ns) as bus,
         aioredis.Redis.from_url(redis_server.url) as admin,
     ):
         for i in range(50):
-            await bus.publish(Topic.reply(f"run-{i}"), task(i))
-            await bus.publish(Topic.inbox(f"agent-{i}"), task(i))
+            await (await bus.subscribe(Topic.reply(f"run-{i}"), group="orchestrator")).aclose()
+            await (await bus.subscribe(Topic.inbox(f"agent-{i}"))).aclose()
         await bus.publish(TOPIC, task(0))
         assert len(await admin.keys(ns + "*")) == 101
         await asyncio.sleep(0.3)
         assert await admin.keys(ns + "*") == [bus.key(TOPIC).encode()]
 
 
-async def test_a_blocked_group_reader_recreates_its_expired_reply_topic(redis_server) -> None:
-    """A reader blocked in XREADGROUP when its key expires is unblocked (NOGROUP/UNBLOCKED),
-    creates the group again, with the TTL, and receives what is published next."""
+async def exists(admin: aioredis.Redis, key: str) -> None:
+    """Return once ``key`` exists (no sleeping: each EXISTS waits on the server)."""
+    async with asyncio.timeout(5):
+        while not await admin.exists(key):
+            pass
+
+
+async def test_live_subscribers_make_their_key_again_when_it_is_deleted_under_them(
+    redis_server,
+) -> None:
+    """Another process deletes the key (or this one stalled past the TTL): a group reader
+    blocked in XREADGROUP is unblocked and creates its group again, a fan-out reader's key is
+    made again by the renewal, both with the TTL, and both receive what is published next."""
     async with (
         RedisBus(
-            redis_server.url, BusOptions(ephemeral_ttl_s=0.2), namespace=redis_server.namespace()
+            redis_server.url, BusOptions(ephemeral_ttl_s=0.3), namespace=redis_server.namespace()
         ) as bus,
         aioredis.Redis.from_url(redis_server.url) as admin,
     ):
-        reply = Topic.reply("run-blocked")
+        reply, inbox = Topic.reply("run-blocked"), Topic.inbox("agent-blocked")
         sub = await bus.subscribe(reply, group="orchestrator")
+        fan = await bus.subscribe(inbox)
         already = int((await admin.info("clients"))["blocked_clients"])
         waiting = asyncio.create_task(sub.receive(timeout=5))
         await blocked_clients(admin, already + 1)
-        await asyncio.sleep(0.3)  # past the TTL: the key expires under the blocked reader
+        await admin.delete(bus.key(reply), bus.key(inbox))
+        for topic in (reply, inbox):
+            await exists(admin, bus.key(topic))
+            assert 0 < await admin.pttl(bus.key(topic)) <= 300
+        await blocked_clients(admin, already + 1)  # the group reader is back in its read
         await bus.publish(reply, task(1))
+        await bus.publish(inbox, task(2))
         got = await waiting
         assert got.envelope.step_id == "s1"
         await got.ack()
-        assert 0 < await admin.pttl(bus.key(reply)) <= 200
+        assert (await fan.receive(timeout=5)).envelope.step_id == "s2"
         groups = await admin.xinfo_groups(bus.key(reply))
         assert [(g["name"], g["pending"]) for g in groups] == [(b"orchestrator", 0)]
 

@@ -214,8 +214,8 @@ class BusConfig(_Conf):
     signing_key_env: str | None = None
     """Name of an environment variable that holds the shared HMAC signing key."""
     ephemeral_ttl_s: float = Field(3600, gt=0)
-    """Reply and inbox topics idle this long (no publish) are dropped: late replies to
-    finished runs and inboxes of stopped replicas do not pile up."""
+    """How long a reply or inbox stream outlives its last live subscriber when no one deletes
+    it (a killed agent's inbox): live subscribers renew it, publishes never do."""
 
 
 class NetworkConfig(_Conf):

@@ -9,7 +9,8 @@ rede.events                      events for observers (fan-out)
 rede.dead                        dead letters: malformed, oversized, forged, or undeliverable
 
 Reply and inbox topics are *ephemeral* (:attr:`Topic.ephemeral`): each belongs to one run or
-one agent instance, so a bus drops one left idle for ``BusOptions.ephemeral_ttl_s``.
+one agent instance, whose subscription makes and keeps its stream; a publish to one whose
+stream is gone is dropped.
 """
 
 from __future__ import annotations
@@ -47,9 +48,11 @@ class Topic:
 
     @property
     def ephemeral(self) -> bool:
-        """Whether the topic lives only as long as one run or one agent instance (reply and
-        inbox topics): a bus drops its stream once no one has published to it for
-        ``BusOptions.ephemeral_ttl_s``, so finished runs and stopped replicas leave nothing."""
+        """Whether the topic lives only as long as its owner, one run's orchestrator or one
+        agent instance (reply and inbox topics): only a subscribe makes its stream, a live
+        subscriber keeps it, a publish to a missing one is dropped (never creating it), and
+        one its subscribers all left undeleted (a killed owner) expires after
+        ``BusOptions.ephemeral_ttl_s``, so finished runs and dead replicas leave nothing."""
         return self.kind in _EPHEMERAL
 
     @classmethod

@@ -1,6 +1,6 @@
 """The bus interface every implementation (memory, redis) provides.
 
-Semantics, checked by one contract suite (``rede.testing.bus_contract``) for every bus:
+Semantics, checked by one contract suite (``tests/test_bus_contract.py``) for every bus:
 
 - ``publish(topic, envelope)`` appends an envelope to a topic's stream.
 - ``subscribe(topic, group=G)``: competing consumers. Each envelope goes to one member of G.
@@ -18,12 +18,14 @@ Semantics, checked by one contract suite (``rede.testing.bus_contract``) for eve
 - A received message that is malformed, oversized, unsigned or forged is never handed to the
   consumer: it goes to ``rede.dead`` as an ``error`` envelope naming what was wrong, and is
   counted in ``stats.dead_lettered``.
-- Ephemeral topics (reply and inbox topics, :attr:`Topic.ephemeral`) expire: one that no one
-  has published to for ``ephemeral_ttl_s`` is dropped with its entries and groups, so a late
-  reply to a finished run, or the inbox of a replica that died, cannot keep a stream for
-  ever. Every publish restarts the clock. A subscriber still receives what is published after
-  its topic expired. The memory bus keeps a stream while a live subscriber has entries it has
-  not received or acknowledged.
+- Ephemeral topics (reply and inbox topics, :attr:`Topic.ephemeral`) belong to their
+  subscriber: only ``subscribe`` creates one's stream, a live subscriber keeps it (a group or
+  a fan-out one alike), and its owner deletes it when done (the orchestrator its run's reply
+  topic, an agent its inbox). Publishing never creates or extends one: a publish to an
+  ephemeral topic whose stream is gone (its run ended, its agent stopped or died) is dropped,
+  counted in ``stats.dropped_no_stream`` and returns ``""``; a late reply never crashes its
+  sender. A stream whose subscribers all went without deleting it (its owner was killed)
+  expires at most ``ephemeral_ttl_s`` after the last one went, so it cannot stay for ever.
 
 Optionally, a bus that can store values (Redis) keeps agent cards with a time to live
 (:meth:`Bus.store_card`, :meth:`Bus.snapshot_cards`), so a process that joins later sees the
@@ -37,6 +39,7 @@ A spawner in any process reads load from it, not from the calls its own process 
 from __future__ import annotations
 
 import abc
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import NamedTuple, Self
@@ -45,6 +48,8 @@ from rede.codec import DEFAULT_MAX_MESSAGE_BYTES, Codec, lenient_text
 from rede.errors import ProtocolError
 from rede.messages import AgentCard, Envelope, ErrorPayload
 from rede.topics import Topic
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -56,8 +61,8 @@ class BusOptions:
     """Entries retained per topic stream (approximate for Redis)."""
     signing_key: str | None = None
     ephemeral_ttl_s: float = 3600.0
-    """Idle time after which an ephemeral topic (reply, inbox) is dropped; each publish to it
-    restarts the clock."""
+    """How long an ephemeral topic (reply, inbox) outlives its last live subscriber when no
+    one deletes it (its owner was killed); live subscribers renew it, publishes never do."""
 
     def __post_init__(self) -> None:
         if self.ephemeral_ttl_s <= 0:
@@ -76,6 +81,9 @@ class BusStats:
     dead_lettered: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     """Dead letters by reason code: malformed, too_large, signature, max_deliveries."""
+    dropped_no_stream: int = 0
+    """Publishes to an ephemeral topic whose stream was gone (deleted or expired): dropped,
+    as a late reply to a finished run has no one to read it."""
 
 
 @dataclass(frozen=True)
@@ -182,7 +190,8 @@ class Bus(abc.ABC):
         """Where other processes can reach this bus (``memory://`` is this process only)."""
 
     async def publish(self, topic: Topic, envelope: Envelope) -> str:
-        """Validate, encode (and sign) an envelope and append it to ``topic``.
+        """Validate, encode (and sign) an envelope and append it to ``topic``; the entry id,
+        or ``""`` when the topic is ephemeral and its stream is gone (see the module).
 
         Raises ``MessageTooLarge`` before anything is sent if it is over the limit."""
         data = self.codec.encode(envelope)
@@ -192,6 +201,12 @@ class Bus(abc.ABC):
     @abc.abstractmethod
     async def publish_raw(self, topic: Topic, data: bytes) -> str:
         """Append bytes as they are. For bridges and tests: receivers still validate them."""
+
+    def _dropped(self, topic: Topic) -> str:
+        """Count (and log) a publish to an ephemeral topic whose stream is gone."""
+        self.stats.dropped_no_stream += 1
+        log.debug("dropped a message to %s: its stream is gone (deleted or expired)", topic)
+        return ""
 
     @abc.abstractmethod
     async def subscribe(

@@ -4,13 +4,13 @@ It keeps the same semantics as the Redis bus (streams retained per topic, consum
 with pending entries, redelivery after a visibility timeout, dead letters) and carries
 bytes, not objects, so size limits, validation and signing behave exactly as on the wire.
 
-Ephemeral topics (reply, inbox) expire as Redis keys with a TTL do: a stream records when it
-was last published to, and one idle for ``ephemeral_ttl_s`` is dropped when it is next
-touched (publish, subscribe, backlog) or by a sweep that each publish runs at most once per
-``min(1 s, ephemeral_ttl_s)``, so streams nobody touches again go too. A stream whose live
-subscribers have entries not yet received or acknowledged is kept; one whose live
-subscribers are all caught up loses its entries (and groups no live member reads) but stays,
-so they keep receiving.
+Ephemeral topics (reply, inbox) live as their Redis keys do: ``subscribe`` creates the
+stream, and publishing to one that does not exist drops the message (counted in
+``stats.dropped_no_stream``) instead of creating it. While a subscription to it is open the
+stream never expires; once its last subscriber closed without a ``delete``, the stream is
+dropped ``ephemeral_ttl_s`` later, when it is next looked at (publish, subscribe, backlog) or
+by a sweep that a publish runs at most once per ``min(1 s, ephemeral_ttl_s)``, so streams
+nobody looks at again go too.
 """
 
 from __future__ import annotations
@@ -39,9 +39,11 @@ class _Group:
 
 
 class _Stream:
-    def __init__(self, first_seq: int, touched: float | None = None) -> None:
-        self.touched = touched
-        """Last publish (or creation) on the event loop's clock; None: never expires."""
+    def __init__(self, first_seq: int, now: float, ephemeral: bool = False) -> None:
+        self.ephemeral = ephemeral
+        self.idle_since = now
+        """When the last subscriber left (or the stream was made), on the event loop's
+        clock: an ephemeral stream with no subscriber expires a TTL after it."""
         self.entries: OrderedDict[int, bytes] = OrderedDict()
         self.stamps: dict[int, float] = {}
         """When each entry was published (the event loop's clock)."""
@@ -60,16 +62,15 @@ class _Stream:
         seq, _ = self.entries.popitem(last=False)
         self.stamps.pop(seq, None)
 
-    def busy(self) -> bool:
-        """Whether a live subscriber has entries it has not received or acknowledged."""
-        if any(not sub.queue.empty() for sub in self.fanout):
-            return True
-        last = next(reversed(self.entries), None)
-        for sub in self.members:
-            state = self.groups.get(sub.group or "")
-            if state is not None and (state.pending or (last is not None and last > state.last)):
-                return True
-        return False
+    def leave(self, sub: _FanoutSubscription | _GroupSubscription) -> None:
+        """A subscription closed; with it the last, the expiry clock starts."""
+        if isinstance(sub, _FanoutSubscription):
+            self.fanout.discard(sub)
+        else:
+            self.members.discard(sub)
+        if not self.fanout and not self.members:
+            self.idle_since = asyncio.get_running_loop().time()
+        self.notify()
 
 
 class _MemoryDelivery(Delivery):
@@ -117,50 +118,41 @@ class MemoryBus(Bus):
         return "memory://"
 
     def _stream(self, topic: Topic) -> _Stream:
+        """The topic's stream, made if missing (by a subscribe, or a durable topic's publish)."""
         key = str(topic)
         stream = self._existing(key)
         if stream is None:
-            touched = None
+            now = asyncio.get_running_loop().time()
+            stream = self._streams[key] = _Stream(0, now, topic.ephemeral)
             if topic.ephemeral:
-                touched = asyncio.get_running_loop().time()
                 self._ephemeral.add(key)
-            stream = self._streams[key] = _Stream(first_seq=0, touched=touched)
         return stream
 
     def _existing(self, key: str) -> _Stream | None:
         """The stream at ``key``, unless it is missing or has just expired."""
         stream = self._streams.get(key)
-        if stream is not None and stream.touched is not None:
+        if stream is not None and stream.ephemeral:
             self._expire(key, stream, asyncio.get_running_loop().time())
             stream = self._streams.get(key)
         return stream
 
     def _expire(self, key: str, stream: _Stream, now: float) -> None:
-        """Drop an ephemeral stream idle for ``ephemeral_ttl_s``, as Redis expires its key,
-        unless a live subscriber has entries it has not finished."""
-        assert stream.touched is not None
-        if now - stream.touched < self.options.ephemeral_ttl_s or stream.busy():
+        """Drop an ephemeral stream no one has subscribed to for ``ephemeral_ttl_s``, as
+        Redis expires a key no live subscriber renews."""
+        if stream.fanout or stream.members:
             return
-        if not stream.fanout and not stream.members:
+        if now - stream.idle_since >= self.options.ephemeral_ttl_s:
             del self._streams[key]
             self._ephemeral.discard(key)
-            return
-        # live subscribers, all caught up: forget the entries, keep what they read from
-        stream.entries.clear()
-        stream.stamps.clear()
-        live = {sub.group for sub in stream.members}
-        stream.groups = {name: g for name, g in stream.groups.items() if name in live}
-        stream.touched = now
 
     def _sweep(self, now: float) -> None:
-        """Expire every idle ephemeral stream; run at most once per ``min(1 s, ttl)``."""
-        ttl = self.options.ephemeral_ttl_s
-        self._next_sweep = now + min(1.0, ttl)
+        """Expire every abandoned ephemeral stream; run at most once per ``min(1 s, ttl)``."""
+        self._next_sweep = now + min(1.0, self.options.ephemeral_ttl_s)
         for key in list(self._ephemeral):
             stream = self._streams.get(key)
             if stream is None:
                 self._ephemeral.discard(key)
-            elif stream.touched is not None and now - stream.touched >= ttl:
+            else:
                 self._expire(key, stream, now)
 
     def _check_open(self) -> None:
@@ -169,15 +161,19 @@ class MemoryBus(Bus):
 
     async def publish_raw(self, topic: Topic, data: bytes) -> str:
         self._check_open()
-        stream = self._stream(topic)
+        if topic.ephemeral:
+            found = self._existing(str(topic))
+            if found is None:  # its owner deleted it or is gone: no one would read this
+                return self._dropped(topic)
+            stream = found
+        else:
+            stream = self._stream(topic)
         self._last_seq += 1
         seq = self._last_seq
         now = asyncio.get_running_loop().time()
         stream.entries[seq] = data
         stream.stamps[seq] = now
-        if stream.touched is not None:
-            stream.touched = now
-        if now >= self._next_sweep:
+        if self._ephemeral and now >= self._next_sweep:
             self._sweep(now)
         self.stats.published += 1
         for sub in stream.fanout:
@@ -273,8 +269,7 @@ class _FanoutSubscription(Subscription):
 
     async def aclose(self) -> None:
         self.closed = True
-        self._stream.fanout.discard(self)
-        self._stream.notify()
+        self._stream.leave(self)
 
 
 class _GroupSubscription(Subscription):
@@ -384,5 +379,4 @@ class _GroupSubscription(Subscription):
 
     async def aclose(self) -> None:
         self.closed = True
-        self._stream.members.discard(self)
-        self._stream.notify()
+        self._stream.leave(self)

@@ -6,15 +6,24 @@ encoded envelope, so size limits, validation and signing behave exactly as on th
 - ``publish``: ``XADD key MAXLEN ~ options.maxlen``. Trimming is approximate (whole stream
   nodes), so a stream holds a little more than ``maxlen`` entries, never unboundedly many. A
   group or fan-out reader that falls more than ``maxlen`` entries behind loses the oldest.
-- Ephemeral topics (reply, inbox): ``PEXPIRE key <ephemeral_ttl_s>`` goes with every ``XADD``
-  (and every ``XGROUP CREATE ... MKSTREAM``) in one pipeline, so one round trip still, and a
-  key nobody publishes to expires: a late reply to a finished run, whose topic was deleted,
-  creates a key that goes by itself. A group whose key expired under a live subscriber is
-  created again on its next read (``NOGROUP``, below) and receives what is published after.
+- Ephemeral topics (reply, inbox) belong to their subscribers. A publish is
+  ``XADD key NOMKSTREAM MAXLEN ~ ...``, one command as for any topic: it never creates the
+  key nor touches its TTL, and where the key is gone (the run ended and its orchestrator
+  deleted it, or its owner died and it expired) Redis answers nil and the message is dropped
+  (``stats.dropped_no_stream``). ``subscribe`` creates the key with
+  ``PEXPIRE key <ephemeral_ttl_s>`` (a group: ``XGROUP CREATE ... MKSTREAM``; fan-out: in one
+  ``MULTI``, a throwaway group created with ``MKSTREAM`` and destroyed at once, which leaves
+  the stream), and one task per bus renews the TTL every third of it on each key that bus has
+  an open subscription on (a pipeline of ``PEXPIRE``, which never creates a key), so a
+  subscriber blocked or idle for hours keeps its stream. A key found gone under a live
+  subscriber (another process deleted it, or this one stalled past the TTL) is created again.
+  A killed process stops renewing and its keys expire within the TTL; a clean owner deletes
+  its topic (``DEL``).
 - ``subscribe(topic, group=G)``: ``XGROUP CREATE key G 0 MKSTREAM``, so a group created after
   publishing still gets the retained backlog; ``XREADGROUP ... COUNT 1 BLOCK`` reads one entry
   at a time, so members of a group share the work. A group that disappears (Redis restarted
-  without persistence, an ephemeral key expired) is created again and reading carries on.
+  without persistence, an ephemeral key deleted under it) is created again and reading
+  carries on.
 - Redelivery: every ``visibility_timeout_s / 4`` (at most 5 s) a group reader runs
   ``XPENDING key G IDLE <visibility>`` and ``XCLAIM``s the entries whose holder has been silent
   for the visibility timeout; the blocking read is cut into slices no longer than that, so a
@@ -152,6 +161,8 @@ class RedisBus(Bus):
         self._closed = False
         self._closing = asyncio.Event()
         self._subs: dict[str, set[_RedisSubscription]] = {}
+        self._keeper: asyncio.Task[None] | None = None
+        """Renews the TTL of the ephemeral keys with an open subscription (see the module)."""
 
     @property
     def url(self) -> str:
@@ -230,7 +241,7 @@ class RedisBus(Bus):
 
     async def _ensure_group(self, key: str, group: str, ephemeral: bool = False) -> None:
         """``XGROUP CREATE ... MKSTREAM``; on an ephemeral topic with ``PEXPIRE`` in the same
-        round trip, so the stream it may create expires too."""
+        round trip: the subscriber sets the TTL that the bus then renews while it is open."""
         r = self._redis
         if not ephemeral:
             try:
@@ -252,6 +263,69 @@ class RedisBus(Bus):
         if isinstance(created, ResponseError) and not str(created).startswith("BUSYGROUP"):
             raise created
 
+    async def _ensure_stream(self, key: str) -> Any:
+        """Create an ephemeral stream if missing, with no group and no entry (a throwaway
+        group made with ``MKSTREAM`` and destroyed, in one ``MULTI``), renew its TTL, and
+        return its last entry (``XREVRANGE ... COUNT 1``: a fan-out reader's cursor)."""
+        r = self._redis
+        ttl_ms = self._ttl_ms
+        scratch = new_id("rede-mkstream-")
+
+        async def make() -> Any:
+            async with r.pipeline(transaction=True) as pipe:
+                pipe.xgroup_create(key, scratch, id="$", mkstream=True)
+                pipe.xgroup_destroy(key, scratch)
+                pipe.pexpire(key, ttl_ms)
+                pipe.xrevrange(key, "+", "-", count=1)
+                replies = await pipe.execute(raise_on_error=False)
+            for reply in replies:
+                if isinstance(reply, ResponseError):
+                    raise reply
+            return replies[-1]
+
+        return await self._call(make)
+
+    def _track(self, sub: _RedisSubscription) -> None:
+        self._subs.setdefault(sub.key, set()).add(sub)
+        if sub.topic.ephemeral and (self._keeper is None or self._keeper.done()):
+            self._keeper = asyncio.create_task(self._keep_alive(), name="rede-ephemeral-ttl")
+
+    def _live_ephemeral_keys(self) -> list[str]:
+        return [
+            key
+            for key, subs in self._subs.items()
+            if any(sub.topic.ephemeral and not sub.closed for sub in subs)
+        ]
+
+    async def _keep_alive(self) -> None:
+        """Every third of the TTL, ``PEXPIRE`` each ephemeral key with an open subscription;
+        create again one found gone. Ends when the bus closes, or when no such subscription
+        is left (the next one starts it again)."""
+        r = self._redis
+        while True:
+            try:
+                async with asyncio.timeout(self.options.ephemeral_ttl_s / 3):
+                    await self._closing.wait()
+                return
+            except TimeoutError:
+                pass
+            keys = self._live_ephemeral_keys()
+            if not keys:
+                return
+            try:
+                async with r.pipeline(transaction=False) as pipe:
+                    for key in keys:
+                        pipe.pexpire(key, self._ttl_ms)
+                    renewed = await pipe.execute()
+                for key, ok in zip(keys, renewed, strict=True):
+                    if not ok and key in self._live_ephemeral_keys():
+                        log.warning("ephemeral stream %s vanished under a subscriber", key)
+                        await self._ensure_stream(key)
+            except (*_RETRYABLE, ResponseError, BusError) as exc:  # again on the next tick
+                if self._closed:
+                    return
+                log.warning("could not renew ephemeral streams on %s: %s", self.url, exc)
+
     # ------------------------------------------------------------------ the interface
 
     async def publish_raw(self, topic: Topic, data: bytes) -> str:
@@ -259,21 +333,14 @@ class RedisBus(Bus):
         key = self.key(topic)
         maxlen = self.options.maxlen
         r = self._redis
-        if topic.ephemeral:
-            ttl_ms = self._ttl_ms
-
-            async def add() -> Any:
-                async with r.pipeline(transaction=False) as pipe:
-                    pipe.xadd(key, {FIELD: data}, maxlen=maxlen, approximate=True)
-                    pipe.pexpire(key, ttl_ms)
-                    added, _ = await pipe.execute()
-                return added
-
-            message_id = await self._call(add)
-        else:
-            message_id = await self._call(
-                lambda: r.xadd(key, {FIELD: data}, maxlen=maxlen, approximate=True)
+        nomkstream = topic.ephemeral  # only a subscriber makes (and keeps) an ephemeral stream
+        message_id = await self._call(
+            lambda: r.xadd(
+                key, {FIELD: data}, maxlen=maxlen, approximate=True, nomkstream=nomkstream
             )
+        )
+        if message_id is None:  # NOMKSTREAM and no stream: its owner deleted it or is gone
+            return self._dropped(topic)
         self.stats.published += 1
         return message_id.decode() if isinstance(message_id, bytes) else str(message_id)
 
@@ -285,13 +352,16 @@ class RedisBus(Bus):
         consumer = consumer or new_id("c-")
         sub: _RedisSubscription
         if group is None:
-            last = await self._call(lambda: self._redis.xrevrange(key, "+", "-", count=1))
+            if topic.ephemeral:
+                last = await self._ensure_stream(key)
+            else:
+                last = await self._call(lambda: self._redis.xrevrange(key, "+", "-", count=1))
             cursor = last[0][0] if last else b"0-0"
             sub = _FanoutSubscription(self, topic, key, consumer, cursor)
         else:
             await self._ensure_group(key, group, topic.ephemeral)
             sub = _GroupSubscription(self, topic, key, group, consumer)
-        self._subs.setdefault(key, set()).add(sub)
+        self._track(sub)
         return sub
 
     async def backlog(self, topic: Topic, group: str) -> Backlog:
@@ -400,6 +470,9 @@ class RedisBus(Bus):
         self._closed = True
         self._closing.set()
         self._subs.clear()
+        if self._keeper is not None:
+            self._keeper.cancel()
+            await asyncio.gather(self._keeper, return_exceptions=True)
         await self._redis.aclose()
 
 
@@ -548,10 +621,7 @@ class _GroupSubscription(_RedisSubscription):
             if not _is_nogroup(exc):
                 raise
         self._check_open()
-        if self.topic.ephemeral:  # an idle reply/inbox stream expired: expected, not a fault
-            log.debug("idle stream %s expired; recreating group %r", self.key, self.group)
-        else:
-            log.info("group %r on %s is gone; creating it again", self.group, self.key)
+        log.info("group %r on %s is gone; creating it again", self.group, self.key)
         await self._bus._ensure_group(self.key, self.group, self.topic.ephemeral)
         return await self._blocking(op, deadline)
 
