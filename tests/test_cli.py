@@ -125,3 +125,25 @@ def test_run_points_every_llm_agent_at_one_server(tmp_path: Path) -> None:
     # every model call of the run reached the server, with the key given on the command line
     assert stats["clients"]["cli-test"]["completions"] == record["usage"]["calls"]
     assert record["usage"]["prompt_tokens"] == stats["clients"]["cli-test"]["prompt_tokens"]
+
+
+def test_live_view_labels_simulated_results_of_agents_served_elsewhere() -> None:
+    # `rede run --bus redis://...`: no model is built here, so the network cannot tell; the
+    # usage of the results can
+    from io import StringIO
+
+    from rich.console import Console
+
+    from rede.messages import Event
+    from rede.tui import LiveView
+
+    out = StringIO()
+    with LiveView(Console(file=out, width=160), simulated=False) as view:
+        view(Event(name="step_started", data={"step": "s1", "capability": "c", "agent": "a"}))
+        view(
+            Event(
+                name="step_finished",
+                data={"step": "s1", "status": "ok", "usage": {"source": "simulated"}},
+            )
+        )
+    assert "SIMULATED models" in out.getvalue()

@@ -17,6 +17,7 @@ from rede.evals import BBH, ModelSystem, compare, paper_averages, run_bbh, score
 from rede.evals.cli import bench_app
 from rede.evals.scoring import extract_answer, normalise
 from rede.evals.systems import Answer, NetworkSystem
+from rede.messages import Usage
 from rede.models import ModelRequest, ScriptedModel, model_from_spec
 from rede.models.replay import Recording, RecordingNotFound, ReplayModel
 
@@ -449,3 +450,112 @@ async def test_network_system_runs_bbh_through_a_network(data: BBH, tmp_path: Pa
     assert summary.tasks["navigate"].accuracy == direct.tasks["navigate"].accuracy
     assert summary.mean_messages >= 2  # at least a task and its result
     assert summary.source == "replay"
+
+
+# --------------------------------------------------------------------------- review fixes
+
+
+def tiny_bbh(root: Path, prompt: str | None = None) -> BBH:
+    """A BBH folder of one task (navigate, 4 examples) that needs no shared data."""
+    (root / "tasks").mkdir(parents=True)
+    (root / "cot-prompts").mkdir()
+    examples = [{"input": f"Is {i} even?", "target": "No" if i % 2 else "Yes"} for i in range(4)]
+    (root / "tasks" / "navigate.json").write_text(json.dumps({"examples": examples}))
+    if prompt is None:
+        prompt = (
+            "canary\n-----\nAnswer yes or no.\n\nQ: Is 2 even?\n"
+            "A: Let's think step by step.\n2 is even. So the answer is Yes."
+        )
+    (root / "cot-prompts" / "navigate.txt").write_text(prompt)
+    return BBH(root)
+
+
+def _yes(request: ModelRequest) -> str:
+    return "So the answer is Yes."
+
+
+async def test_a_record_cut_short_by_a_crash_does_not_swallow_the_next_one(
+    tmp_path: Path,
+) -> None:
+    bench, out = tiny_bbh(tmp_path / "bbh"), tmp_path / "out"
+    await run_bbh(ModelSystem(ScriptedModel(_yes)), bench, out=out, limit=2, progress=False)
+    with (out / "navigate.jsonl").open("a") as f:
+        f.write('{"task": "navigate", "index": 2, "tar')  # the crash: no newline
+    again = Counting(ModelSystem(ScriptedModel(_yes)))
+    await run_bbh(again, bench, out=out, limit=3, progress=False)
+    assert again.asked == [("navigate", 2)]
+    third = Counting(ModelSystem(ScriptedModel(_yes)))
+    summary = await run_bbh(third, bench, out=out, limit=3, progress=False)
+    assert third.asked == []  # the record of example 2 was read back, not re-run
+    assert summary.tasks["navigate"].n == 3 and summary.errors == 0
+
+
+async def test_completions_with_unicode_line_separators_are_read_back(tmp_path: Path) -> None:
+    bench, out = tiny_bbh(tmp_path / "bbh"), tmp_path / "out"
+    odd = ScriptedModel(lambda r: "Even.\u2028Next\x85line. So the answer is Yes.")
+    await run_bbh(ModelSystem(odd), bench, out=out, limit=2, progress=False)
+    again = Counting(ModelSystem(ScriptedModel(_yes)))
+    summary = await run_bbh(again, bench, out=out, limit=2, progress=False)
+    assert again.asked == []
+    assert summary.tasks["navigate"].correct == 1
+
+
+async def test_a_malformed_prompt_file_is_a_config_error(tmp_path: Path) -> None:
+    bench = tiny_bbh(tmp_path / "bbh", prompt="canary\n-----\nno examples here\n")
+    with pytest.raises(ConfigError, match="CoT prompt of 'navigate' has no 'Q: ' example"):
+        await run_bbh(ModelSystem(ScriptedModel(_yes)), bench, out=tmp_path / "out", progress=False)
+
+
+class HalfFailing:
+    """Answers even examples (2 s, 100 tokens, 3 messages); odd ones fail."""
+
+    name = "half-failing"
+    source = "scripted"
+
+    async def answer(self, prompt: str, *, metadata: dict[str, Any]) -> Answer:
+        if metadata["index"] % 2:
+            raise ModelError("server down")
+        usage = Usage(prompt_tokens=60, completion_tokens=40, cost_usd=0.5, source="scripted")
+        return Answer("So the answer is Yes.", usage=usage, latency_s=2.0, messages=3)
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_summary_means_are_over_the_examples_answered(tmp_path: Path) -> None:
+    bench = tiny_bbh(tmp_path / "bbh")
+    summary = await run_bbh(HalfFailing(), bench, out=tmp_path / "out", progress=False)
+    task = summary.tasks["navigate"]
+    assert (summary.n, summary.errors, task.correct, task.accuracy) == (4, 2, 2, 50.0)
+    for s in (summary, task):
+        assert (s.mean_latency_s, s.mean_tokens, s.mean_cost_usd) == (2.0, 100, 0.5)
+        assert s.mean_messages == 3
+    assert (summary.mean_prompt_tokens, summary.mean_completion_tokens) == (60, 40)
+    assert (task.tokens, task.cost_usd, task.messages) == (200, 1.0, 6)
+
+
+def test_network_system_with_a_model_override_is_real(tmp_path: Path) -> None:
+    yaml = tmp_path / "sim.yaml"
+    yaml.write_text(
+        "name: simnet\n"
+        'models:\n  small: {spec: "sim:7b"}\n'
+        "agents:\n  - {name: solver, capabilities: [reason], model: small}\n"
+    )
+    assert NetworkSystem(yaml).source == "simulated"
+    # Network points every sim model at the server's model when a model name is given
+    assert NetworkSystem(yaml, model="llama3.2").source == "real"
+
+
+@pytest.mark.parametrize("command", ["bbh", "compare"])
+def test_cli_exits_non_zero_when_examples_failed(tmp_path: Path, command: str) -> None:
+    tiny_bbh(tmp_path / "bbh")
+    recordings = tmp_path / "other.json"
+    recordings.write_text(json.dumps({"outputs": [{"input": "Q: x?\nA:", "prediction": "y"}]}))
+    spec = f"replay:{recordings}"
+    args = ["--model", spec] if command == "bbh" else [spec]
+    result = CliRunner().invoke(
+        bench_app,
+        [command, *args, "--data", str(tmp_path / "bbh"), "--out", str(tmp_path / "out"), "-q"],
+    )
+    assert result.exit_code == 1, result.output
+    assert "failed" in result.output and "retry" in " ".join(result.output.split())

@@ -211,7 +211,8 @@ def up(
     base_url: Annotated[str | None, typer.Option()] = None,
     model: Annotated[str | None, typer.Option()] = None,
     restart_s: Annotated[
-        float, typer.Option(help="Wait before restarting a dead agent or a failed spawn.")
+        float,
+        typer.Option(min=0.1, help="Wait before restarting a dead agent or a failed spawn."),
     ] = 1.0,
     ledger: Annotated[
         str,

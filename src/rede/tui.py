@@ -90,6 +90,8 @@ class LiveView:
             row.ended = now
             row.rounds = d.get("rounds", 0)
             usage = d.get("usage") or {}
+            if usage.get("source") == "simulated":
+                self.simulated = True  # agents in other processes: only their results tell
             row.tokens = usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0)
             row.cost = usage.get("cost_usd", 0.0)
         running = sum(1 for r in self.rows.values() if r.state == "running")

@@ -202,6 +202,8 @@ def bbh(
         )
     )
     _print_summary(summary, folder)
+    if summary.errors:
+        raise typer.Exit(1)  # the scores count failed examples as wrong: not a clean run
 
 
 @bench_app.command("compare")
@@ -266,6 +268,15 @@ def compare_cmd(
     console.print(f"report: {result.markdown}")
     if result.chart is not None:
         console.print(f"chart: {result.chart}")
+    failed = {s.system: s.errors for s in result.summaries if s.errors}
+    if failed:
+        err.print(
+            "[yellow]failed examples (counted as wrong): "
+            + ", ".join(f"{name} {n}" for name, n in failed.items())
+            + f"; their errors are in {out}/<system>/<task>.jsonl; run the same command "
+            "again to retry them[/yellow]"
+        )
+        raise typer.Exit(1)
 
 
 __all__ = ["bench_app"]

@@ -58,7 +58,8 @@ class ExampleRecord(BaseModel):
 
 class TaskScore(BaseModel):
     accuracy: float
-    """Percent of the ``n`` examples answered correctly (failed examples count as wrong)."""
+    """Percent of the ``n`` examples answered correctly (failed examples count as wrong).
+    The ``mean_*`` figures are over the examples answered (failed ones recorded none)."""
     n: int
     correct: int
     errors: int
@@ -121,15 +122,22 @@ class _Store:
         found: dict[int, ExampleRecord] = {}
         if not path.exists():
             return found
-        lines = path.read_text(encoding="utf-8").splitlines()
+        # split at b"\n" only: splitlines() would also split at U+2028, U+0085 and the like,
+        # which JSON leaves unescaped inside a completion
+        lines = path.read_bytes().split(b"\n")
+        last = max((n for n, line in enumerate(lines, 1) if line.strip()), default=0)
         for n, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
                 rec = ExampleRecord.model_validate_json(line)
             except ValidationError:
-                if n == len(lines):
-                    continue  # a last line cut short by a crash: that example runs again
+                if n == last:
+                    # a last line cut short by a crash: that example runs again; cut the
+                    # line off, so that the next record appended starts a line of its own
+                    with path.open("r+b") as f:
+                        f.truncate(sum(len(before) + 1 for before in lines[: n - 1]))
+                    continue
                 raise ConfigError(
                     f"{path}:{n} is not a result record; remove that line or the file"
                 ) from None
@@ -188,6 +196,7 @@ async def run_bbh(
     names = data.resolve(tasks)
     store = _Store.open(out, system, mode, data)
     examples = {t: data.examples(t, limit) for t in names}
+    prompts = {t: data.prompt(t) for t in names}  # a bad prompt file fails here, clearly
     done = {t: store.read(t) for t in names}
     todo = [
         ex
@@ -199,7 +208,7 @@ async def run_bbh(
     share_truth = system.source in ("simulated", "mixed")
 
     async def one(ex: Example, bar: Progress, bar_id: Any) -> None:
-        prompt = data.prompt(ex.task).build(ex.input, mode)
+        prompt = prompts[ex.task].build(ex.input, mode)
         metadata: dict[str, Any] = {"benchmark": "bbh", "task": ex.task, "index": ex.index}
         metadata["mode"] = mode
         if share_truth:  # only simulated models read these, to answer with calibrated quality
@@ -274,15 +283,16 @@ def summarise(
     for task, recs in records.items():
         n = len(recs)
         correct = sum(r.correct for r in recs)
+        ok = [r for r in recs if r.error is None]  # failed examples have no latency, cost...
         per_task[task] = TaskScore(
             accuracy=100.0 * correct / n if n else 0.0,
             n=n,
             correct=correct,
-            errors=sum(r.error is not None for r in recs),
-            mean_latency_s=_mean([r.latency_s for r in recs]),
-            mean_tokens=_mean([r.usage.total_tokens for r in recs]),
-            mean_cost_usd=_mean([r.usage.cost_usd for r in recs]),
-            mean_messages=_mean([r.messages for r in recs]),
+            errors=n - len(ok),
+            mean_latency_s=_mean([r.latency_s for r in ok]),
+            mean_tokens=_mean([r.usage.total_tokens for r in ok]),
+            mean_cost_usd=_mean([r.usage.cost_usd for r in ok]),
+            mean_messages=_mean([r.messages for r in ok]),
             tokens=sum(r.usage.total_tokens for r in recs),
             cost_usd=sum(r.usage.cost_usd for r in recs),
             messages=sum(r.messages for r in recs),
@@ -306,12 +316,12 @@ def summarise(
         nlp_average=paper.get("nlp"),
         n=len(every),
         errors=sum(r.error is not None for r in every),
-        mean_latency_s=_mean([r.latency_s for r in every]),
-        mean_tokens=_mean([r.usage.total_tokens for r in every]),
-        mean_prompt_tokens=_mean([r.usage.prompt_tokens for r in every]),
-        mean_completion_tokens=_mean([r.usage.completion_tokens for r in every]),
-        mean_cost_usd=_mean([r.usage.cost_usd for r in every]),
-        mean_messages=_mean([r.messages for r in every]),
+        mean_latency_s=_mean([r.latency_s for r in answered]),
+        mean_tokens=_mean([r.usage.total_tokens for r in answered]),
+        mean_prompt_tokens=_mean([r.usage.prompt_tokens for r in answered]),
+        mean_completion_tokens=_mean([r.usage.completion_tokens for r in answered]),
+        mean_cost_usd=_mean([r.usage.cost_usd for r in answered]),
+        mean_messages=_mean([r.messages for r in answered]),
         tokens_estimated=any(r.usage.estimated for r in answered),
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )

@@ -136,15 +136,16 @@ class NetworkSystem:
             "model": model,
             **network_options,
         }
-        self.source: SystemSource = self._declared_source(base_url)
+        self.source: SystemSource = self._declared_source(base_url, model)
         self._net: Network | None = None
         self._lock = asyncio.Lock()
 
-    def _declared_source(self, base_url: str | None) -> SystemSource:
+    def _declared_source(self, base_url: str | None, model: str | None) -> SystemSource:
         kinds: set[str] = set()
         for conf in self.config.models.values():
             backend = conf.spec.partition(":")[0]
-            if base_url is not None and backend != "replay":
+            # as Network builds them: either override points every non-replay model at a server
+            if (base_url is not None or model is not None) and backend != "replay":
                 backend = "openai"
             kinds.add(
                 {"openai": "real", "sim": "simulated", "replay": "replay"}.get(backend, "mixed")

@@ -2,9 +2,10 @@
 
 The official ``openai`` client carries the requests; Rede owns what happens around them:
 
-- retries with exponential backoff (and the server's ``Retry-After``) on 429, 5xx, timeouts
-  and refused connections, then :class:`~rede.errors.ModelUnavailable` naming the URL, the
-  model, the last status and the number of attempts (the client's own retries are off);
+- retries with exponential backoff (and the server's ``Retry-After``) on 429, 5xx, the
+  transient 408/409/425 (as the official SDK does), timeouts and refused connections, then
+  :class:`~rede.errors.ModelUnavailable` naming the URL, the model, the last status and the
+  number of attempts (the client's own retries are off);
 - other 4xx answers become :class:`~rede.errors.ModelError` with the server's message;
 - bodies that are not completions become :class:`~rede.errors.ModelResponseError` naming
   what was missing;
