@@ -212,8 +212,16 @@ def up(
     model: Annotated[str | None, typer.Option()] = None,
     restart_s: Annotated[
         float,
-        typer.Option(min=0.1, help="Wait before restarting a dead agent or a failed spawn."),
+        typer.Option(
+            min=0.1,
+            help="Wait before restarting a dead agent or a failed spawn; an agent that "
+            "keeps exiting within 10 s of its start waits twice as long each time.",
+        ),
     ] = 1.0,
+    restart_max_s: Annotated[
+        float,
+        typer.Option(min=0.1, help="Longest wait before restarting an agent that crash-loops."),
+    ] = 60.0,
     ledger: Annotated[
         str,
         typer.Option(help="SQLite file recording the spawner's decisions ('' for none)."),
@@ -233,6 +241,7 @@ def up(
             _stop_on_signals(),
             extra_args=extra,
             restart_s=restart_s,
+            restart_max_s=restart_max_s,
             ledger=ledger or None,
             report=lambda line: err.print(line, markup=False, highlight=False, soft_wrap=True),
         )

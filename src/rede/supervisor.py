@@ -6,7 +6,11 @@ NAME --replicas 1`` processes, for a :class:`~rede.spawner.Spawner` on a shared 
 :func:`up` runs a whole network as processes on one machine, until ``stop`` is set:
 
 - every agent *not* named in ``spawn.templates``: one ``rede agent --only NAME`` process
-  (with the agent's ``replicas``), started again ``restart_s`` after it exits;
+  (with the agent's ``replicas``), started again after it exits, with a :class:`Backoff`
+  of its own: ``restart_s`` at first, doubled for each exit within ``quick_s`` of its start
+  in a row (a crash loop: bad key, bad URL, bad YAML for that agent), up to
+  ``restart_max_s``, back to ``restart_s`` once a process has run ``quick_s`` or longer. It
+  never gives up: a fixed cause (a model server back up) is picked up by the next start;
 - with a ``spawn:`` section, the templated agents: a spawner with a :class:`ProcessBackend`,
   reading load from the bus (:class:`~rede.load.BusLoad`: the backlog of each template's task
   topics, whoever submitted the runs), starts each template's initial replicas, then keeps
@@ -16,21 +20,24 @@ NAME --replicas 1`` processes, for a :class:`~rede.spawner.Spawner` on a shared 
   ``<network name>.spawner``.
 
 When ``stop`` is set every child gets SIGTERM (a clean goodbye to the registry), and SIGKILL
-if it has not exited 10 s later; :func:`up` returns once all have exited.
+if it has not exited 10 s later, and a wait before a restart ends at once; :func:`up`
+returns once all have exited.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rede.config import NetworkConfig
-from rede.errors import RedeError
+from rede.errors import ConfigError, RedeError
 from rede.ledger import Ledger
 from rede.load import BusLoad
 from rede.network import Network
@@ -189,19 +196,72 @@ def agent_command(
     ]
 
 
+@dataclass
+class Backoff:
+    """When to start an exited process again: the restart policy of one supervised agent.
+
+    :meth:`delay` is told how long each process ran, and answers the wait before the next
+    start: ``initial_s`` after a process that ran ``quick_s`` or longer (which also ends a
+    crash loop), and after the first quick exit; doubled for each further quick exit in a
+    row, up to ``max_s``. Pure: the caller measures run times, with whatever clock."""
+
+    initial_s: float = 1.0
+    max_s: float = 60.0
+    quick_s: float = 10.0
+    quick_exits: int = field(default=0, init=False)
+    """Exits within ``quick_s`` of their start in a row, the last one included."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.initial_s <= self.max_s:
+            raise ConfigError(
+                f"a restart backoff must start above 0 and at most its cap, not at "
+                f"{self.initial_s:g}s with a cap of {self.max_s:g}s "
+                "(--restart-s must be at most --restart-max-s)"
+            )
+
+    def delay(self, ran_s: float) -> float:
+        """The wait before starting again a process that exited after ``ran_s`` seconds."""
+        self.quick_exits = self.quick_exits + 1 if ran_s < self.quick_s else 0
+        doublings = min(max(self.quick_exits - 1, 0), 64)  # 2**64: past any cap
+        return min(self.initial_s * 2.0**doublings, self.max_s)
+
+
+def exit_status(code: int) -> str:
+    """``exited with 1``, or ``was killed by SIGKILL`` for a negative return code."""
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(-code).name}"
+    return f"exited with {code}"
+
+
 async def keep_running(
-    name: str, command: Sequence[str], *, restart_s: float, report: Report
+    name: str,
+    command: Sequence[str],
+    *,
+    backoff: Backoff,
+    report: Report,
+    clock: Callable[[], float] = time.monotonic,
 ) -> None:
-    """Run ``command`` and start it again ``restart_s`` after it exits, until cancelled;
-    the process is stopped (SIGTERM, then SIGKILL) when this is cancelled."""
+    """Run ``command`` and start it again after it exits, waiting as ``backoff`` says,
+    until cancelled. Every restart is reported: the exit status, how long the process ran
+    and the wait. Cancelling stops the process (SIGTERM, then SIGKILL) or the wait, at once."""
     while True:
+        started = clock()
         proc = await asyncio.create_subprocess_exec(*command)
         try:
             code = await proc.wait()
         finally:
             await _terminate(proc)
-        report(f"agent {name} exited with {code}; restarting in {restart_s:g}s")
-        await asyncio.sleep(restart_s)
+        ran_s = clock() - started
+        wait_s = backoff.delay(ran_s)
+        crash_loop = (
+            f" ({backoff.quick_exits} quick exits in a row)" if backoff.quick_exits > 1 else ""
+        )
+        report(
+            f"agent {name} {exit_status(code)} after {ran_s:.1f}s; "
+            f"restarting in {wait_s:g}s{crash_loop}"
+        )
+        await asyncio.sleep(wait_s)
 
 
 def describe(name: str, data: dict[str, Any]) -> str:
@@ -217,11 +277,14 @@ async def up(
     *,
     extra_args: Sequence[str] = (),
     restart_s: float = 1.0,
+    restart_max_s: float = 60.0,
+    quick_s: float = 10.0,
     ledger: Ledger | str | Path | None = None,
     report: Report = print,
 ) -> None:
     """Run every agent of a network as processes on ``bus_url`` until ``stop`` is set (see
     the module's docstring). ``extra_args`` go to every ``rede agent`` command."""
+    Backoff(restart_s, restart_max_s, quick_s)  # invalid: fail before starting anything
     net = Network.from_yaml(network_file, bus=bus_url, ledger=ledger).serve_only(set())
     conf = net.config
     scaled = templates(conf)
@@ -234,7 +297,7 @@ async def up(
                     keep_running(
                         name,
                         agent_command(network_file, bus_url, name, *extra_args),
-                        restart_s=restart_s,
+                        backoff=Backoff(restart_s, restart_max_s, quick_s),
                         report=report,
                     )
                 )
