@@ -35,6 +35,8 @@ from rede.sim import (
 from rede.sim.buses import Traffic
 from rede.sim.cli import sim_app
 from rede.sim.faults import validate_faults
+from rede.sim.report import write
+from rede.sim.runner import SystemReport
 from rede.sim.workload import Part
 
 CHEAP = {"price": {"input_per_1k": 0.00001, "output_per_1k": 0.00001}}
@@ -448,3 +450,74 @@ def test_cli_lists_bundled_scenarios_and_names_errors() -> None:
     assert listed.exit_code == 0 and "fault-storm" in listed.output
     missing = CliRunner().invoke(sim_app, ["no-such-scenario"])
     assert missing.exit_code == 1 and "bundled" in missing.output
+
+
+# --------------------------------------------------------------------------- regressions
+
+
+def hand_run(task: SimTask, status: str = "ok", wall: float = 1.0, **kw: Any) -> RunResult:
+    return RunResult(
+        run_id=kw.pop("run_id", "r"),
+        request=task.request,
+        status=status,  # type: ignore[arg-type]
+        answer=kw.pop("answer", "- a: 1\n- b: 10"),
+        plan=kw.pop("plan", task.ideal_plan),
+        wall_time_s=wall,
+        critical_path_s=kw.pop("critical_path_s", wall / 2),
+        **kw,
+    )
+
+
+def test_runs_with_no_record_do_not_count_as_zero_latency(tmp_path: Path) -> None:
+    task = two_part_task()
+    outcomes = [
+        task_outcome(task, hand_run(task, wall=4.0)),
+        task_outcome(task, hand_run(task, wall=6.0)),
+        task_outcome(task, None, error="never ran"),
+    ]
+    m = aggregate(outcomes)
+    assert m.latency_p50_s == 5.0 and m.latency_p95_s == pytest.approx(5.9)
+    assert m.success_rate == pytest.approx(2 / 3) and m.accuracy == pytest.approx(2 / 3)
+    nothing = aggregate([task_outcome(task, None, error="never ran")])
+    assert nothing.latency_p50_s is None and nothing.latency_p95_s is None
+    report = SimReport(
+        scenario="s", time_scale=0, seed=0, concurrency=1, workload=WorkloadConfig(tasks=1)
+    )
+    report.systems.append(
+        SystemReport(name="x", network="n", agents=[], bus="memory://", metrics=nothing)
+    )
+    write(report, tmp_path)  # a report of only failed runs is still valid JSON
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert data["systems"][0]["metrics"]["latency_p50_s"] is None
+
+
+def test_a_misspelt_envelope_kind_is_refused_naming_the_field() -> None:
+    with pytest.raises(ConfigError, match=r"systems\.0\.faults\.0\.kinds\.0"):
+        scenario([{"kind": "drop", "topic": "rede.task.math.math-a", "kinds": ["results"]}])
+    assert scenario([{"kind": "delay", "kinds": ["result"]}]).systems[0].faults[0].kinds == [
+        "result"
+    ]
+
+
+def test_a_run_without_a_plan_does_not_invent_an_edge_score() -> None:
+    flat = Plan(steps=[Step(id="p1", capability="math", instruction="Q1")])
+    assert decomposition(None, flat).edge_f1 is None and decomposition(None, flat).score == 0.0
+    assert decomposition(None, two_part_task().ideal_plan).edge_f1 == 0.0
+    task = SimTask(
+        id="t",
+        request="Q1",
+        parts=[Part(id="p1", question="Q1", capability="math", truth="1", wrong=["2"])],
+        ideal_plan=flat,
+    )
+    ok = task_outcome(task, hand_run(task, answer="- p1: 1", plan=flat))
+    m = aggregate([ok, task_outcome(task, None, error="never ran")])
+    assert m.edge_f1 is None  # no run's plan nor ideal plan has dependencies
+    assert m.decomposition == 0.5
+
+
+async def test_a_bad_fault_in_a_later_system_fails_before_any_run() -> None:
+    sc = scenario([{"kind": "slow", "agent": "nobody"}], calm=True)
+    ran: list[str] = []
+    with pytest.raises(ConfigError, match=r"system 'faulty'.*'nobody'"):
+        await run_scenario(sc, on_run=lambda system, task, run: ran.append(system))
+    assert ran == []  # the calm system did not run first

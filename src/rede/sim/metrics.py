@@ -64,8 +64,8 @@ def match_steps(actual: Plan, ideal: Plan) -> dict[str, str]:
 
 
 def decomposition(actual: Plan | None, ideal: Plan) -> Decomposition:
-    if actual is None:
-        return Decomposition()
+    if actual is None:  # no plan: nothing matched; edges only count where the ideal has some
+        return Decomposition(edge_f1=0.0 if any(s.depends_on for s in ideal.steps) else None)
     caps_a = Counter(s.capability for s in actual.steps)
     caps_i = Counter(s.capability for s in ideal.steps)
     cap_hits = sum((caps_a & caps_i).values())
@@ -182,8 +182,9 @@ class SystemMetrics(BaseModel):
     part_accuracy: float
     success_rate: float
     """Runs that finished with an answer."""
-    latency_p50_s: float
-    latency_p95_s: float
+    latency_p50_s: float | None
+    latency_p95_s: float | None
+    """Over runs that left a record (None: none did); runs with no record have no latency."""
     cost_per_task_usd: float
     tokens_per_task: float
     messages_per_task: float
@@ -216,15 +217,15 @@ def aggregate(outcomes: Sequence[TaskOutcome], *, wall_s: float = 0.0) -> System
     ok = [o for o in outcomes if o.status == "ok"]
     exposed = [o for o in outcomes if o.exposed]
     overheads = [o.overhead for o in ok if o.overhead is not None]
-    latencies = [o.wall_time_s for o in outcomes]
+    latencies = [o.wall_time_s for o in outcomes if o.run_id]  # no record: no latency
     return SystemMetrics(
         tasks=len(outcomes),
         accuracy=_mean([float(o.correct) for o in outcomes]),
         part_accuracy=sum(o.parts_correct for o in outcomes)
         / max(1, sum(o.parts for o in outcomes)),
         success_rate=len(ok) / len(outcomes) if outcomes else 0.0,
-        latency_p50_s=percentile(latencies, 50),
-        latency_p95_s=percentile(latencies, 95),
+        latency_p50_s=percentile(latencies, 50) if latencies else None,
+        latency_p95_s=percentile(latencies, 95) if latencies else None,
         cost_per_task_usd=_mean([o.cost_usd for o in outcomes]),
         tokens_per_task=_mean([o.tokens for o in outcomes]),
         messages_per_task=_mean([o.messages for o in outcomes]),

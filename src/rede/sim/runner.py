@@ -25,7 +25,7 @@ from rede.models._base import ChatModel
 from rede.network import Network
 from rede.run import RunResult
 from rede.sim.buses import FaultyBus, MeteredBus
-from rede.sim.faults import FaultController
+from rede.sim.faults import FaultController, validate_faults
 from rede.sim.metrics import SystemMetrics, TaskOutcome, aggregate, overlaps, task_outcome
 from rede.sim.model import TASK_KEY, AnswerKey, GroundedSimModel
 from rede.sim.scenario import Scenario, SystemConfig
@@ -287,6 +287,13 @@ async def run_scenario(
                 f"systems: {', '.join(s.name for s in chosen)}"
             )
         chosen = [s for s in chosen if s.name in systems]
+    for system in chosen:  # fail before any system runs, naming the system at fault
+        config = scenario.network_config(system)
+        try:
+            grounded_models(config, AnswerKey([]), time_scale=0.0, seed=scenario.seed)
+            validate_faults(Network(config), system.faults)
+        except ConfigError as exc:
+            raise ConfigError(f"scenario {scenario.name!r}, system {system.name!r}: {exc}") from exc
     generated = generate(workload, scenario.seed)
     report = SimReport(
         scenario=scenario.name,

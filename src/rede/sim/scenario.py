@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from rede.codec import describe_validation_error
 from rede.config import NAME, NetworkConfig
 from rede.errors import ConfigError
+from rede.messages import Kind
 from rede.sim.workload import WorkloadConfig
 
 FaultKind = Literal["kill", "restart", "slow", "corrupt", "drop", "delay", "partition"]
@@ -54,7 +55,7 @@ class FaultConfig(BaseModel):
     """partition: the group cut off from the rest of the network."""
     topic: str | None = None
     """drop, delay: a glob over topic names, e.g. ``rede.task.math.*`` or ``rede.reply.*``."""
-    kinds: list[str] = Field(default_factory=list)
+    kinds: list[Kind] = Field(default_factory=list)
     """drop, delay: envelope kinds (``task``, ``result``, ``heartbeat``, ...)."""
     rate: float = Field(1.0, ge=0, le=1)
     """drop, delay, corrupt: the share of matching messages or outputs affected."""
