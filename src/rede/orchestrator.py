@@ -206,21 +206,15 @@ class _Run:
     async def emit_final(self) -> None:
         """``run_finished`` to the observer and, awaited, to the bus's ``rede.events``."""
         usage = self.record.usage
-        event = Event(
-            name="run_finished",
-            data={
-                "run_id": self.run_id,
-                "status": self.record.status,
-                "error": self.record.error,
-                "wall_time_s": self.record.wall_time_s,
-                "total_tokens": usage.total_tokens,
-                "cost_usd": usage.cost_usd,
-            },
+        self.emit(
+            "run_finished",
+            status=self.record.status,
+            error=self.record.error,
+            wall_time_s=self.record.wall_time_s,
+            total_tokens=usage.total_tokens,
+            cost_usd=usage.cost_usd,
         )
-        if self.observer is not None:
-            self.observer(event)
-        if self.o.publish_events:
-            await self._publish_event(Envelope(run_id=self.run_id, sender=self.o.id, payload=event))
+        await asyncio.gather(*self._events, return_exceptions=True)
 
     async def _main(self, plan: Plan | None) -> None:
         capabilities = self.o.registry.capabilities() | self.o.router.spawnable()
