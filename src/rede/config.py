@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -33,6 +33,7 @@ from rede.errors import ConfigError
 from rede.models._base import Price
 
 NAME = r"^[A-Za-z0-9_\-]+$"
+M = TypeVar("M", bound=BaseModel)
 
 
 class _Conf(BaseModel):
@@ -268,25 +269,34 @@ class NetworkConfig(_Conf):
     @classmethod
     def from_yaml(cls, path: str | Path) -> NetworkConfig:
         p = Path(path)
-        try:
-            text = p.read_text()
-        except OSError as exc:
-            raise ConfigError(f"cannot read network file {p}: {exc.strerror}") from exc
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{p} is not valid YAML: {exc}") from exc
-        return cls.from_dict(data, source=str(p), base_dir=p.parent)
+        return cls.from_dict(read_yaml(p, "network"), source=str(p), base_dir=p.parent)
 
     @classmethod
     def from_dict(
         cls, data: Any, *, source: str = "network", base_dir: Path | None = None
     ) -> NetworkConfig:
-        if not isinstance(data, dict):
-            raise ConfigError(f"{source}: a network must be a mapping with 'agents'")
-        try:
-            conf = cls.model_validate(data)
-        except ValidationError as exc:
-            raise ConfigError(f"{source}: {describe_validation_error(exc)}") from exc
+        conf = validate_mapping(cls, data, source=source, what="a network", key="agents")
         conf.base_dir = base_dir
         return conf
+
+
+def read_yaml(path: Path, what: str) -> Any:
+    """The parsed content of a YAML file; a ConfigError naming the file if it cannot be."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} file {path}: {exc.strerror}") from exc
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+
+
+def validate_mapping(model: type[M], data: Any, *, source: str, what: str, key: str) -> M:
+    """``data`` validated as ``model``; a ConfigError that names ``source`` and the field."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: {what} must be a mapping with {key!r}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {describe_validation_error(exc)}") from exc

@@ -30,11 +30,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from rede.codec import describe_validation_error
-from rede.config import NAME, NetworkConfig
+from rede.config import NAME, NetworkConfig, read_yaml, validate_mapping
 from rede.errors import ConfigError
 from rede.messages import Kind
 from rede.sim.workload import WorkloadConfig
@@ -162,12 +160,7 @@ class Scenario(BaseModel):
     def from_dict(
         cls, data: Any, *, source: str = "scenario", base_dir: Path | None = None
     ) -> Scenario:
-        if not isinstance(data, dict):
-            raise ConfigError(f"{source}: a scenario must be a mapping with 'systems'")
-        try:
-            scenario = cls.model_validate(data)
-        except ValidationError as exc:
-            raise ConfigError(f"{source}: {describe_validation_error(exc)}") from exc
+        scenario = validate_mapping(cls, data, source=source, what="a scenario", key="systems")
         scenario.base_dir = base_dir
         for system in scenario.systems:  # fail early, naming the system
             scenario.network_config(system)
@@ -176,13 +169,7 @@ class Scenario(BaseModel):
     @classmethod
     def from_yaml(cls, path: str | Path) -> Scenario:
         p = Path(path)
-        try:
-            data = yaml.safe_load(p.read_text())
-        except OSError as exc:
-            raise ConfigError(f"cannot read scenario file {p}: {exc.strerror}") from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{p} is not valid YAML: {exc}") from exc
-        return cls.from_dict(data, source=str(p), base_dir=p.parent)
+        return cls.from_dict(read_yaml(p, "scenario"), source=str(p), base_dir=p.parent)
 
 
 def bundled_scenarios() -> dict[str, Path]:
