@@ -198,8 +198,12 @@ def test_replay_rejects_missing_and_malformed_recordings(tmp_path: Path) -> None
         ReplayModel.from_path(tmp_path / "nope")
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"examples": []}))
-    with pytest.raises(ConfigError, match="no 'outputs' list"):
+    with pytest.raises(ConfigError, match="in no known format"):
         ReplayModel.from_path(bad)
+    bbh_shaped = tmp_path / "bbh.json"
+    bbh_shaped.write_text(json.dumps({"outputs": {"input": "x"}}))
+    with pytest.raises(ConfigError, match="no 'outputs' list"):
+        ReplayModel.from_path(bbh_shaped)
 
 
 # --------------------------------------------------------------------------- prompts

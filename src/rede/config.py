@@ -129,6 +129,63 @@ class AgentConfig(_Conf):
         return self
 
 
+class AgreementTier(_Conf):
+    """Agents asked together; their answers are accepted when ``min_agree`` of them agree."""
+
+    agents: list[str] = Field(min_length=1)
+    """Distinct agents (by name), each asked once: a tier of different models, not samples."""
+    min_agree: int | None = Field(None, ge=1)
+    """How many must give the same answer (default: a majority of the tier)."""
+    mode: Literal["parallel", "sequential"] = "parallel"
+    """``parallel`` asks every agent at once; ``sequential`` asks them one by one, in order,
+    and stops as soon as ``min_agree`` agree or can no longer agree (cheaper, slower)."""
+
+    @property
+    def needed(self) -> int:
+        return self.min_agree if self.min_agree is not None else len(self.agents) // 2 + 1
+
+    @model_validator(mode="after")
+    def _reachable(self) -> AgreementTier:
+        if len(set(self.agents)) < len(self.agents):
+            raise ValueError(f"a tier names an agent twice: {', '.join(self.agents)}")
+        if self.needed > len(self.agents):
+            raise ValueError(
+                f"min_agree {self.needed} is more than the tier's {len(self.agents)} agent(s) "
+                f"({', '.join(self.agents)})"
+            )
+        return self
+
+
+class AgreementConfig(_Conf):
+    """Cross-agent agreement for one capability (``routing.agreement.<capability>``).
+
+    A step is sent to the agents of the first tier; their answers (``answer`` names the
+    extractor of :mod:`rede.answers`) are compared, and the step is accepted when at least
+    ``min_agree`` agree. Otherwise it escalates to the next tier (``on_disagreement:
+    escalate``) or takes the most common answer at once (``majority``). At the last tier the
+    most common answer over every vote cast wins; a tie goes to the higher tier's answer."""
+
+    tiers: list[AgreementTier] = Field(min_length=1)
+    answer: str = "text"
+    on_disagreement: Literal["escalate", "majority"] = "escalate"
+
+    @field_validator("answer")
+    @classmethod
+    def _known_extractor(cls, value: str) -> str:
+        from rede.answers import extractor
+
+        extractor(value)  # a ValueError naming the known extractors
+        return value
+
+    @model_validator(mode="after")
+    def _distinct(self) -> AgreementConfig:
+        names = [a for tier in self.tiers for a in tier.agents]
+        again = sorted({a for a in names if names.count(a) > 1})
+        if again:
+            raise ValueError(f"agent(s) {', '.join(again)} appear in more than one tier")
+        return self
+
+
 class RoutingConfig(_Conf):
     strategy: Literal["cheapest", "cascade", "load", "auction"] = "cheapest"
     per_capability: dict[str, Literal["cheapest", "cascade", "load", "auction"]] = Field(
@@ -148,6 +205,9 @@ class RoutingConfig(_Conf):
     """Auction: bids that arrive later are ignored; a silent agent cannot stall the award."""
     auction_wait_usd_per_s: float = Field(0.0001, ge=0)
     """Auction: what a second of expected queue wait is worth against a bid's price."""
+    agreement: dict[str, AgreementConfig] = Field(default_factory=dict)
+    """By capability: ask tiers of distinct agents and accept what enough of them agree on
+    (cross-agent verification); see :class:`AgreementConfig`."""
 
 
 class LimitsConfig(_Conf):
@@ -255,6 +315,20 @@ class NetworkConfig(_Conf):
                 f"spawn.templates names unknown agent(s) {', '.join(sorted(unknown))}; "
                 f"agents: {', '.join(sorted(names))}"
             )
+        for capability, agreement in self.routing.agreement.items():
+            for tier in agreement.tiers:
+                for name in tier.agents:
+                    agent = next((a for a in self.agents if a.name == name), None)
+                    if agent is None:
+                        raise ValueError(
+                            f"routing.agreement.{capability} names unknown agent {name!r}; "
+                            f"agents: {', '.join(sorted(names))}"
+                        )
+                    if capability not in agent.capabilities:
+                        raise ValueError(
+                            f"routing.agreement.{capability} names agent {name!r}, which does "
+                            f"not serve {capability!r} (it serves {', '.join(agent.capabilities)})"
+                        )
         if self.routing.manager is not None and self.routing.manager not in names:
             raise ValueError(
                 f"routing.manager {self.routing.manager!r} is not an agent; "

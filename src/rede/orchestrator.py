@@ -20,9 +20,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from rede.agreement import decide_by_agreement
 from rede.budget import BudgetCap, Hold, hold_all
 from rede.bus import Bus
-from rede.config import LimitsConfig
+from rede.config import AgreementConfig, LimitsConfig
 from rede.dispatcher import Dispatcher
 from rede.errors import BusError, ConfigError, RedeError, RunLimitExceeded, StepFailed
 from rede.ledger import Ledger
@@ -330,15 +331,19 @@ class _Run:
 
     async def _run_step(self, step: Step, context: list[ContextItem]) -> Result:
         rec = self._new_record(step.id, step.capability, step.instruction, step.depends_on)
+        agreement = self.o.router.config.agreement.get(step.capability)
         try:
-            result = await self._call(
-                rec,
-                step.capability,
-                step.instruction,
-                context,
-                required_confidence=step.required_confidence,
-                acceptance=step.acceptance,
-            )
+            if agreement is not None:
+                result = await self._agree(rec, step, context, agreement)
+            else:
+                result = await self._call(
+                    rec,
+                    step.capability,
+                    step.instruction,
+                    context,
+                    required_confidence=step.required_confidence,
+                    acceptance=step.acceptance,
+                )
             if step.review and "critique" in self.o.registry.capabilities():
                 result = await self._review(rec, step, context, result)
         except RedeError:
@@ -419,6 +424,26 @@ class _Run:
             assert isinstance(refined, Result)
             result = refined
 
+    async def _agree(
+        self, rec: StepRecord, step: Step, context: list[ContextItem], conf: AgreementConfig
+    ) -> Result:
+        """The step answered by tiers of agents that vote (see :mod:`rede.agreement`)."""
+
+        async def ask(agent: str) -> Result:
+            return await self._call(  # type: ignore[no-any-return]
+                rec,
+                step.capability,
+                step.instruction,
+                context,
+                required_confidence=step.required_confidence,
+                acceptance=step.acceptance,
+                agent=agent,
+            )
+
+        result, kept = await decide_by_agreement(conf, ask, self.decide, rec.id)
+        rec.agent, rec.tier = kept.agent, kept.tier
+        return result
+
     # ------------------------------------------------------------------ one call
 
     async def _call(
@@ -431,8 +456,12 @@ class _Run:
         required_confidence: float = 0.0,
         acceptance: str | None = None,
         metadata: dict[str, Any] | None = None,
+        agent: str | None = None,
     ) -> Any:
-        """Route, send and await one task; retry, re-route and escalate as needed."""
+        """Route, send and await one task; retry, re-route and escalate as needed.
+
+        ``agent`` pins the call to that agent (an agreement tier's member): no other agent
+        is tried and no cascade escalation happens."""
         if rec.started_at is None:
             rec.started_at = time.perf_counter() - self._t0
         router = self.o.router
@@ -448,7 +477,7 @@ class _Run:
         excluded: set[str] = set()
         failures: list[str] = []
         forced: Route | None = None
-        cascade = router.strategy_for(capability) == "cascade"
+        cascade = router.strategy_for(capability) == "cascade" and agent is None
         threshold = max(router.config.escalate_below, required_confidence)
         floor: float | None = None  # cascade: after an escalation, retries stay at its tier
         kept: tuple[Result, Route] | None = None  # cascade: the answer that was escalated
@@ -463,6 +492,7 @@ class _Run:
                     min_rank=floor,
                     prompt_tokens=size // 4 + 1,
                     afford=self._affordable,
+                    only=agent,
                     run_id=self.run_id,
                     step_id=rec.id,
                     sender=self.o.id,

@@ -148,6 +148,8 @@ class RouteRequest:
     prompt_tokens: int | None = None
     """The size of the step's own text (instruction, request, context), as a fallback."""
     afford: Afford | None = None
+    only: str | None = None
+    """Agreement: this agent and no other (a tier names its agents)."""
     # for auctions
     run_id: str = ""
     step_id: str | None = None
@@ -382,6 +384,11 @@ class Router:
     def _choose(self, req: RouteRequest, strategy: str) -> Route | None:
         cap = req.capability
         views = self.candidates(cap, req.exclude)
+        if req.only is not None:
+            views = [v for v in views if v.name == req.only]
+            if not views:
+                return None
+            return self._route(views[0], req, "agreement", "named by an agreement tier")
         if req.min_rank is not None:
             views = [v for v in views if self.rank(v) >= req.min_rank]
         if not views:
@@ -433,7 +440,7 @@ class Router:
     async def route(self, req: RouteRequest, bus: Bus | None = None) -> Route | None:
         """The agent for one call by the capability's strategy; auctions need the bus."""
         strategy = self.strategy_for(req.capability)
-        if strategy == "auction" and bus is not None:
+        if strategy == "auction" and bus is not None and req.only is None:
             from rede.auction import run_auction
 
             return await run_auction(self, bus, req)

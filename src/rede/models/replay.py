@@ -1,16 +1,19 @@
 """A recorded model: serves completions recorded earlier, so an evaluation runs end to end
 without any model server.
 
-``ReplayModel.from_path(path)`` loads recordings in the format of the BIG-Bench Hard
-outputs (``{"outputs": [{"input": <full prompt>, "prediction": <completion>, ...}]}``): one
-such file, a folder of them, or a folder of such folders. A request is served the recording
-whose input it equals or contains. Look-up, fastest first:
+``ReplayModel.from_path(path)`` loads recordings of BIG-Bench Hard, ZeroEval (GSM8K and its
+other tasks) or MMLU-Pro (formats in :mod:`rede.models.recordings`): one such file, a folder
+of them, or a folder of such folders. A request is served the recording whose input it
+equals or contains. Look-up, fastest first:
 
-1. the whole prompt, whitespace normalised;
-2. the *question*: the last ``Q: ...`` block of the prompt and the answer cue that follows it
-   (``A: Let's think step by step.`` or ``A:``), so few-shot examples, a system message or
-   text after the cue do not matter;
-3. a question that is the start of exactly one recorded question with the same cue (a
+1. the whole prompt, whitespace normalised (a BIG-Bench Hard input, a ZeroEval prompt);
+2. a recorded *question* (ZeroEval, MMLU-Pro) anywhere in the prompt, whatever Rede's agent
+   wrapped around it; where several are, the one that starts last (the question asked after
+   few-shot examples), and of those the longest;
+3. the *question* of a BIG-Bench Hard prompt: the last ``Q: ...`` block of the prompt and the
+   answer cue that follows it (``A: Let's think step by step.`` or ``A:``), so few-shot
+   examples, a system message or text after the cue do not matter;
+4. a question that is the start of exactly one recorded question with the same cue (a
    task file that truncates an input the recording holds in full).
 
 Anything else raises :class:`RecordingNotFound`, naming the start of the prompt and where
@@ -23,14 +26,12 @@ from __future__ import annotations
 import asyncio
 import bisect
 import hashlib
-import json
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from rede.errors import ConfigError, ModelError
 from rede.models._base import ChatModel, ModelRequest, ModelResponse, Price, estimate_tokens
+from rede.models.recordings import FORMATS, Recording, load_recordings
 
 MIN_PREFIX_CHARS = 16
 """A truncated question must be at least this long to be matched by its start."""
@@ -48,17 +49,6 @@ class RecordingNotFound(ModelError):
             f"no recording for the prompt starting {start!r} in {origin}{why}; replay serves "
             "only prompts that equal or contain a recorded input"
         )
-
-
-@dataclass(frozen=True, slots=True)
-class Recording:
-    """One recorded completion."""
-
-    input: str
-    prediction: str
-    file: str = ""
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
 
 
 def normalise(text: str) -> str:
@@ -111,15 +101,44 @@ class ReplayModel(ChatModel):
         self.price = price or Price()
         self.latency_s = latency_s
         self.calls = 0
-        self.hits: dict[str, int] = {"prompt": 0, "question": 0, "prefix": 0}
+        self.hits: dict[str, int] = {"prompt": 0, "contained": 0, "question": 0, "prefix": 0}
         self._by_prompt: dict[bytes, list[Recording]] = {}
         self._by_question: dict[str, list[Recording]] = {}
+        self._contained: dict[str, list[Recording]] = {}
+        """Normalised question -> its recordings, served to prompts that contain it."""
+        self._heads: dict[tuple[str, str | None], list[str]] = {}
+        """The first two words of each contained question -> those questions."""
+        self.size = 0
         for rec in recordings:
+            self.size += 1
+            if rec.prompt is not None:
+                self._by_prompt.setdefault(_digest(rec.prompt), []).append(rec)
+            if rec.contained:
+                self._add_contained(rec)
+                continue
             self._by_prompt.setdefault(_digest(rec.input), []).append(rec)
             key = question_key(rec.input) or normalise(rec.input)
             self._by_question.setdefault(key, []).append(rec)
         self._sorted_questions = sorted(self._by_question)
-        self.size = sum(len(v) for v in self._by_question.values())
+        generators = {rec.generator for rec in self._all() if rec.generator}
+        self.generator = generators.pop() if len(generators) == 1 else None
+        """The one model that made every recording, where the files say."""
+
+    def _add_contained(self, rec: Recording) -> None:
+        question = normalise(rec.input)
+        if not question:
+            raise ConfigError(f"a recording in {rec.file!r} has an empty question")
+        same = self._contained.setdefault(question, [])
+        if not same:
+            words = question.split(" ")
+            head = (words[0], words[1] if len(words) > 1 else None)
+            self._heads.setdefault(head, []).append(question)
+        same.append(rec)
+
+    def _all(self) -> Iterable[Recording]:
+        for found in (self._by_question, self._contained):
+            for recs in found.values():
+                yield from recs
 
     # ------------------------------------------------------------------ loading
 
@@ -136,8 +155,8 @@ class ReplayModel(ChatModel):
         root = Path(path).expanduser()
         if not root.exists():
             raise ConfigError(
-                f"replay recordings {str(root)!r} do not exist; give a JSON file of "
-                '{"outputs": [{"input": ..., "prediction": ...}]} or a folder of them'
+                f"replay recordings {str(root)!r} do not exist; give a JSON file of recorded "
+                f"outputs ({FORMATS}) or a folder of them"
             )
         if root.is_file():
             files = [root]
@@ -145,7 +164,7 @@ class ReplayModel(ChatModel):
             files = sorted(root.glob("*.json")) + sorted(root.glob("*/*.json"))
         if not files:
             raise ConfigError(f"no recordings (*.json) in {str(root)!r} or its sub-folders")
-        recordings = [rec for file in files for rec in _load_file(file)]
+        recordings = [rec for file in files for rec in load_recordings(file)]
         if isinstance(price, dict):
             price = Price.model_validate(price)
         label = root.stem if root.is_file() else root.name
@@ -165,6 +184,15 @@ class ReplayModel(ChatModel):
         if same is not None:
             self.hits["prompt"] += 1
             return self._one(prompt, same)
+        if self._contained:
+            question = self._question_in(normalise(prompt))
+            if question is not None:
+                self.hits["contained"] += 1
+                return self._one(prompt, self._contained[question])
+            if not self._by_question:
+                raise RecordingNotFound(
+                    prompt, self.origin, "it contains none of the recorded questions"
+                )
         key = question_key(prompt)
         if key is None:
             raise RecordingNotFound(prompt, self.origin, "the prompt has no 'Q: ... A:' block")
@@ -184,6 +212,27 @@ class ReplayModel(ChatModel):
                 )
         raise RecordingNotFound(prompt, self.origin)
 
+    def _question_in(self, flat: str) -> str | None:
+        """The recorded question in a normalised prompt that starts last (longest first)."""
+        best: tuple[int, int, str] | None = None
+        words = flat.split(" ")
+        at = 0
+        for i, word in enumerate(words):
+            nxt = words[i + 1] if i + 1 < len(words) else None
+            heads = [(word, nxt), (word, None)] if nxt is not None else [(word, None)]
+            for head in heads:
+                for question in self._heads.get(head, ()):
+                    end = at + len(question)
+                    if not flat.startswith(question, at):
+                        continue
+                    if end < len(flat) and flat[end].isalnum() and flat[end - 1].isalnum():
+                        continue  # the question's last word runs on in the prompt
+                    found = (at, len(question), question)
+                    if best is None or found > best:
+                        best = found
+            at += len(word) + 1
+        return None if best is None else best[2]
+
     def _starting_with(self, question: str, cue: str) -> list[str]:
         at = bisect.bisect_left(self._sorted_questions, question)
         out: list[str] = []
@@ -199,9 +248,14 @@ class ReplayModel(ChatModel):
     def _one(self, prompt: str, candidates: list[Recording]) -> Recording:
         if len({rec.prediction for rec in candidates}) == 1:
             return candidates[0]
-        # Several runs recorded the same question differently: the few-shot part decides.
+        # Several runs recorded the same question differently: the rest of the prompt (the
+        # few-shot part, a multiple-choice question's options) decides.
         flat = normalise(prompt)
-        inside = [rec for rec in candidates if normalise(rec.input) in flat]
+        inside = [
+            rec
+            for rec in candidates
+            if normalise(rec.input) in flat and all(normalise(d) in flat for d in rec.details)
+        ]
         if len({rec.prediction for rec in inside}) == 1:
             return inside[0]
         files = sorted({rec.file for rec in candidates})
@@ -227,42 +281,6 @@ class ReplayModel(ChatModel):
                 estimated=True,
             )
         return ModelResponse(text=rec.prediction, usage=usage, finish_reason="stop")
-
-
-def _load_file(file: Path) -> list[Recording]:
-    try:
-        data: Any = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"cannot read recordings {str(file)!r}: {exc}") from None
-    outputs = data.get("outputs") if isinstance(data, dict) else None
-    if not isinstance(outputs, list):
-        raise ConfigError(
-            f"recordings {str(file)!r} have no 'outputs' list; expected "
-            '{"outputs": [{"input": ..., "prediction": ...}]}'
-        )
-    recordings: list[Recording] = []
-    for i, item in enumerate(outputs):
-        if not (
-            isinstance(item, dict)
-            and isinstance(item.get("input"), str)
-            and isinstance(item.get("prediction"), str)
-        ):
-            raise ConfigError(
-                f"recording {i} in {str(file)!r} needs string fields 'input' and 'prediction'"
-            )
-        usage = item.get("usage") if isinstance(item.get("usage"), dict) else {}
-        prompt_tokens = usage.get("prompt_tokens")
-        completion_tokens = usage.get("completion_tokens")
-        recordings.append(
-            Recording(
-                input=item["input"],
-                prediction=item["prediction"],
-                file=str(file),
-                prompt_tokens=prompt_tokens if isinstance(prompt_tokens, int) else None,
-                completion_tokens=completion_tokens if isinstance(completion_tokens, int) else None,
-            )
-        )
-    return recordings
 
 
 __all__ = ["Recording", "RecordingNotFound", "ReplayModel", "question_key"]
