@@ -14,8 +14,9 @@ network YAML, :class:`~rede.config.AgreementConfig`):
 
 Every vote and every tier's outcome is recorded (``vote`` and ``agreement`` decisions), so
 ``rede trace`` shows who answered what and why the step was accepted or escalated. The
-step's result is the reply of the first agent that gave the winning answer, with confidence
-set to the share of the deciding votes that agree with it.
+step's result is the reply of the first agent of the deciding tier (for a plurality: of the
+highest tier) that gave the winning answer, with confidence set to the share of the deciding
+votes that agree with it.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ async def decide_by_agreement(
         }
         if answer is not None and agree >= tier.needed:
             decide("agreement", outcome="accepted", answer=answer, agree=agree, **facts)
-            return _answer(votes, answer, agree, len(cast))
+            return _answer(cast, answer, agree, len(cast))
         if level < last and conf.on_disagreement == "escalate":
             decide(
                 "agreement",
@@ -123,7 +124,7 @@ async def decide_by_agreement(
         votes={v.agent: v.answer for v in votes},
         reason=f"most votes over every tier asked: {agree} of {counted}",
     )
-    return _answer(votes, answer, agree, counted)
+    return _answer(sorted(votes, key=lambda v: -v.tier), answer, agree, counted)
 
 
 async def _ask_tier(tier: AgreementTier, level: int, vote: Callable[..., Any]) -> list[Vote]:
@@ -163,6 +164,7 @@ def _plurality(votes: list[Vote]) -> tuple[str | None, int]:
 
 
 def _answer(votes: list[Vote], answer: str, agree: int, of: int) -> tuple[Result, Vote]:
+    """The reply of the first of ``votes`` (in order of preference) to give ``answer``."""
     kept = next(v for v in votes if v.answer == answer)
     assert kept.result is not None
     return kept.result.model_copy(update={"confidence": agree / of if of else 0.0}), kept

@@ -130,6 +130,11 @@ class Network:
                     price=conf.price,
                 )
         options: dict[str, Any] = {}
+        if backend == "replay":
+            path = Path(os.path.expandvars(conf.spec.partition(":")[2])).expanduser()
+            if not path.is_absolute() and self.config.base_dir is not None:
+                path = self.config.base_dir / path  # relative to the network's YAML file
+            return model_from_spec(f"replay:{path}", price=conf.price)
         if backend == "sim":
             scale = self.time_scale if self.time_scale is not None else conf.time_scale
             options = {"seed": conf.seed, "overrides": conf.sim, "name": name}

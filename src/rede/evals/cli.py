@@ -17,13 +17,15 @@ from rich.table import Table
 
 from rede.errors import ConfigError, RedeError
 from rede.evals.bbh import BBH
+from rede.evals.datasets import BENCHMARKS
 from rede.evals.harness import BenchSummary, run_bbh
+from rede.evals.qa import QASummary, run_qa
 from rede.evals.report import compare, slug
 from rede.evals.systems import SOURCE_WORDS, ModelSystem, NetworkSystem, System
 
 bench_app = typer.Typer(
-    help="Benchmark models and networks on BIG-Bench Hard (exact-match accuracy, latency, "
-    "tokens, cost, messages).",
+    help="Benchmark models and networks on BIG-Bench Hard, GSM8K and MMLU-Pro (accuracy, "
+    "latency, tokens, cost, calls, escalations, messages).",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -74,14 +76,16 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
-def _model_system(spec: str, base_url: str | None, max_tokens: int) -> ModelSystem:
+def _model_system(
+    spec: str, base_url: str | None, max_tokens: int, stop: list[str] | None = STOP
+) -> ModelSystem:
     backend = spec.partition(":")[0]
     options: dict[str, str] = {}
     if base_url is not None:
         if backend != "openai":
             raise ConfigError(f"--base-url applies to openai:NAME specs, not {spec!r}")
         options["base_url"] = base_url
-    return ModelSystem.from_spec(spec, options=options, max_tokens=max_tokens, stop=STOP)
+    return ModelSystem.from_spec(spec, options=options, max_tokens=max_tokens, stop=stop)
 
 
 def _system(item: str, base_url: str | None, max_tokens: int) -> System:
@@ -204,6 +208,144 @@ def bbh(
     _print_summary(summary, folder)
     if summary.errors:
         raise typer.Exit(1)  # the scores count failed examples as wrong: not a clean run
+
+
+def _qa(
+    bench_name: str,
+    data: Path,
+    model: str | None,
+    network: Path | None,
+    limit: int | None,
+    concurrency: int,
+    out: Path | None,
+    base_url: str | None,
+    max_tokens: int,
+    quiet: bool,
+) -> None:
+    try:
+        if (network is None) == (model is None) and not (network and base_url):
+            raise ConfigError(
+                "give --model SPEC (e.g. replay:PATH) or --network FILE"
+                + (" (with --network, --model needs --base-url)" if network and model else "")
+            )
+        bench = BENCHMARKS[bench_name](data)
+        system: System = (
+            NetworkSystem(network, base_url=base_url, model=model)
+            if network is not None
+            else _model_system(model or "", base_url, max_tokens, stop=None)
+        )
+    except RedeError as exc:
+        raise _fail(str(exc)) from None
+    folder = out or Path("bench") / f"{bench_name}-{slug(system.name)}"
+    summary = _run(
+        lambda: _closing(
+            [system],
+            run_qa(
+                system,
+                bench,
+                out=folder,
+                limit=limit,
+                concurrency=concurrency,
+                progress=not quiet,
+                console=err,
+            ),
+        )
+    )
+    _print_qa(summary, folder)
+    if summary.errors:
+        raise typer.Exit(1)
+
+
+def _print_qa(summary: QASummary, out: Path) -> None:
+    console.print(
+        f"[bold]{summary.benchmark}[/bold] {summary.system}: accuracy "
+        f"[bold]{summary.accuracy:.2f}%[/bold] of {summary.n}"
+    )
+    console.print(f"source: [bold]{SOURCE_WORDS.get(summary.source, summary.source)}[/bold]")
+    approx = "~" if summary.tokens_estimated else ""
+    console.print(
+        f"per question: ${summary.cost_usd_per_task:.6f}, {summary.calls_per_task:.2f} calls, "
+        f"{approx}{summary.tokens_per_task:.0f} tokens, {summary.escalated_pct:.1f}% escalated"
+    )
+    if len(summary.by_agent) > 1:
+        table = Table(title="by agent")
+        for column in ("agent", "calls / question", "USD / question"):
+            table.add_column(column, justify="left" if column == "agent" else "right")
+        for agent, fig in summary.by_agent.items():
+            table.add_row(agent, f"{fig.calls_per_task:.3f}", f"{fig.cost_usd_per_task:.6f}")
+        console.print(table)
+    if summary.errors:
+        err.print(
+            f"[yellow]{summary.errors} question(s) failed and count as wrong; their errors are "
+            f"in {out}/{summary.benchmark}.jsonl; run the same command again to retry them"
+            "[/yellow]"
+        )
+    console.print(f"results: {out}/summary.json")
+
+
+QAModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        help="Model spec (replay:PATH to recorded outputs, openai:NAME, sim:7b); with "
+        "--network and --base-url, the server's model name",
+    ),
+]
+QANetworkOpt = Annotated[Path | None, typer.Option("--network", help="Network YAML to benchmark")]
+QALimitOpt = Annotated[
+    int | None, typer.Option("--limit", min=1, help="Only the first N questions")
+]
+QAOutOpt = Annotated[
+    Path | None,
+    typer.Option("--out", help="Results folder (default: bench/<benchmark>-<system>)"),
+]
+
+
+@bench_app.command("gsm8k")
+def gsm8k(
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data",
+            help="Folder with the GSM8K test.jsonl (e.g. ../shared/data/gsm8k-zeroeval)",
+            show_default=False,
+        ),
+    ],
+    model: QAModelOpt = None,
+    network: QANetworkOpt = None,
+    limit: QALimitOpt = None,
+    concurrency: ConcurrencyOpt = 8,
+    out: QAOutOpt = None,
+    base_url: BaseUrlOpt = None,
+    max_tokens: MaxTokensOpt = 1024,
+    quiet: QuietOpt = False,
+) -> None:
+    """GSM8K with ZeroEval's prompt and scoring; resumable (same --out)."""
+    _qa("gsm8k", data, model, network, limit, concurrency, out, base_url, max_tokens, quiet)
+
+
+@bench_app.command("mmlu-pro")
+def mmlu_pro(
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data",
+            help="MMLU-Pro questions: a JSON list (test set or model_outputs_*.json) or a "
+            "folder of them",
+            show_default=False,
+        ),
+    ],
+    model: QAModelOpt = None,
+    network: QANetworkOpt = None,
+    limit: QALimitOpt = None,
+    concurrency: ConcurrencyOpt = 8,
+    out: QAOutOpt = None,
+    base_url: BaseUrlOpt = None,
+    max_tokens: MaxTokensOpt = 1024,
+    quiet: QuietOpt = False,
+) -> None:
+    """MMLU-Pro with its chain-of-thought prompt (zero-shot) and its scoring; resumable."""
+    _qa("mmlu-pro", data, model, network, limit, concurrency, out, base_url, max_tokens, quiet)
 
 
 @bench_app.command("compare")

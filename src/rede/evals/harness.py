@@ -54,6 +54,10 @@ class ExampleRecord(BaseModel):
     messages: int = 0
     sources: list[str] = Field(default_factory=list)
     """Where the answer came from: the usage source of each kind of call made."""
+    agents: dict[str, Usage] = Field(default_factory=dict)
+    """What each agent (or the one model) used for this example."""
+    escalated: bool = False
+    """A network escalated this example past its first tier."""
 
 
 class TaskScore(BaseModel):
@@ -99,7 +103,7 @@ class BenchSummary(BaseModel):
     created_at: str
 
 
-class _Store:
+class Store:
     """The per-task JSONL files of one output folder."""
 
     def __init__(self, out: Path) -> None:
@@ -107,10 +111,11 @@ class _Store:
         self._files: dict[str, IO[str]] = {}
 
     @classmethod
-    def open(cls, out: Path, system: System, mode: Mode, data: BBH) -> _Store:
-        """The folder ``out``, made if need be, after checking it holds this system's run."""
+    def open(cls, out: Path, system: System, mode: str, root: Path) -> Store:
+        """The folder ``out``, made if need be, after checking it holds this system's run
+        (``mode``: BIG-Bench Hard's, or the benchmark's name) on the data at ``root``."""
         out.mkdir(parents=True, exist_ok=True)
-        _check_run_file(out, system, mode, data)
+        _check_run_file(out, system, mode, root)
         return cls(out)
 
     def write_summary(self, summary: BenchSummary) -> None:
@@ -157,7 +162,7 @@ class _Store:
         self._files.clear()
 
 
-def _check_run_file(out: Path, system: System, mode: Mode, data: BBH) -> None:
+def _check_run_file(out: Path, system: System, mode: str, root: Path) -> None:
     meta = {"system": system.name, "source": system.source, "mode": mode}
     path = out / RUN_FILE
     if path.exists():
@@ -171,7 +176,7 @@ def _check_run_file(out: Path, system: System, mode: Mode, data: BBH) -> None:
                     f"{out} holds results of {key} {before[key]!r}, not {meta[key]!r}; "
                     "use another --out folder (or remove that one) to start a new run"
                 )
-    path.write_text(json.dumps({**meta, "data": str(data.root)}, indent=2) + "\n")
+    path.write_text(json.dumps({**meta, "data": str(root)}, indent=2) + "\n")
 
 
 async def run_bbh(
@@ -194,7 +199,7 @@ async def run_bbh(
     if limit is not None and limit < 1:
         raise ConfigError(f"limit must be at least 1, got {limit}")
     names = data.resolve(tasks)
-    store = _Store.open(out, system, mode, data)
+    store = Store.open(out, system, mode, data.root)
     examples = {t: data.examples(t, limit) for t in names}
     prompts = {t: data.prompt(t) for t in names}  # a bad prompt file fails here, clearly
     done = {t: store.read(t) for t in names}
@@ -267,7 +272,7 @@ async def run_bbh(
     return summary
 
 
-def _mean(values: Sequence[float]) -> float:
+def mean(values: Sequence[float]) -> float:
     return statistics.fmean(values) if values else 0.0
 
 
@@ -289,10 +294,10 @@ def summarise(
             n=n,
             correct=correct,
             errors=n - len(ok),
-            mean_latency_s=_mean([r.latency_s for r in ok]),
-            mean_tokens=_mean([r.usage.total_tokens for r in ok]),
-            mean_cost_usd=_mean([r.usage.cost_usd for r in ok]),
-            mean_messages=_mean([r.messages for r in ok]),
+            mean_latency_s=mean([r.latency_s for r in ok]),
+            mean_tokens=mean([r.usage.total_tokens for r in ok]),
+            mean_cost_usd=mean([r.usage.cost_usd for r in ok]),
+            mean_messages=mean([r.messages for r in ok]),
             tokens=sum(r.usage.total_tokens for r in recs),
             cost_usd=sum(r.usage.cost_usd for r in recs),
             messages=sum(r.messages for r in recs),
@@ -310,18 +315,18 @@ def summarise(
         data=str(data.root),
         limit=limit,
         tasks=per_task,
-        average=_mean([s.accuracy for s in per_task.values()]),
+        average=mean([s.accuracy for s in per_task.values()]),
         paper_average=paper.get("all"),
         algorithmic_average=paper.get("algorithmic"),
         nlp_average=paper.get("nlp"),
         n=len(every),
         errors=sum(r.error is not None for r in every),
-        mean_latency_s=_mean([r.latency_s for r in answered]),
-        mean_tokens=_mean([r.usage.total_tokens for r in answered]),
-        mean_prompt_tokens=_mean([r.usage.prompt_tokens for r in answered]),
-        mean_completion_tokens=_mean([r.usage.completion_tokens for r in answered]),
-        mean_cost_usd=_mean([r.usage.cost_usd for r in answered]),
-        mean_messages=_mean([r.messages for r in answered]),
+        mean_latency_s=mean([r.latency_s for r in answered]),
+        mean_tokens=mean([r.usage.total_tokens for r in answered]),
+        mean_prompt_tokens=mean([r.usage.prompt_tokens for r in answered]),
+        mean_completion_tokens=mean([r.usage.completion_tokens for r in answered]),
+        mean_cost_usd=mean([r.usage.cost_usd for r in answered]),
+        mean_messages=mean([r.messages for r in answered]),
         tokens_estimated=any(r.usage.estimated for r in answered),
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
@@ -334,8 +339,10 @@ def load_summary(out: Path) -> BenchSummary:
 __all__ = [
     "BenchSummary",
     "ExampleRecord",
+    "Store",
     "TaskScore",
     "load_summary",
+    "mean",
     "run_bbh",
     "summarise",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
@@ -42,6 +43,10 @@ class Answer:
     sources: frozenset[str] = frozenset()
     """The sources of the calls behind the answer, where more than ``usage.source`` tells
     (a network's runs: ``{"simulated", "tool"}``)."""
+    agents: Mapping[str, Usage] = field(default_factory=dict)
+    """Usage per agent of a network's run (per model for a single model)."""
+    escalated: bool = False
+    """The network escalated past its first tier (a cascade or an agreement tier)."""
 
 
 @runtime_checkable
@@ -50,6 +55,10 @@ class System(Protocol):
     source: SystemSource
 
     async def answer(self, prompt: str, *, metadata: dict[str, Any]) -> Answer: ...
+
+    async def models(self) -> dict[str, ChatModel]:
+        """The models behind the answers, by name (built now if need be)."""
+        ...
 
     async def aclose(self) -> None: ...
 
@@ -104,7 +113,11 @@ class ModelSystem:
             usage=response.usage,
             latency_s=response.usage.latency_s or wall,
             messages=1,
+            agents={self.name: response.usage},
         )
+
+    async def models(self) -> dict[str, ChatModel]:
+        return {self.name: self.model}
 
     async def aclose(self) -> None:
         await self.model.aclose()
@@ -165,19 +178,35 @@ class NetworkSystem:
     async def answer(self, prompt: str, *, metadata: dict[str, Any]) -> Answer:
         net = await self._network()
         result = await net.ask(prompt, metadata=metadata)
+        agents: dict[str, Usage] = {}
+        for step in result.steps:
+            for call in step.calls:
+                agents[call.agent] = agents.get(call.agent, Usage()) + call.usage
         return Answer(
             text=result.answer,
             usage=result.usage,
             latency_s=result.wall_time_s,
             messages=len(result.envelopes),
             sources=frozenset(result.sources),
+            agents=agents,
+            escalated=any(_escalation(d) for d in result.decisions),
         )
+
+    async def models(self) -> dict[str, ChatModel]:
+        net = await self._network()
+        return {name: net.model(name) for name in self.config.models}
 
     async def aclose(self) -> None:
         async with self._lock:
             if self._net is not None:
                 net, self._net = self._net, None
                 await net.__aexit__(None, None, None)
+
+
+def _escalation(decision: Mapping[str, Any]) -> bool:
+    return decision.get("name") == "escalate" or (
+        decision.get("name") == "agreement" and decision.get("outcome") == "escalated"
+    )
 
 
 __all__ = [

@@ -8,8 +8,8 @@ equals or contains. Look-up, fastest first:
 
 1. the whole prompt, whitespace normalised (a BIG-Bench Hard input, a ZeroEval prompt);
 2. a recorded *question* (ZeroEval, MMLU-Pro) anywhere in the prompt, whatever Rede's agent
-   wrapped around it; where several are, the one that starts last (the question asked after
-   few-shot examples), and of those the longest;
+   wrapped around it; where several are, of those not inside a longer one found, the one
+   that starts last (the question asked after few-shot examples);
 3. the *question* of a BIG-Bench Hard prompt: the last ``Q: ...`` block of the prompt and the
    answer cue that follows it (``A: Let's think step by step.`` or ``A:``), so few-shot
    examples, a system message or text after the cue do not matter;
@@ -213,8 +213,9 @@ class ReplayModel(ChatModel):
         raise RecordingNotFound(prompt, self.origin)
 
     def _question_in(self, flat: str) -> str | None:
-        """The recorded question in a normalised prompt that starts last (longest first)."""
-        best: tuple[int, int, str] | None = None
+        """The recorded question a normalised prompt asks: of the questions it contains, those
+        not inside a longer one found, and of these the one that starts last."""
+        found: list[tuple[int, int, str]] = []
         words = flat.split(" ")
         at = 0
         for i, word in enumerate(words):
@@ -227,11 +228,14 @@ class ReplayModel(ChatModel):
                         continue
                     if end < len(flat) and flat[end].isalnum() and flat[end - 1].isalnum():
                         continue  # the question's last word runs on in the prompt
-                    found = (at, len(question), question)
-                    if best is None or found > best:
-                        best = found
+                    found.append((at, end, question))
             at += len(word) + 1
-        return None if best is None else best[2]
+        outer = [
+            (start, end, q)
+            for start, end, q in found
+            if not any(s <= start and end <= e and (s, e) != (start, end) for s, e, _ in found)
+        ]
+        return max(outer)[2] if outer else None
 
     def _starting_with(self, question: str, cue: str) -> list[str]:
         at = bisect.bisect_left(self._sorted_questions, question)
