@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import graphlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -332,18 +333,17 @@ class _Run:
     async def _run_step(self, step: Step, context: list[ContextItem]) -> Result:
         rec = self._new_record(step.id, step.capability, step.instruction, step.depends_on)
         agreement = self.o.router.config.agreement.get(step.capability)
+        call = functools.partial(
+            self._call,
+            rec,
+            step.capability,
+            step.instruction,
+            context,
+            required_confidence=step.required_confidence,
+            acceptance=step.acceptance,
+        )
         try:
-            if agreement is not None:
-                result = await self._agree(rec, step, context, agreement)
-            else:
-                result = await self._call(
-                    rec,
-                    step.capability,
-                    step.instruction,
-                    context,
-                    required_confidence=step.required_confidence,
-                    acceptance=step.acceptance,
-                )
+            result = await (call() if agreement is None else self._agree(rec, agreement, call))
             if step.review and "critique" in self.o.registry.capabilities():
                 result = await self._review(rec, step, context, result)
         except RedeError:
@@ -425,20 +425,13 @@ class _Run:
             result = refined
 
     async def _agree(
-        self, rec: StepRecord, step: Step, context: list[ContextItem], conf: AgreementConfig
+        self, rec: StepRecord, conf: AgreementConfig, call: Callable[..., Awaitable[Any]]
     ) -> Result:
-        """The step answered by tiers of agents that vote (see :mod:`rede.agreement`)."""
+        """The step answered by tiers of agents that vote (see :mod:`rede.agreement`);
+        ``call(agent=name)`` sends it to one of them."""
 
         async def ask(agent: str) -> Result:
-            return await self._call(  # type: ignore[no-any-return]
-                rec,
-                step.capability,
-                step.instruction,
-                context,
-                required_confidence=step.required_confidence,
-                acceptance=step.acceptance,
-                agent=agent,
-            )
+            return await call(agent=agent)  # type: ignore[no-any-return]
 
         result, kept = await decide_by_agreement(conf, ask, self.decide, rec.id)
         rec.agent, rec.tier = kept.agent, kept.tier

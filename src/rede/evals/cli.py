@@ -301,51 +301,44 @@ QAOutOpt = Annotated[
 ]
 
 
-@bench_app.command("gsm8k")
-def gsm8k(
-    data: Annotated[
-        Path,
-        typer.Option(
-            "--data",
-            help="Folder with the GSM8K test.jsonl (e.g. ../shared/data/gsm8k-zeroeval)",
-            show_default=False,
-        ),
-    ],
-    model: QAModelOpt = None,
-    network: QANetworkOpt = None,
-    limit: QALimitOpt = None,
-    concurrency: ConcurrencyOpt = 8,
-    out: QAOutOpt = None,
-    base_url: BaseUrlOpt = None,
-    max_tokens: MaxTokensOpt = 1024,
-    quiet: QuietOpt = False,
-) -> None:
-    """GSM8K with ZeroEval's prompt and scoring; resumable (same --out)."""
-    _qa("gsm8k", data, model, network, limit, concurrency, out, base_url, max_tokens, quiet)
+QA_COMMANDS = {
+    "gsm8k": (
+        "Folder with the GSM8K test.jsonl (e.g. ../shared/data/gsm8k-zeroeval)",
+        "GSM8K with ZeroEval's prompt and scoring; resumable (same --out).",
+    ),
+    "mmlu-pro": (
+        "MMLU-Pro questions: a JSON list (test set or model_outputs_*.json) or a folder of them",
+        "MMLU-Pro with its chain-of-thought prompt (zero-shot) and its scoring; resumable.",
+    ),
+}
 
 
-@bench_app.command("mmlu-pro")
-def mmlu_pro(
-    data: Annotated[
-        Path,
-        typer.Option(
-            "--data",
-            help="MMLU-Pro questions: a JSON list (test set or model_outputs_*.json) or a "
-            "folder of them",
-            show_default=False,
-        ),
-    ],
-    model: QAModelOpt = None,
-    network: QANetworkOpt = None,
-    limit: QALimitOpt = None,
-    concurrency: ConcurrencyOpt = 8,
-    out: QAOutOpt = None,
-    base_url: BaseUrlOpt = None,
-    max_tokens: MaxTokensOpt = 1024,
-    quiet: QuietOpt = False,
-) -> None:
-    """MMLU-Pro with its chain-of-thought prompt (zero-shot) and its scoring; resumable."""
-    _qa("mmlu-pro", data, model, network, limit, concurrency, out, base_url, max_tokens, quiet)
+def _qa_command(name: str, data_help: str, doc: str) -> None:
+    """Register ``rede bench NAME``: the same options for every question-answer benchmark."""
+
+    def command(
+        data: Path,
+        model: QAModelOpt = None,
+        network: QANetworkOpt = None,
+        limit: QALimitOpt = None,
+        concurrency: ConcurrencyOpt = 8,
+        out: QAOutOpt = None,
+        base_url: BaseUrlOpt = None,
+        max_tokens: MaxTokensOpt = 1024,
+        quiet: QuietOpt = False,
+    ) -> None:
+        _qa(name, data, model, network, limit, concurrency, out, base_url, max_tokens, quiet)
+
+    command.__doc__ = doc
+    # annotations are strings here (postponed evaluation): give --data its help as an object
+    command.__annotations__["data"] = Annotated[
+        Path, typer.Option("--data", help=data_help, show_default=False)
+    ]
+    bench_app.command(name)(command)
+
+
+for _name, (_data_help, _doc) in QA_COMMANDS.items():
+    _qa_command(_name, _data_help, _doc)
 
 
 @bench_app.command("compare")

@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import json
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -209,44 +210,68 @@ async def run_bbh(
         for ex in examples[t]
         if ex.index not in done[t] or done[t][ex.index].error is not None
     ]
-    semaphore = asyncio.Semaphore(concurrency)
     share_truth = system.source in ("simulated", "mixed")
 
-    async def one(ex: Example, bar: Progress, bar_id: Any) -> None:
-        prompt = prompts[ex.task].build(ex.input, mode)
+    def job(ex: Example) -> Job:
         metadata: dict[str, Any] = {"benchmark": "bbh", "task": ex.task, "index": ex.index}
         metadata["mode"] = mode
         if share_truth:  # only simulated models read these, to answer with calibrated quality
             metadata["truth"] = ex.target
             metadata["wrong"] = wrong_answers(ex)
-        async with semaphore:
-            try:
-                ans = await system.answer(prompt, metadata=metadata)
-            except RedeError as exc:
-                rec = ExampleRecord(
-                    task=ex.task,
-                    index=ex.index,
-                    target=ex.target,
-                    error=f"{type(exc).__name__}: {exc}",
-                )
-            else:
-                scored = score(ans.text, ex.target, ex.task, mode)
-                rec = ExampleRecord(
-                    task=ex.task,
-                    index=ex.index,
-                    target=ex.target,
-                    completion=ans.text,
-                    answer=scored.answer,
-                    correct=scored.correct,
-                    usage=ans.usage,
-                    latency_s=ans.latency_s,
-                    messages=ans.messages,
-                    sources=sorted(ans.sources or {ans.usage.source}),
-                )
-        store.append(rec)
-        done[ex.task][ex.index] = rec
-        bar.advance(bar_id)
 
+        def scored(text: str) -> tuple[str, bool]:
+            found = score(text, ex.target, ex.task, mode)
+            return found.answer, found.correct
+
+        prompt = prompts[ex.task].build(ex.input, mode)
+        return Job(ex.task, ex.index, ex.target, prompt, metadata, scored)
+
+    records = await answer_all(
+        system,
+        [job(ex) for ex in todo],
+        store,
+        concurrency=concurrency,
+        description=f"bbh {mode} {system.name}",
+        progress=progress,
+        console=console,
+    )
+    for rec in records:
+        done[rec.task][rec.index] = rec
+
+    summary = summarise(
+        system, data, mode, limit, {t: [done[t][e.index] for e in examples[t]] for t in names}
+    )
+    store.write_summary(summary)
+    return summary
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One example to answer: its prompt, and how to score a reply to it."""
+
+    task: str
+    index: int
+    target: str
+    prompt: str
+    metadata: dict[str, Any]
+    score: Callable[[str], tuple[str, bool]]
+    """The reply -> (the answer found in it, whether it is right)."""
+
+
+async def answer_all(
+    system: System,
+    jobs: Sequence[Job],
+    store: Store,
+    *,
+    concurrency: int,
+    description: str,
+    progress: bool,
+    console: Console | None,
+) -> list[ExampleRecord]:
+    """Answer every job, ``concurrency`` at a time, each record appended to ``store`` as it
+    comes (a failed example is recorded with its error); closes the store's files."""
+    semaphore = asyncio.Semaphore(concurrency)
+    records: list[ExampleRecord] = []
     bar = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -256,20 +281,47 @@ async def run_bbh(
         disable=not progress,
         transient=False,
     )
+
+    async def one(job: Job, bar_id: Any) -> None:
+        async with semaphore:
+            try:
+                ans = await system.answer(job.prompt, metadata=job.metadata)
+            except RedeError as exc:
+                rec = ExampleRecord(
+                    task=job.task,
+                    index=job.index,
+                    target=job.target,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+            else:
+                answer, correct = job.score(ans.text)
+                rec = ExampleRecord(
+                    task=job.task,
+                    index=job.index,
+                    target=job.target,
+                    completion=ans.text,
+                    answer=answer,
+                    correct=correct,
+                    usage=ans.usage,
+                    latency_s=ans.latency_s,
+                    messages=ans.messages,
+                    sources=sorted(ans.sources or {ans.usage.source}),
+                    agents=dict(ans.agents),
+                    escalated=ans.escalated,
+                )
+        store.append(rec)
+        records.append(rec)
+        bar.advance(bar_id)
+
     try:
         with bar:
-            bar_id = bar.add_task(f"bbh {mode} {system.name}", total=len(todo))
+            bar_id = bar.add_task(description, total=len(jobs))
             async with asyncio.TaskGroup() as group:
-                for ex in todo:
-                    group.create_task(one(ex, bar, bar_id))
+                for job in jobs:
+                    group.create_task(one(job, bar_id))
     finally:
         store.close()
-
-    summary = summarise(
-        system, data, mode, limit, {t: [done[t][e.index] for e in examples[t]] for t in names}
-    )
-    store.write_summary(summary)
-    return summary
+    return records
 
 
 def mean(values: Sequence[float]) -> float:
@@ -339,8 +391,10 @@ def load_summary(out: Path) -> BenchSummary:
 __all__ = [
     "BenchSummary",
     "ExampleRecord",
+    "Job",
     "Store",
     "TaskScore",
+    "answer_all",
     "load_summary",
     "mean",
     "run_bbh",

@@ -16,7 +16,6 @@ benchmark, or of a subset).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,11 +23,10 @@ from typing import Any
 
 from pydantic import BaseModel
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from rede.errors import ConfigError, RedeError
+from rede.errors import ConfigError
 from rede.evals.datasets import QABenchmark, Question
-from rede.evals.harness import ExampleRecord, Store, mean
+from rede.evals.harness import ExampleRecord, Job, Store, answer_all, mean
 from rede.evals.systems import NetworkSystem, System, source_of
 from rede.messages import Usage
 from rede.models.replay import RecordingNotFound, ReplayModel
@@ -119,59 +117,28 @@ async def run_qa(
     todo = [q for q in questions if q.index not in done or done[q.index].error is not None]
     if todo:
         await check_recordings(system, bench, todo)
-    semaphore = asyncio.Semaphore(concurrency)
 
-    async def one(q: Question, bar: Progress, bar_id: Any) -> None:
+    def job(q: Question) -> Job:
         metadata: dict[str, Any] = {"benchmark": bench.name, "index": q.index, "id": q.id}
         if system.source in ("simulated", "mixed"):
             metadata["truth"] = q.target  # only simulated models read it
-        async with semaphore:
-            try:
-                ans = await system.answer(bench.prompt(q), metadata=metadata)
-            except RedeError as exc:
-                rec = ExampleRecord(
-                    task=bench.name,
-                    index=q.index,
-                    target=q.target,
-                    error=f"{type(exc).__name__}: {exc}",
-                )
-            else:
-                scored = bench.score(ans.text, q)
-                rec = ExampleRecord(
-                    task=bench.name,
-                    index=q.index,
-                    target=q.target,
-                    completion=ans.text,
-                    answer=scored.answer or "",
-                    correct=scored.correct,
-                    usage=ans.usage,
-                    latency_s=ans.latency_s,
-                    messages=ans.messages,
-                    sources=sorted(ans.sources or {ans.usage.source}),
-                    agents=dict(ans.agents),
-                    escalated=ans.escalated,
-                )
-        store.append(rec)
-        done[q.index] = rec
-        bar.advance(bar_id)
 
-    bar = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
+        def scored(text: str) -> tuple[str, bool]:
+            found = bench.score(text, q)
+            return found.answer or "", found.correct
+
+        return Job(bench.name, q.index, q.target, bench.prompt(q), metadata, scored)
+
+    records = await answer_all(
+        system,
+        [job(q) for q in todo],
+        store,
+        concurrency=concurrency,
+        description=f"{bench.name} {system.name}",
+        progress=progress,
         console=console,
-        disable=not progress,
-        transient=False,
     )
-    try:
-        with bar:
-            bar_id = bar.add_task(f"{bench.name} {system.name}", total=len(todo))
-            async with asyncio.TaskGroup() as group:
-                for q in todo:
-                    group.create_task(one(q, bar, bar_id))
-    finally:
-        store.close()
+    done.update((rec.index, rec) for rec in records)
     summary = summarise_qa(system, bench, limit, [done[q.index] for q in questions])
     store.write_summary(summary)  # type: ignore[arg-type]
     return summary
