@@ -246,9 +246,7 @@ def calibrate(data: Path) -> tuple[dict[str, Any], str]:
             "pairs": len(group),
             "both_wrong": statistics.fmean(p.both_wrong for p in group),
             "independent": statistics.fmean(p.wrong_a * p.wrong_b for p in group),
-            "sim": statistics.fmean(
-                p_both_wrong(1 - p.wrong_a, 1 - p.wrong_b, rho) for p in group
-            ),
+            "sim": statistics.fmean(p_both_wrong(1 - p.wrong_a, 1 - p.wrong_b, rho) for p in group),
             "same_wrong": sum(p.same_wrong for p in group)
             / max(1, sum(p.n_both_wrong for p in group)),
             "wrong_if_agree": statistics.fmean(p.wrong_if_agree for p in group),
@@ -270,8 +268,7 @@ def calibrate(data: Path) -> tuple[dict[str, Any], str]:
             p.auroc_a if p.a == m else p.auroc_b
             for p in pairs
             for m in own
-            if m in (p.a, p.b)
-            and SIZE_OF[p.b if p.a == m else p.a] == part
+            if m in (p.a, p.b) and SIZE_OF[p.b if p.a == m else p.a] == part
         ]
         return statistics.fmean(values)
 
@@ -292,7 +289,10 @@ def calibrate(data: Path) -> tuple[dict[str, Any], str]:
         ),
     }
 
-    lines.append("\n## How errors concentrate (questions that k of the 11 mapped models get wrong)\n")
+    lines.append(
+        f"\n## How errors concentrate (questions that k of the {len(mapped)} mapped models "
+        "get wrong)\n"
+    )
     real_hist = [0] * (len(mapped) + 1)
     for j in range(n):
         real_hist[sum(not ok[m][j] for m in mapped)] += 1
@@ -317,7 +317,9 @@ def calibrate(data: Path) -> tuple[dict[str, Any], str]:
     )
 
     lines.append("\n## Derived sim parameters\n")
-    lines.append(f"rho (shared latent difficulty) = {rho:.3f}; same wrong answer = {same_wrong:.3f}\n")
+    lines.append(
+        f"rho (shared latent difficulty) = {rho:.3f}; same wrong answer = {same_wrong:.3f}\n"
+    )
     lines.append("| size | accuracy | confidence AUROC | from |\n|---|---:|---:|---|")
     for s in SIZES:
         src = ", ".join(size_models.get(s, [])) or "extrapolated (no recorded model below 2B)"
