@@ -7,8 +7,8 @@ starts with ``[simulated <name>]``, and its usage is marked ``source="simulated"
 
 What it writes, by capability:
 
-- ``plan``: a JSON plan decomposing the request into research steps, a writing step that
-  depends on them, and (when ``review`` is possible) a reviewed draft. With probability
+- ``plan``: a JSON plan decomposing the request into research steps and a writing step that
+  depends on them, marked for review (``"review": true``). With probability
   ``1 - quality`` the first plan it writes is invalid (an unknown capability or a cycle), so
   the Dispatcher's repair path is exercised as it would be with a real small model.
 - ``critique``: a JSON critique. Drafts written by sim models carry their simulated quality
@@ -317,7 +317,10 @@ class SimModel(ChatModel):
                     "capability": write_cap,
                     "instruction": f"Write the answer to: {user_request}",
                     "depends_on": ids,
-                    "review": "critique" in caps,
+                    # what the prompt asks: mark the step a critic should check. The
+                    # dispatcher offers no `critique` capability (review is not a step), and
+                    # the orchestrator skips review in a network without a critic.
+                    "review": True,
                 }
             )
         if not steps:
