@@ -5,13 +5,14 @@ queue wait under a burst with and without spawning.
     python benchmarks/routing.py --tasks 100     # quicker
     python benchmarks/routing.py --json out.json
 
-Every model here is a ``sim`` model: it answers a question with known truth correctly with
-probability = its profile's quality and states a confidence that is honest except at the
-profile's rate of wrong-but-confident answers (see ``rede.models.sim``). Prices are the sim
-profiles' (USD per 1k tokens); token counts are estimates. The numbers show how the routing
-strategies trade cost for accuracy on such a workload, not how any real model performs. One
-caveat that flatters cascades: the sim's errors are independent across models, while real
-models tend to fail on the same hard questions.
+Every model here is a ``sim`` model, calibrated from 19 real models' recorded GSM8K answers
+(``benchmarks/calibrate_sim.py``, see ``rede.models.sim``): it answers a question with known
+truth correctly with its size's measured accuracy, misses the same hard questions other
+models miss (a per-question difficulty shared by all models, at the measured joint-error
+rate), and states a confidence that tells right from wrong only as well as agreement between
+two real models does. Prices are the sim profiles' (USD per 1k tokens); token counts are
+estimates. The numbers show how the routing strategies trade cost for accuracy on such a
+workload, not how any real model performs.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ class Row:
     frontier: bool = False
 
 
-def network_for(setup: Setup, seed: int) -> Network:
+def network_for(setup: Setup, seed: int, sim: dict[str, Any] | None = None) -> Network:
     tiers = {s: i for i, s in enumerate(SIZES)}
     agents = []
     for size in setup.sizes:
@@ -96,7 +97,10 @@ def network_for(setup: Setup, seed: int) -> Network:
     return Network.from_dict(
         {
             "name": "routing-bench",
-            "models": {s: {"spec": f"sim:{s}", "seed": seed, "time_scale": 0} for s in setup.sizes},
+            "models": {
+                s: {"spec": f"sim:{s}", "seed": seed, "time_scale": 0, "sim": sim or {}}
+                for s in setup.sizes
+            },
             "agents": agents,
             "routing": routing,
             "limits": {"max_steps": 20, "step_retries": 1},
@@ -105,8 +109,13 @@ def network_for(setup: Setup, seed: int) -> Network:
     )
 
 
-async def run_setup(setup: Setup, tasks: list[tuple[str, dict[str, Any]]], seed: int) -> Row:
-    net = network_for(setup, seed)
+async def run_setup(
+    setup: Setup,
+    tasks: list[tuple[str, dict[str, Any]]],
+    seed: int,
+    sim: dict[str, Any] | None = None,
+) -> Row:
+    net = network_for(setup, seed, sim)
     right = 0
     calls = 0
     answered_by: dict[str, int] = {}
@@ -406,8 +415,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     tasks = workload(args.tasks, args.seed)
     out: dict[str, Any] = {"simulated": True, "args": vars(args)}
 
-    print(f"# Routing benchmark: SIMULATED models, {args.tasks} questions, seed {args.seed}\n")
-    rows = [await run_setup(s, tasks, args.seed) for s in setups()]
+    print(
+        f"# Routing benchmark: SIMULATED models (calibrated from recorded GSM8K outputs), "
+        f"{args.tasks} questions, seed {args.seed}\n"
+    )
+    sim = {} if args.shared_difficulty is None else {"shared_difficulty": args.shared_difficulty}
+    if sim:
+        print(f"(ablation: every sim model's shared_difficulty = {args.shared_difficulty})\n")
+    rows = [await run_setup(s, tasks, args.seed, sim) for s in setups()]
     mark_frontier(rows)
     strong = next(r for r in rows if r.label.startswith("single 70b"))
     print("## Cost/accuracy (* = on the frontier: nothing else is both cheaper and better)\n")
@@ -486,6 +501,11 @@ if __name__ == "__main__":
     ap.add_argument("--time-scale", type=float, default=0.1, help="sim latency scale in the burst")
     ap.add_argument("--k", type=int, default=5, help="samples for agreement confidence")
     ap.add_argument("--json", help="write every number here")
+    ap.add_argument(
+        "--shared-difficulty",
+        type=float,
+        help="override the calibrated rho in the frontier (0: independent errors, an ablation)",
+    )
     cli_args = ap.parse_args()
     results = asyncio.run(main(cli_args))
     if cli_args.json:

@@ -8,7 +8,8 @@ from typing import Any
 
 from typer.testing import CliRunner
 
-from rede.cli import app, demo_network_path
+from rede.cli import DEMO_REQUEST, app, demo_network_path
+from rede.network import Network
 from rede.testing.openai_server import FakeOpenAIServer
 
 runner = CliRunner()
@@ -27,6 +28,31 @@ def test_demo_answers_and_says_it_is_simulated(tmp_path: Path) -> None:
     assert traced.exit_code == 0, traced.output
     names = {e["name"] for e in json.loads(traced.output)}
     assert {"plan", "route", "sent:task", "received:result"} <= names
+
+
+async def test_the_demo_shows_the_whole_path_without_a_plan_repair() -> None:
+    """Plan (valid the first time), two research steps at once, a critiqued draft, synthesis:
+    what the README's sample output shows."""
+    net = Network.from_yaml(demo_network_path(), time_scale=0.0, ledger=None)
+    async with net:
+        result = await net.ask(DEMO_REQUEST)
+    assert result.status == "ok"
+    assert [s.id for s in result.steps] == [
+        "plan",
+        "research_1",
+        "research_2",
+        "draft",
+        "synthesis",
+    ]
+    names = [d.get("name") for d in result.decisions]
+    assert "plan_invalid" not in names and "plan_fallback" not in names
+    draft = result.step("draft")
+    assert draft.critiques, "the critic never ran on the draft"
+    assert draft.critiques[-1].get("accepted") is True
+    research = [result.step(f"research_{i}") for i in (1, 2)]
+    assert all(r.started_at is not None and r.ended_at is not None for r in research)
+    first, second = research
+    assert first.started_at < second.ended_at and second.started_at < first.ended_at  # overlap
 
 
 def test_run_json_prints_the_run_record(tmp_path: Path) -> None:

@@ -7,8 +7,8 @@ starts with ``[simulated <name>]``, and its usage is marked ``source="simulated"
 
 What it writes, by capability:
 
-- ``plan``: a JSON plan decomposing the request into research steps, a writing step that
-  depends on them, and (when ``review`` is possible) a reviewed draft. With probability
+- ``plan``: a JSON plan decomposing the request into research steps and a writing step that
+  depends on them, marked for review (``"review": true``). With probability
   ``1 - quality`` the first plan it writes is invalid (an unknown capability or a cycle), so
   the Dispatcher's repair path is exercised as it would be with a real small model.
 - ``critique``: a JSON critique. Drafts written by sim models carry their simulated quality
@@ -16,8 +16,20 @@ What it writes, by capability:
 - anything else: a short text about the instruction, with a simulated quality that rises
   when a critique's advice is in the context (a revision), ending with ``CONFIDENCE: x``.
 - with ``metadata["truth"]`` (simulation workloads with known answers): the correct answer
-  with probability ``quality``, else one of ``metadata["wrong"]``, stated with a confidence
-  that is honest except at the profile's rate of wrong-but-confident answers.
+  with probability ``quality``, else one of ``metadata["wrong"]``, with a stated confidence.
+
+Calibrated from real models (``sim_calibration.json``, written by
+``python benchmarks/calibrate_sim.py --data ../shared/data/gsm8k-zeroeval`` from 19 real
+models' recorded GSM8K answers): each size's accuracy is that of the real models mapped to it,
+and errors coincide as real models' do. A question has a latent difficulty ``d`` shared by
+every model (drawn from a hash of the question alone, not of the model or its seed); a model
+is wrong when ``sqrt(rho) * d + sqrt(1 - rho) * e > Phi^-1(quality)``, with ``e`` its own
+noise, so models fail on the same hard questions at the measured rate of joint errors. A
+wrong answer is the question's one "attractive" wrong answer often enough that two wrong
+models give the same one at the measured rate. The stated confidence carries only as much
+information about being right as agreement between two real models does (its AUROC for
+right-vs-wrong is the profile's ``confidence_auroc``): confidence is the probability of
+being right given a noisy signal, pulled ``overconfidence`` of the way toward 1.
 """
 
 from __future__ import annotations
@@ -25,8 +37,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import random
 import re
+from importlib import resources
+from statistics import NormalDist
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -35,6 +50,16 @@ from rede.errors import ConfigError, ModelUnavailable
 from rede.models._base import ChatModel, ModelRequest, ModelResponse, Price, estimate_tokens
 
 QUALITY_MARK = re.compile(r"\[sim quality (\d\.\d+)\]")
+
+CALIBRATION: dict[str, Any] = json.loads(
+    resources.files("rede.models").joinpath("sim_calibration.json").read_text()
+)
+"""What ``benchmarks/calibrate_sim.py`` derived from real models' recorded answers."""
+SHARED_DIFFICULTY: float = CALIBRATION["rho"]
+"""Share of a question's error propensity common to every model (measured: GSM8K)."""
+SAME_WRONG: float = CALIBRATION["same_wrong"]
+"""P(two models give the same wrong answer | both are wrong), measured on GSM8K."""
+_N = NormalDist()
 
 
 class SimProfile(BaseModel):
@@ -48,47 +73,60 @@ class SimProfile(BaseModel):
     failure_rate: float = Field(0.0, ge=0, le=1)
     """Probability that a call fails as an unavailable server would."""
     overconfidence: float = Field(0.1, ge=0, le=1)
-    """Probability that a wrong answer is stated with high confidence."""
+    """How far stated confidence is pulled from the calibrated probability toward 1."""
+    confidence_auroc: float = Field(0.85, ge=0.5, lt=1)
+    """How well stated confidence separates right from wrong answers (AUROC; 0.5: not at
+    all). Calibrated to how well agreement between two real models detects errors."""
+    shared_difficulty: float = Field(SHARED_DIFFICULTY, ge=0, lt=1)
+    """Share of a question's error propensity common to every model (0: independent)."""
     context_window: int = 8192
 
     def quality_for(self, capability: str) -> float:
         return self.quality.get(capability, self.base_quality)
 
 
-# Representative open-weight sizes served by a hosted provider (USD per 1k tokens).
+def _calibrated(size: str, **fields: Any) -> SimProfile:
+    measured = CALIBRATION["sizes"][size]
+    return SimProfile(
+        base_quality=measured["accuracy"], confidence_auroc=measured["confidence_auroc"], **fields
+    )
+
+
+# Representative open-weight sizes served by a hosted provider (USD per 1k tokens). Quality
+# and confidence come from the calibration (1b is extrapolated: no recorded model below 2B).
 PROFILES: dict[str, SimProfile] = {
-    "1b": SimProfile(
-        base_quality=0.45,
+    "1b": _calibrated(
+        "1b",
         ttft_s=0.05,
         tokens_per_s=250,
         price=Price(input_per_1k=0.00002, output_per_1k=0.00002),
     ),
-    "3b": SimProfile(
-        base_quality=0.58,
+    "3b": _calibrated(
+        "3b",
         ttft_s=0.08,
         tokens_per_s=180,
         price=Price(input_per_1k=0.00006, output_per_1k=0.00006),
     ),
-    "7b": SimProfile(
-        base_quality=0.70,
+    "7b": _calibrated(
+        "7b",
         ttft_s=0.12,
         tokens_per_s=110,
         price=Price(input_per_1k=0.0002, output_per_1k=0.0002),
     ),
-    "8b": SimProfile(
-        base_quality=0.72,
+    "8b": _calibrated(
+        "8b",
         ttft_s=0.12,
         tokens_per_s=105,
         price=Price(input_per_1k=0.0002, output_per_1k=0.0002),
     ),
-    "13b": SimProfile(
-        base_quality=0.78,
+    "13b": _calibrated(
+        "13b",
         ttft_s=0.2,
         tokens_per_s=70,
         price=Price(input_per_1k=0.0003, output_per_1k=0.0003),
     ),
-    "70b": SimProfile(
-        base_quality=0.88,
+    "70b": _calibrated(
+        "70b",
         ttft_s=0.4,
         tokens_per_s=30,
         price=Price(input_per_1k=0.0009, output_per_1k=0.0009),
@@ -153,6 +191,23 @@ def _subjects(request: str) -> list[str]:
         return [m.group(1).strip(), m.group(2).strip()]
     parts = [p.strip() for p in re.split(r"\?|;|\band\b|,", body) if len(p.strip()) > 12]
     return parts[:3] or [request.strip()]
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode()).digest()
+
+
+def _difficulty(key: str) -> float:
+    """The latent difficulty of question ``key``, N(0, 1), the same for every model."""
+    u = (int.from_bytes(_digest(f"difficulty|{key}")[:8], "big") + 0.5) / 2**64
+    return _N.inv_cdf(u)
+
+
+def question_key(request: ModelRequest, truth: str) -> str:
+    """What identifies a question across models, seeds and samples: its text and answer."""
+    meta = request.metadata
+    text = meta.get("request") or meta.get("instruction") or request.prompt_text
+    return f"{text}|{truth}"
 
 
 class SimModel(ChatModel):
@@ -262,7 +317,10 @@ class SimModel(ChatModel):
                     "capability": write_cap,
                     "instruction": f"Write the answer to: {user_request}",
                     "depends_on": ids,
-                    "review": "critique" in caps,
+                    # what the prompt asks: mark the step a critic should check. The
+                    # dispatcher offers no `critique` capability (review is not a step), and
+                    # the orchestrator skips review in a network without a critic.
+                    "review": True,
                 }
             )
         if not steps:
@@ -318,18 +376,52 @@ class SimModel(ChatModel):
     def _answer(self, request: ModelRequest, rng: random.Random, quality: float) -> str:
         truth = str(request.metadata["truth"])
         wrong = [str(w) for w in request.metadata.get("wrong", [])] or [f"not {truth}"]
-        correct = rng.random() < quality
-        answer = truth if correct else rng.choice(wrong)
-        if correct:
-            confidence = min(0.99, quality + rng.uniform(0, 1 - quality))
-        elif rng.random() < self.profile.overconfidence:
-            confidence = rng.uniform(0.85, 0.99)
-        else:
-            confidence = rng.uniform(0.1, 0.6)
+        key = question_key(request, truth)
+        correct = self.is_right(key, quality, rng)
+        answer = truth if correct else self.wrong_answer(key, wrong, rng)
+        confidence = self.stated_confidence(rng, correct, quality)
         return (
             f"{self._tag()} Reasoning about the question step by step. "
             f"So the answer is {answer}.\nCONFIDENCE: {confidence:.2f}"
         )
+
+    # ------------------------------------------------------------------ calibrated errors
+
+    def is_right(self, key: str, quality: float, rng: random.Random) -> bool:
+        """Whether this call answers question ``key`` right: ``quality`` on average, with the
+        question's shared difficulty deciding which questions every model tends to miss."""
+        if quality >= 1:
+            return True
+        if quality <= 0:
+            return False
+        rho = self.profile.shared_difficulty
+        latent = math.sqrt(rho) * _difficulty(key) + math.sqrt(1 - rho) * rng.gauss(0, 1)
+        return latent < _N.inv_cdf(quality)
+
+    @staticmethod
+    def wrong_answer(key: str, wrong: list[str], rng: random.Random) -> str:
+        """A wrong answer to question ``key``: its one attractive wrong answer with the share
+        that makes two wrong models agree at the measured rate, else any of ``wrong``."""
+        if len(wrong) == 1:
+            return wrong[0]
+        chance = 1 / len(wrong)  # two uniform picks agree this often already
+        share = math.sqrt(max(0.0, SAME_WRONG - chance) / (1 - chance))
+        if rng.random() < share:
+            return wrong[int(_digest(f"wrong|{key}")[:8].hex(), 16) % len(wrong)]
+        return rng.choice(wrong)
+
+    def stated_confidence(self, rng: random.Random, correct: bool, quality: float) -> float:
+        """The probability of being right given a signal that tells right from wrong with the
+        profile's ``confidence_auroc``, pulled ``overconfidence`` of the way toward 1."""
+        if quality >= 1 or quality <= 0:
+            p = min(1.0, max(0.0, quality))
+        else:
+            shift = math.sqrt(2) * _N.inv_cdf(self.profile.confidence_auroc)
+            signal = rng.gauss(shift if correct else 0.0, 1)
+            right = quality * _N.pdf(signal - shift)
+            p = right / (right + (1 - quality) * _N.pdf(signal))
+        stated = p + self.profile.overconfidence * (1 - p)
+        return min(0.99, max(0.01, stated))
 
     def _text(
         self, request: ModelRequest, rng: random.Random, quality: float, capability: str

@@ -18,7 +18,9 @@ How a call is answered (everything is drawn from the call's deterministic random
   probability ``quality(part capability)``, times ``RECOVERY`` when a part it depends on came
   out wrong. A revision after a critique takes each value from the sources again (fixing what
   was lost in carrying) and keeps the previous draft's where the sources have none.
-  Confidence is honest except at the profile's ``overconfidence`` rate.
+  Errors and confidence are calibrated as :class:`~rede.models.sim.SimModel`'s are: a part's
+  latent difficulty is shared by every model, so models miss the same parts, wrong values
+  coincide at the measured rate, and confidence detects errors no better than agreement does.
 """
 
 from __future__ import annotations
@@ -184,7 +186,9 @@ class GroundedSimModel(SimModel):
                 return values[part.id]
             inputs_ok = all(resolve(task.part(d)) == task.part(d).truth for d in part.depends_on)
             q = self.profile.quality_for(part.capability) * (1.0 if inputs_ok else RECOVERY)
-            values[part.id] = part.truth if rng.random() < q else rng.choice(part.wrong)
+            key = f"{task.id}|{part.id}|{part.question}|{part.truth}"
+            right = self.is_right(key, q, rng)
+            values[part.id] = part.truth if right else self.wrong_answer(key, part.wrong, rng)
             return values[part.id]
 
         lines = []
@@ -203,9 +207,4 @@ class GroundedSimModel(SimModel):
         )
 
     def _confidence(self, rng: random.Random, correct: bool, capability: str) -> float:
-        quality = self.profile.quality_for(capability)
-        if correct:
-            return min(0.99, quality + rng.uniform(0, 1 - quality))
-        if rng.random() < self.profile.overconfidence:
-            return rng.uniform(0.85, 0.99)
-        return rng.uniform(0.1, 0.6)
+        return self.stated_confidence(rng, correct, self.profile.quality_for(capability))
