@@ -51,9 +51,9 @@ from redis.backoff import NoBackoff
 
 from rede.bus import Bus, BusOptions, MemoryBus
 from rede.bus.redis import RedisBus
-from rede.codec import Codec
-from rede.messages import Envelope, Result, Task, new_id
-from rede.topics import Topic
+from rede.protocol.codec import Codec
+from rede.protocol.messages import Envelope, Result, Task, new_id
+from rede.protocol.topics import Topic
 
 TRANSPORTS = ("memory", "redis", "raw")
 TASK_TOPIC = Topic.task("echo", "echoer")

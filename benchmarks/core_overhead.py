@@ -35,7 +35,7 @@ from typing import Any
 
 from rede import Network
 from rede.models import ScriptedModel
-from rede.plan import Plan, Step
+from rede.orchestration.plan import Plan, Step
 
 HERE = Path(__file__).resolve().parent
 PEERS_PYTHON = HERE / "peers" / ".venv" / "bin" / "python"

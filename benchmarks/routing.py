@@ -26,12 +26,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from rede.confidence import answer_key, llm_specialist
+from rede.agents.confidence import answer_key, llm_specialist
+from rede.agents.specialists import NO_CONTEXT
 from rede.config import ConfidenceConfig
-from rede.messages import Result, Task
 from rede.models.sim import PROFILES, SimModel
 from rede.network import Network
-from rede.specialists import NO_CONTEXT
+from rede.protocol.messages import Result, Task
 
 SIZES = ["1b", "3b", "7b", "13b", "70b"]
 OPTIONS = ["A", "B", "C", "D"]

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from rede import Network
 from rede.answers import choice, json_number, last_number
-from rede.cli import app
+from rede.cli.app import app
 from rede.errors import ConfigError, StepFailed
 from rede.models import ModelRequest, ScriptedModel
 

@@ -8,12 +8,12 @@ import asyncio
 
 import pytest
 
-from rede.agent import AgentRunner
+from rede.agents.specialists import SpecialistSpec, ToolSpecialist, echo_tool
 from rede.bus import Backlog, BusOptions, MemoryBus
 from rede.errors import ClosedBusError, MessageTooLarge
-from rede.messages import Envelope, ErrorPayload, Event, Task
-from rede.specialists import SpecialistSpec, ToolSpecialist, echo_tool
-from rede.topics import Topic
+from rede.protocol.messages import Envelope, ErrorPayload, Event, Task
+from rede.protocol.topics import Topic
+from rede.runtime.agent import AgentRunner
 
 FAST = BusOptions(visibility_timeout_s=0.2, max_deliveries=3)
 
@@ -254,7 +254,7 @@ async def test_signed_bus_rejects_unsigned_and_forged_envelopes(bus_factory) -> 
     bus = await bus_factory(opts)
     dead = await bus.subscribe(Topic.dead(), group="ops")
     sub = await bus.subscribe(TOPIC, group="researcher")
-    from rede.codec import Codec
+    from rede.protocol.codec import Codec
 
     unsigned = Codec().encode(task(1))
     forged = Codec(signing_key="wrong").encode(task(2))

@@ -8,7 +8,7 @@ from typing import Any
 
 from typer.testing import CliRunner
 
-from rede.cli import DEMO_REQUEST, app, demo_network_path
+from rede.cli.app import DEMO_REQUEST, app, demo_network_path
 from rede.network import Network
 from rede.testing.openai_server import FakeOpenAIServer
 
@@ -160,8 +160,8 @@ def test_live_view_labels_simulated_results_of_agents_served_elsewhere() -> None
 
     from rich.console import Console
 
-    from rede.messages import Event
-    from rede.tui import LiveView
+    from rede.cli.tui import LiveView
+    from rede.protocol.messages import Event
 
     out = StringIO()
     with LiveView(Console(file=out, width=160), simulated=False) as view:

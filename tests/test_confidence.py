@@ -10,14 +10,14 @@ from typing import Any
 import pytest
 import yaml
 
-from rede.confidence import AgreementSpecialist, answer_key, llm_specialist
+from rede.agents.confidence import AgreementSpecialist, answer_key, llm_specialist
+from rede.agents.specialists import NO_CONTEXT, LLMSpecialist
 from rede.config import ConfidenceConfig, NetworkConfig
 from rede.errors import ConfigError
-from rede.messages import Result, Task
 from rede.models import ModelRequest, ModelResponse, ScriptedModel
 from rede.models.sim import SimModel
 from rede.network import Network
-from rede.specialists import NO_CONTEXT, LLMSpecialist
+from rede.protocol.messages import Result, Task
 
 
 def test_answer_key_compares_stated_answers() -> None:

@@ -18,22 +18,22 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from rede.agent import AgentRunner
+from rede.agents.specialists import SpecialistSpec, ToolSpecialist, echo_tool
 from rede.bus import Backlog, BusOptions
 from rede.bus.redis import RedisBus
 from rede.config import NetworkConfig
 from rede.errors import StepFailed
-from rede.ledger import SQLiteLedger
-from rede.load import BusLoad
-from rede.messages import AgentCard, Envelope, ErrorPayload, Task
 from rede.models import ScriptedModel
 from rede.network import Network
-from rede.plan import Plan, Step
-from rede.registry import Registry
-from rede.spawner import Spawner, templates
-from rede.specialists import SpecialistSpec, ToolSpecialist, echo_tool
-from rede.supervisor import ProcessBackend
-from rede.topics import Topic
+from rede.orchestration.ledger import SQLiteLedger
+from rede.orchestration.plan import Plan, Step
+from rede.protocol.messages import AgentCard, Envelope, ErrorPayload, Task
+from rede.protocol.topics import Topic
+from rede.runtime.agent import AgentRunner
+from rede.runtime.registry import Registry
+from rede.scaling.load import BusLoad
+from rede.scaling.spawner import Spawner, templates
+from rede.scaling.supervisor import ProcessBackend
 
 KEY_ENV = "REDE_TEST_SIGNING_KEY"
 STARTED = "test:started"

@@ -17,9 +17,9 @@ from rede.evals import BBH, ModelSystem, compare, paper_averages, run_bbh, score
 from rede.evals.cli import bench_app
 from rede.evals.scoring import extract_answer, normalise
 from rede.evals.systems import Answer, NetworkSystem
-from rede.messages import Usage
 from rede.models import ModelRequest, ScriptedModel, model_from_spec
 from rede.models.replay import Recording, RecordingNotFound, ReplayModel
+from rede.protocol.messages import Usage
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "bbh"
 COT = DATA / "outputs" / "code-davinci-002-cot"

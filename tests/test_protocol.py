@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from rede.codec import Codec
 from rede.errors import MalformedMessage, MessageTooLarge, SignatureError
-from rede.messages import (
+from rede.protocol.codec import Codec
+from rede.protocol.messages import (
     AgentCard,
     ContextItem,
     Critique,
@@ -23,7 +23,7 @@ from rede.messages import (
     Usage,
     protocol_schema,
 )
-from rede.topics import Topic
+from rede.protocol.topics import Topic
 
 PAYLOADS = [
     Task(capability="research", instruction="find x", context=[ContextItem(content="c")]),

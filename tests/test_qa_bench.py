@@ -13,7 +13,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from rede.cli import app
+from rede.cli.app import app
 from rede.errors import ConfigError
 from rede.evals.datasets import GSM8K, MMLUPro
 from rede.evals.qa import run_qa

@@ -17,9 +17,9 @@ import redis.asyncio as aioredis
 from rede.bus import BusOptions, bus_from_url
 from rede.bus.redis import RedisBus, redact_url
 from rede.errors import BusError, ClosedBusError, ConfigError
-from rede.messages import AgentCard, Envelope, Task
 from rede.network import Network
-from rede.topics import Topic
+from rede.protocol.messages import AgentCard, Envelope, Task
+from rede.protocol.topics import Topic
 
 TOPIC = Topic.task("research", "researcher")
 
@@ -113,7 +113,7 @@ _SUBSCRIBER = """
 import asyncio, sys
 from rede.bus import BusOptions
 from rede.bus.redis import RedisBus
-from rede.topics import Topic
+from rede.protocol.topics import Topic
 
 async def main(url, ns):
     bus = RedisBus(url, BusOptions(ephemeral_ttl_s=0.3), namespace=ns)

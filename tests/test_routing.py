@@ -8,17 +8,17 @@ from typing import Any
 
 import pytest
 
-from rede.auction import BidBook, make_bid, score_bids
-from rede.budget import BudgetCap, hold_all
 from rede.bus import MemoryBus
 from rede.config import RoutingConfig
 from rede.errors import ConfigError, RunLimitExceeded, StepFailed
-from rede.messages import AgentCard, Bid, BidRequest, Envelope, Usage
 from rede.models import ModelRequest, Price, ScriptedModel
 from rede.network import Network
-from rede.plan import Plan, Step
-from rede.registry import Registry
-from rede.routing import QueueStats, Router, RouteRequest, answering_agents
+from rede.orchestration.plan import Plan, Step
+from rede.protocol.messages import AgentCard, Bid, BidRequest, Envelope, Usage
+from rede.routing.auction import BidBook, make_bid, score_bids
+from rede.routing.budget import BudgetCap, hold_all
+from rede.routing.router import QueueStats, Router, RouteRequest, answering_agents
+from rede.runtime.registry import Registry
 
 # --------------------------------------------------------------------------- helpers
 

@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 
-from rede.agent import AgentRunner
+from rede.agents.specialists import Specialist, SpecialistSpec, ToolSpecialist, echo_tool
 from rede.bus import MemoryBus
-from rede.dispatcher import main_capability
 from rede.errors import (
     BusError,
     ConfigError,
@@ -20,13 +19,14 @@ from rede.errors import (
     StepFailed,
     UnknownCapability,
 )
-from rede.ledger import Ledger
-from rede.messages import Envelope, ErrorPayload, Event, Result, Task
 from rede.models import ModelRequest, ScriptedModel
 from rede.network import Network
-from rede.plan import Plan, Step
-from rede.specialists import Specialist, SpecialistSpec, ToolSpecialist, echo_tool
-from rede.topics import Topic
+from rede.orchestration.dispatcher import main_capability
+from rede.orchestration.ledger import Ledger
+from rede.orchestration.plan import Plan, Step
+from rede.protocol.messages import Envelope, ErrorPayload, Event, Result, Task
+from rede.protocol.topics import Topic
+from rede.runtime.agent import AgentRunner
 
 Handler = Callable[[ModelRequest], Any]
 

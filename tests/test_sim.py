@@ -12,10 +12,10 @@ import yaml
 from typer.testing import CliRunner
 
 from rede.errors import ConfigError
-from rede.messages import Usage
 from rede.network import Network
-from rede.plan import Plan, Step
-from rede.run import RunResult, StepRecord
+from rede.orchestration.plan import Plan, Step
+from rede.orchestration.run import RunResult, StepRecord
+from rede.protocol.messages import Usage
 from rede.sim import (
     FaultConfig,
     Scenario,

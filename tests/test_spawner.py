@@ -10,14 +10,14 @@ import pytest
 from rede.bus import MemoryBus
 from rede.config import NetworkConfig
 from rede.errors import ConfigError, UnknownCapability
-from rede.load import BusLoad
-from rede.messages import Envelope, Task
 from rede.models import ModelRequest, ScriptedModel
 from rede.network import Network
-from rede.plan import Plan, Step
-from rede.registry import Registry
-from rede.spawner import Exited, Spawner, initial_replicas, templates
-from rede.topics import Topic
+from rede.orchestration.plan import Plan, Step
+from rede.protocol.messages import Envelope, Task
+from rede.protocol.topics import Topic
+from rede.runtime.registry import Registry
+from rede.scaling.load import BusLoad
+from rede.scaling.spawner import Exited, Spawner, initial_replicas, templates
 
 
 def network(agents: list[dict[str, Any]], models: dict[str, ScriptedModel], **conf: Any) -> Network:

@@ -6,17 +6,17 @@ import json
 
 import pytest
 
-from rede.messages import AgentCard, Critique, Result, Task
-from rede.models import ModelRequest, ModelResponse, ScriptedModel
-from rede.models.sim import SimModel
-from rede.registry import Registry
-from rede.specialists import (
+from rede.agents.specialists import (
     NO_CONTEXT,
     LLMSpecialist,
     arithmetic_tool,
     safe_eval,
     split_confidence,
 )
+from rede.models import ModelRequest, ModelResponse, ScriptedModel
+from rede.models.sim import SimModel
+from rede.protocol.messages import AgentCard, Critique, Result, Task
+from rede.runtime.registry import Registry
 
 
 @pytest.mark.parametrize(

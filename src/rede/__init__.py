@@ -3,11 +3,9 @@
 The public surface; everything not re-exported here may change between versions.
 """
 
-from rede.agent import AgentRunner
-from rede.auction import make_bid
-from rede.budget import BudgetCap
+from rede.agents.confidence import AgreementSpecialist, answer_key
+from rede.agents.specialists import LLMSpecialist, Specialist, SpecialistSpec, ToolSpecialist
 from rede.bus import Bus, BusOptions, MemoryBus, bus_from_url
-from rede.confidence import AgreementSpecialist, answer_key
 from rede.config import (
     ConfidenceConfig,
     LimitsConfig,
@@ -33,9 +31,12 @@ from rede.errors import (
     StepFailed,
     UnknownCapability,
 )
-from rede.ledger import Ledger, SQLiteLedger
-from rede.load import BusLoad, LoadView, RouterLoad
-from rede.messages import (
+from rede.models import ChatModel, ModelRequest, ModelResponse, Price, ScriptedModel
+from rede.network import Network, ask
+from rede.orchestration.ledger import Ledger, SQLiteLedger
+from rede.orchestration.plan import Plan, Step
+from rede.orchestration.run import RunResult, StepRecord
+from rede.protocol.messages import (
     AgentCard,
     Bid,
     BidRequest,
@@ -51,16 +52,15 @@ from rede.messages import (
     Usage,
     protocol_schema,
 )
-from rede.models import ChatModel, ModelRequest, ModelResponse, Price, ScriptedModel
-from rede.network import Network, ask
-from rede.plan import Plan, Step
-from rede.registry import Registry
-from rede.routing import Route, Router, RouteRequest
-from rede.run import RunResult, StepRecord
-from rede.spawner import InProcessBackend, SpawnBackend, Spawner
-from rede.specialists import LLMSpecialist, Specialist, SpecialistSpec, ToolSpecialist
-from rede.supervisor import ProcessBackend
-from rede.topics import Topic
+from rede.protocol.topics import Topic
+from rede.routing.auction import make_bid
+from rede.routing.budget import BudgetCap
+from rede.routing.router import Route, Router, RouteRequest
+from rede.runtime.agent import AgentRunner
+from rede.runtime.registry import Registry
+from rede.scaling.load import BusLoad, LoadView, RouterLoad
+from rede.scaling.spawner import InProcessBackend, SpawnBackend, Spawner
+from rede.scaling.supervisor import ProcessBackend
 
 __version__ = "0.1.0"
 

@@ -1,5 +1,5 @@
 """``python -m rede``: the ``rede`` command, for when the console script is not on PATH."""
 
-from rede.cli import main
+from rede.cli.app import main
 
 main()

@@ -28,9 +28,9 @@ from pydantic import (
     model_validator,
 )
 
-from rede.codec import describe_validation_error
 from rede.errors import ConfigError
 from rede.models._base import Price
+from rede.protocol.codec import describe_validation_error
 
 NAME = r"^[A-Za-z0-9_\-]+$"
 M = TypeVar("M", bound=BaseModel)
@@ -66,7 +66,7 @@ class ConfidenceConfig(_Conf):
     log-probabilities are requested from the server and preferred, ``exp(mean(logprobs))``
     of the completion's tokens (the line, then 0.5, where the server returns none).
     ``agreement``: ``k`` samples of the task; the majority answer, with confidence = the
-    share of samples that agree with it (see :mod:`rede.confidence`). Costs k calls."""
+    share of samples that agree with it (see :mod:`rede.agents.confidence`). Costs k calls."""
 
     method: str = "self"
     k: int | None = Field(None, ge=2, le=32)

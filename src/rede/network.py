@@ -21,21 +21,21 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from rede.agent import AgentRunner
+from rede.agents.confidence import llm_specialist
+from rede.agents.specialists import SpecialistSpec, ToolSpecialist, resolve_tool
 from rede.bus import Bus, BusOptions, bus_from_url
-from rede.confidence import llm_specialist
 from rede.config import AgentConfig, ModelConfig, NetworkConfig
 from rede.errors import ConfigError, RedeError
-from rede.ledger import Ledger, SQLiteLedger
 from rede.models import ChatModel, model_from_spec
 from rede.models.sim import SimModel
-from rede.orchestrator import Observer, Orchestrator
-from rede.plan import Plan
-from rede.registry import Registry
-from rede.routing import Router
-from rede.run import RunResult
-from rede.spawner import Spawner, initial_replicas
-from rede.specialists import SpecialistSpec, ToolSpecialist, resolve_tool
+from rede.orchestration.ledger import Ledger, SQLiteLedger
+from rede.orchestration.orchestrator import Observer, Orchestrator
+from rede.orchestration.plan import Plan
+from rede.orchestration.run import RunResult
+from rede.routing.router import Router
+from rede.runtime.agent import AgentRunner
+from rede.runtime.registry import Registry
+from rede.scaling.spawner import Spawner, initial_replicas
 
 
 class Network:

@@ -44,10 +44,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import NamedTuple, Self
 
-from rede.codec import DEFAULT_MAX_MESSAGE_BYTES, Codec, lenient_text
 from rede.errors import ProtocolError
-from rede.messages import AgentCard, Envelope, ErrorPayload
-from rede.topics import Topic
+from rede.protocol.codec import DEFAULT_MAX_MESSAGE_BYTES, Codec, lenient_text
+from rede.protocol.messages import AgentCard, Envelope, ErrorPayload
+from rede.protocol.topics import Topic
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 
 from rede.bus._base import Backlog, Bus, BusOptions, Delivery, Subscription
 from rede.errors import ClosedBusError
-from rede.messages import Envelope, new_id
-from rede.topics import Topic
+from rede.protocol.messages import Envelope, new_id
+from rede.protocol.topics import Topic
 
 
 @dataclass

@@ -81,8 +81,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from rede.bus._base import Backlog, Bus, BusOptions, Delivery, StoredCard, Subscription
 from rede.errors import BusError, ClosedBusError
-from rede.messages import AgentCard, Envelope, Heartbeat, new_id
-from rede.topics import Topic
+from rede.protocol.messages import AgentCard, Envelope, Heartbeat, new_id
+from rede.protocol.topics import Topic
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from rede.errors import ConfigError, RedeError
 from rede.evals.bbh import BBH, MODES, Example, Mode, paper_averages, wrong_answers
 from rede.evals.scoring import score
 from rede.evals.systems import System, source_of
-from rede.messages import Usage
+from rede.protocol.messages import Usage
 
 SUMMARY = "summary.json"
 RUN_FILE = "run.json"

@@ -28,8 +28,8 @@ from rede.errors import ConfigError
 from rede.evals.datasets import QABenchmark, Question
 from rede.evals.harness import ExampleRecord, Job, Store, answer_all, mean
 from rede.evals.systems import NetworkSystem, System, source_of
-from rede.messages import Usage
 from rede.models.replay import RecordingNotFound, ReplayModel
+from rede.protocol.messages import Usage
 
 
 class AgentFigures(BaseModel):

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from rede.errors import ConfigError
-from rede.messages import Usage
 from rede.models import ChatModel, ModelRequest, model_from_spec
+from rede.protocol.messages import Usage
 
 if TYPE_CHECKING:
     from rede.network import Network

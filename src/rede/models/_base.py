@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rede.messages import Usage
+from rede.protocol.messages import Usage
 
 Source = Literal["real", "simulated", "scripted", "replay"]
 

@@ -33,7 +33,6 @@ from urllib.parse import urlsplit
 import openai
 
 from rede.errors import ConfigError, ModelError, ModelResponseError, ModelUnavailable
-from rede.messages import Usage
 from rede.models._base import (
     ChatModel,
     ModelRequest,
@@ -43,6 +42,7 @@ from rede.models._base import (
     estimate_tokens,
 )
 from rede.models._retry import RetryPolicy, is_retryable_status, parse_retry_after
+from rede.protocol.messages import Usage
 
 log = logging.getLogger(__name__)
 

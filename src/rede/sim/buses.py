@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 
 from rede.bus import Bus, Subscription
 from rede.errors import ClosedBusError
-from rede.messages import Envelope
-from rede.topics import Topic
+from rede.protocol.messages import Envelope
+from rede.protocol.topics import Topic
 
 _INSTANCE = re.compile(r"^(?P<name>[A-Za-z0-9_\-]+)-[0-9a-f]{16}$")
 

@@ -26,13 +26,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from rede.agents.specialists import LLMSpecialist, SpecialistSpec
 from rede.errors import ConfigError
 from rede.models._base import ChatModel, ModelRequest, ModelResponse
 from rede.network import Network
 from rede.sim.buses import BusRule, FaultyBus
 from rede.sim.scenario import MODEL_FAULTS, FaultConfig
 from rede.sim.workload import ANSWER_LINE
-from rede.specialists import LLMSpecialist, SpecialistSpec
 
 _ROT = str.maketrans(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789",

@@ -21,8 +21,8 @@ from collections.abc import Iterable, Sequence
 
 from pydantic import BaseModel, Field, computed_field
 
-from rede.plan import Plan
-from rede.run import RunResult
+from rede.orchestration.plan import Plan
+from rede.orchestration.run import RunResult
 from rede.sim.buses import Traffic
 from rede.sim.workload import SimTask, grade, normalise
 

@@ -31,7 +31,7 @@ from typing import Any
 
 from rede.models._base import ModelRequest
 from rede.models.sim import SimModel, SimProfile
-from rede.plan import META_CAPABILITIES
+from rede.orchestration.plan import META_CAPABILITIES
 from rede.sim.workload import Part, SimTask, normalise, parse_answers
 
 TASK_KEY = "sim_task"

@@ -20,17 +20,17 @@ from pydantic import BaseModel, Field
 from rede.bus import Bus, BusOptions, bus_from_url
 from rede.config import NetworkConfig
 from rede.errors import ConfigError, RedeError
-from rede.messages import new_id
 from rede.models._base import ChatModel
 from rede.network import Network
-from rede.run import RunResult
+from rede.orchestration.run import RunResult
+from rede.protocol.messages import new_id
+from rede.protocol.topics import Topic
 from rede.sim.buses import FaultyBus, MeteredBus
 from rede.sim.faults import FaultController, validate_faults
 from rede.sim.metrics import SystemMetrics, TaskOutcome, aggregate, overlaps, task_outcome
 from rede.sim.model import TASK_KEY, AnswerKey, GroundedSimModel
 from rede.sim.scenario import Scenario, SystemConfig
 from rede.sim.workload import SimTask, WorkloadConfig, generate
-from rede.topics import Topic
 
 SIMULATED_NOTE = (
     "All models are SIMULATED (the sim backend): quality, latency, price and failures are drawn "

@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rede.config import NAME, NetworkConfig, read_yaml, validate_mapping
 from rede.errors import ConfigError
-from rede.messages import Kind
+from rede.protocol.messages import Kind
 from rede.sim.workload import WorkloadConfig
 
 FaultKind = Literal["kill", "restart", "slow", "corrupt", "drop", "delay", "partition"]

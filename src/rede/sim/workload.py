@@ -29,7 +29,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rede.plan import Plan, Step
+from rede.orchestration.plan import Plan, Step
 
 ANSWER_LINE = re.compile(r"^\s*-\s*([A-Za-z0-9_\-]+)\s*:\s*(.*?)\s*$", re.M)
 

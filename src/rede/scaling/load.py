@@ -20,8 +20,8 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from rede.bus import Backlog, Bus
-from rede.routing import Router
-from rede.topics import Topic
+from rede.protocol.topics import Topic
+from rede.routing.router import Router
 
 
 class LoadView(Protocol):

@@ -3,7 +3,7 @@
 Every ready step of the plan (``graphlib.TopologicalSorter``) is dispatched at once; results
 flow as context to dependants; a step marked ``review`` is critiqued and refined until the
 critic accepts or the round limit; a synthesis step writes the answer. Each call is routed
-(see :mod:`rede.routing`), timed out, retried and re-routed to another agent with the same
+(see :mod:`rede.routing.router`), timed out, retried and re-routed to another agent with the same
 capability when one fails, times out or vanishes from the registry. Replies are matched by
 ``(step, attempt)``, so a late or redelivered reply never produces a second result.
 Run limits (steps, refine rounds, wall time, cost, tokens) end a run with an error naming
@@ -21,14 +21,15 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from rede.agreement import decide_by_agreement
-from rede.budget import BudgetCap, Hold, hold_all
 from rede.bus import Bus
 from rede.config import AgreementConfig, LimitsConfig
-from rede.dispatcher import Dispatcher
 from rede.errors import BusError, ConfigError, RedeError, RunLimitExceeded, StepFailed
-from rede.ledger import Ledger
-from rede.messages import (
+from rede.orchestration.agreement import decide_by_agreement
+from rede.orchestration.dispatcher import Dispatcher
+from rede.orchestration.ledger import Ledger
+from rede.orchestration.plan import Plan, Step, validate_plan
+from rede.orchestration.run import CallRecord, RunResult, StepRecord, critical_path
+from rede.protocol.messages import (
     Budget,
     ContextItem,
     Critique,
@@ -42,11 +43,10 @@ from rede.messages import (
     Usage,
     new_id,
 )
-from rede.plan import Plan, Step, validate_plan
-from rede.registry import Registry
-from rede.routing import Route, Router, RouteRequest, reported_confidence
-from rede.run import CallRecord, RunResult, StepRecord, critical_path
-from rede.topics import Topic
+from rede.protocol.topics import Topic
+from rede.routing.budget import BudgetCap, Hold, hold_all
+from rede.routing.router import Route, Router, RouteRequest, reported_confidence
+from rede.runtime.registry import Registry
 
 Observer = Callable[[Event], None]
 
@@ -427,7 +427,7 @@ class _Run:
     async def _agree(
         self, rec: StepRecord, conf: AgreementConfig, call: Callable[..., Awaitable[Any]]
     ) -> Result:
-        """The step answered by tiers of agents that vote (see :mod:`rede.agreement`);
+        """The step answered by tiers of agents that vote (see :mod:`rede.orchestration.agreement`);
         ``call(agent=name)`` sends it to one of them."""
 
         async def ask(agent: str) -> Result:

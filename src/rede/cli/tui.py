@@ -12,8 +12,8 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from rede.messages import Event
-from rede.run import RunResult
+from rede.orchestration.run import RunResult
+from rede.protocol.messages import Event
 
 STATE_STYLE = {"waiting": "dim", "running": "yellow", "ok": "green", "failed": "red"}
 

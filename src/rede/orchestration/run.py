@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from rede.messages import Envelope, Usage
-from rede.plan import Plan
+from rede.orchestration.plan import Plan
+from rede.protocol.messages import Envelope, Usage
 
 
 class CallRecord(BaseModel):

@@ -4,7 +4,7 @@ rede.task.<capability>.<agent>   tasks for one agent (its replicas compete in on
 rede.reply.<run_id>              results and requests flowing back to a run's orchestrator
 rede.inbox.<agent_id>            replies to one agent instance (input_reply)
 rede.bids.<capability>           calls for bids (fan-out to every agent with the capability)
-rede.registry                    heartbeats (fan-out)
+rede.runtime.registry                    heartbeats (fan-out)
 rede.events                      events for observers (fan-out)
 rede.dead                        dead letters: malformed, oversized, forged, or undeliverable
 

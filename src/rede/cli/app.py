@@ -13,14 +13,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from rede import supervisor
+from rede.cli.tui import LiveView, render_result
 from rede.errors import RedeError
 from rede.evals.cli import bench_app
-from rede.ledger import SQLiteLedger
-from rede.messages import protocol_schema
 from rede.network import Network
+from rede.orchestration.ledger import SQLiteLedger
+from rede.protocol.messages import protocol_schema
+from rede.scaling import supervisor
 from rede.sim.cli import sim_command
-from rede.tui import LiveView, render_result
 
 app = typer.Typer(
     help="Rede: networks of small LLM agents on a message bus.",

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from rede.messages import ENVELOPE_ADAPTER, Envelope
+from rede.protocol.messages import ENVELOPE_ADAPTER, Envelope
 
 EntryKind = Literal["envelope", "decision"]
 

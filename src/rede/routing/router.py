@@ -10,7 +10,7 @@ capability (``routing:`` in the network YAML):
 - ``cascade``: the cheapest agent of the lowest tier; a result whose confidence is below the
   threshold is escalated to the next tier, and after the last tier to the ``manager`` agent
   if the network names one (see :meth:`Router.escalation`).
-- ``auction``: a call for bids; the award follows the rule in :mod:`rede.auction`.
+- ``auction``: a call for bids; the award follows the rule in :mod:`rede.routing.auction`.
 - ``load``: the least loaded agent (queue depth per replica), cheapest on ties.
 
 Estimates, all per (agent, capability):
@@ -48,9 +48,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from rede.config import RoutingConfig
 from rede.errors import ConfigError, UnknownCapability
-from rede.messages import Critique, Envelope, Result
-from rede.registry import AgentView, Registry
-from rede.topics import Topic
+from rede.protocol.messages import Critique, Envelope, Result
+from rede.protocol.topics import Topic
+from rede.runtime.registry import AgentView, Registry
 
 if TYPE_CHECKING:
     from rede.bus import Bus
@@ -161,7 +161,7 @@ class RouteRequest:
 
 
 class SpawnHook(Protocol):
-    """What the router needs from a spawner (see :mod:`rede.spawner`)."""
+    """What the router needs from a spawner (see :mod:`rede.scaling.spawner`)."""
 
     def spawnable(self) -> set[str]: ...
 
@@ -441,7 +441,7 @@ class Router:
         """The agent for one call by the capability's strategy; auctions need the bus."""
         strategy = self.strategy_for(req.capability)
         if strategy == "auction" and bus is not None and req.only is None:
-            from rede.auction import run_auction
+            from rede.routing.auction import run_auction
 
             return await run_auction(self, bus, req)
         return self._choose(req, "cheapest" if strategy == "auction" else strategy)

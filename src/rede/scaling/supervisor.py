@@ -38,11 +38,11 @@ from typing import Any
 
 from rede.config import NetworkConfig
 from rede.errors import ConfigError, RedeError
-from rede.ledger import Ledger
-from rede.load import BusLoad
 from rede.network import Network
-from rede.registry import Registry
-from rede.spawner import REGISTER_TIMEOUT_S, Exited, Spawner, templates
+from rede.orchestration.ledger import Ledger
+from rede.runtime.registry import Registry
+from rede.scaling.load import BusLoad
+from rede.scaling.spawner import REGISTER_TIMEOUT_S, Exited, Spawner, templates
 
 Report = Callable[[str], None]
 """Where :func:`up` says what it does: one line at a time."""

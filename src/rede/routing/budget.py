@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from rede.errors import RunLimitExceeded
-from rede.messages import Usage
+from rede.protocol.messages import Usage
 
 
 @dataclass

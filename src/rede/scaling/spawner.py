@@ -27,7 +27,7 @@ Replicas are started by a :class:`SpawnBackend`. :class:`InProcessBackend` runs 
 :class:`~rede.supervisor.ProcessBackend` is for shared buses (Redis): each replica is a
 ``rede agent NETWORK --bus URL --only NAME --replicas 1`` process, which registers like any
 agent and is stopped with SIGTERM (a clean goodbye); ``rede up`` runs it with a
-:class:`~rede.load.BusLoad` (see :mod:`rede.supervisor`).
+:class:`~rede.load.BusLoad` (see :mod:`rede.scaling.supervisor`).
 """
 
 from __future__ import annotations
@@ -41,12 +41,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from rede.config import AgentConfig, NetworkConfig, SpawnConfig, SpawnTemplate
 from rede.errors import RedeError
-from rede.load import LoadView, RouterLoad
-from rede.registry import Registry
+from rede.runtime.registry import Registry
+from rede.scaling.load import LoadView, RouterLoad
 
 if TYPE_CHECKING:
-    from rede.agent import AgentRunner
     from rede.network import Network
+    from rede.runtime.agent import AgentRunner
 
 REGISTER_TIMEOUT_S = 10.0
 """How long a new replica has to register before its start counts as failed."""

@@ -13,7 +13,7 @@ import hmac
 from pydantic import ValidationError
 
 from rede.errors import MalformedMessage, MessageTooLarge, SignatureError
-from rede.messages import ENVELOPE_ADAPTER, Envelope
+from rede.protocol.messages import ENVELOPE_ADAPTER, Envelope
 
 DEFAULT_MAX_MESSAGE_BYTES = 1_000_000
 

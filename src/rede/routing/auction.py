@@ -43,12 +43,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from rede.messages import AgentCard, Bid, BidRequest, Envelope, new_id
-from rede.topics import Topic
+from rede.protocol.messages import AgentCard, Bid, BidRequest, Envelope, new_id
+from rede.protocol.topics import Topic
 
 if TYPE_CHECKING:
     from rede.bus import Bus, Subscription
-    from rede.routing import Route, Router, RouteRequest
+    from rede.routing.router import Route, Router, RouteRequest
 
 MIN_QUALITY = 0.05
 

@@ -15,9 +15,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from rede.codec import describe_validation_error
+from rede.agents.specialists import parse_json_object
 from rede.errors import PlanError, UnknownCapability
-from rede.specialists import parse_json_object
+from rede.protocol.codec import describe_validation_error
 
 META_CAPABILITIES = frozenset({"plan", "critique", "synthesise"})
 RESERVED_STEP_IDS = frozenset({"plan", "synthesis"})

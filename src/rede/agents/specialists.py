@@ -25,10 +25,10 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from rede.codec import describe_validation_error
 from rede.errors import ConfigError
-from rede.messages import Critique, Result, Task, Usage
 from rede.models._base import ChatModel, ModelRequest
+from rede.protocol.codec import describe_validation_error
+from rede.protocol.messages import Critique, Result, Task, Usage
 
 CONFIDENCE_LINE = re.compile(r"^\s*CONFIDENCE:\s*([01](?:\.\d+)?|\.\d+)\s*$", re.M | re.I)
 
@@ -61,7 +61,7 @@ class Specialist(abc.ABC):
 
 def load_prompt(capability: str) -> str:
     """The bundled template for a capability (``prompts/<capability>.txt``) or the default."""
-    folder = resources.files("rede") / "prompts"
+    folder = resources.files("rede.agents") / "prompts"
     for name in (f"{capability}.txt", "default.txt"):
         path = folder / name
         if path.is_file():
@@ -118,7 +118,7 @@ class LLMSpecialist(Specialist):
     write (self-reported); the mean token probability when the server returns log-probs;
     else 0.5, with the method recorded in ``result.data["confidence_method"]``. With
     ``confidence="logprobs"`` log-probabilities are requested from the server and come
-    first (agreement of k samples wraps any specialist: :mod:`rede.confidence`)."""
+    first (agreement of k samples wraps any specialist: :mod:`rede.agents.confidence`)."""
 
     kind = "llm"
 

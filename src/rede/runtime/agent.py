@@ -19,10 +19,10 @@ import asyncio
 import contextlib
 from datetime import UTC, datetime
 
-from rede.auction import make_bid
+from rede.agents.specialists import SpecialistSpec
 from rede.bus import Bus, Delivery
 from rede.errors import ClosedBusError, ProtocolError, RedeError
-from rede.messages import (
+from rede.protocol.messages import (
     AgentCard,
     BidRequest,
     Critique,
@@ -36,8 +36,8 @@ from rede.messages import (
     Usage,
     new_id,
 )
-from rede.specialists import SpecialistSpec
-from rede.topics import Topic
+from rede.protocol.topics import Topic
+from rede.routing.auction import make_bid
 
 
 class _Context:
@@ -277,7 +277,7 @@ class AgentRunner:
     # ------------------------------------------------------------------ auctions
 
     async def _answer_bids(self, sub) -> None:  # type: ignore[no-untyped-def]
-        """Bid on calls for bids (see :mod:`rede.auction`) while the deadline allows."""
+        """Bid on calls for bids (see :mod:`rede.routing.auction`) while the deadline allows."""
         async with sub:
             async for delivery in sub:
                 env = delivery.envelope

@@ -17,8 +17,8 @@ from typing import Any, Protocol
 
 from rede.config import LimitsConfig
 from rede.errors import PlanError, UnknownCapability
-from rede.messages import Result
-from rede.plan import META_CAPABILITIES, Plan, Step, parse_plan, plan_schema
+from rede.orchestration.plan import META_CAPABILITIES, Plan, Step, parse_plan, plan_schema
+from rede.protocol.messages import Result
 
 ARITHMETIC = re.compile(
     r"^\s*(?:what\s+is|compute|calculate|evaluate)?\s*[-+*/%().\d\s]*\d"

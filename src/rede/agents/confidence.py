@@ -29,10 +29,10 @@ from collections import Counter
 from collections.abc import Callable
 from functools import reduce
 
+from rede.agents.specialists import LLMSpecialist, Specialist, TaskContext
 from rede.config import ConfidenceConfig
-from rede.messages import Critique, Result, Task, Usage
 from rede.models._base import ChatModel
-from rede.specialists import LLMSpecialist, Specialist, TaskContext
+from rede.protocol.messages import Critique, Result, Task, Usage
 
 _ANSWER = re.compile(r"(?:answer is|answer:)\s*(.+?)\s*(?:[.\n]|$)", re.I)
 _TAG = re.compile(r"\[simulated [^\]]*\]")

@@ -1,6 +1,6 @@
 """The live Registry: which agents exist, what they can do, their price and health.
 
-Agents announce themselves with heartbeats on ``rede.registry``. A card that misses
+Agents announce themselves with heartbeats on ``rede.runtime.registry``. A card that misses
 heartbeats for ``ttl_s`` expires; a clean shutdown sends a last heartbeat with ``stopping``
 so the card goes at once. On a bus that stores cards (Redis keeps each under a key with a
 time to live), a registry that starts later reads the stored cards first, so it knows the
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 from rede.bus import Bus
 from rede.errors import ClosedBusError
-from rede.messages import AgentCard, Heartbeat
-from rede.topics import Topic
+from rede.protocol.messages import AgentCard, Heartbeat
+from rede.protocol.topics import Topic
 
 
 @dataclass(frozen=True)

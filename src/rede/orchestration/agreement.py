@@ -30,7 +30,7 @@ from typing import Any
 from rede.answers import extractor
 from rede.config import AgreementConfig, AgreementTier
 from rede.errors import StepFailed
-from rede.messages import Result
+from rede.protocol.messages import Result
 
 Ask = Callable[[str], Awaitable[Result]]
 """Send the step to the named agent; its result, or :class:`StepFailed`."""
