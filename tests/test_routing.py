@@ -15,7 +15,7 @@ from rede.models import ModelRequest, Price, ScriptedModel
 from rede.network import Network
 from rede.orchestration.plan import Plan, Step
 from rede.protocol.messages import AgentCard, Bid, BidRequest, Envelope, Usage
-from rede.routing.auction import BidBook, make_bid, score_bids
+from rede.routing.auction import BidBook, make_bid, run_auction, score_bids
 from rede.routing.budget import BudgetCap, hold_all
 from rede.routing.router import QueueStats, Router, RouteRequest, answering_agents
 from rede.runtime.registry import Registry
@@ -685,7 +685,7 @@ async def test_auction_without_bids_can_route_to_an_agent_that_joined_while_bidd
 
     bus = MemoryBus()
     try:
-        route = await r.route(RouteRequest("answer", on_sent=joins), bus)
+        route = await run_auction(r, bus, RouteRequest("answer", on_sent=joins))
     finally:
         await bus.aclose()
     assert route is not None and route.agent == "newcomer"

@@ -515,7 +515,7 @@ async def test_an_observer_failing_at_the_start_leaves_nothing_running() -> None
     async with net:
         with pytest.raises(RuntimeError, match="observer broke"):
             await net.ask("x", observer=observer, run_id="run-observed")
-        left = [t for t in asyncio.all_tasks() if t.get_coro().__qualname__ == "_Run._read_replies"]
+        left = [t for t in asyncio.all_tasks() if t.get_coro().__qualname__ == "read_replies"]
         assert left == [], "the run's reply reader was left running"
         assert (await net.ask("again", run_id="run-next")).answer == "fine"
 

@@ -44,16 +44,13 @@ import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from rede.config import RoutingConfig
 from rede.errors import ConfigError, UnknownCapability
 from rede.protocol.messages import Critique, Envelope, Result
 from rede.protocol.topics import Topic
 from rede.runtime.registry import AgentView, Registry
-
-if TYPE_CHECKING:
-    from rede.bus import Bus
 
 DEFAULT_PROMPT_TOKENS = 800
 DEFAULT_COMPLETION_TOKENS = 300
@@ -437,13 +434,13 @@ class Router:
             reason = f"no agent expected to reach {need:.2f}; best quality q={quality[v.name]:.2f}"
         return self._route(v, req, "cheapest", reason + note)
 
-    async def route(self, req: RouteRequest, bus: Bus | None = None) -> Route | None:
-        """The agent for one call by the capability's strategy; auctions need the bus."""
+    def route(self, req: RouteRequest) -> Route | None:
+        """The agent for one call by the capability's strategy. An ``auction`` needs the
+        bus: the orchestrator runs it (:func:`rede.routing.auction.run_auction`, which falls
+        back to this); here it is ``cheapest``."""
         strategy = self.strategy_for(req.capability)
-        if strategy == "auction" and bus is not None and req.only is None:
-            from rede.routing.auction import run_auction
-
-            return await run_auction(self, bus, req)
+        if req.only is not None:
+            return self._choose(req, "agreement")
         return self._choose(req, "cheapest" if strategy == "auction" else strategy)
 
     def escalation(

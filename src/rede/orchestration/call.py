@@ -1,0 +1,375 @@
+"""One call: a task routed to an agent, sent, awaited, accounted, retried and escalated.
+
+:meth:`Calls.call` reads top to bottom: make sure an agent can serve the capability (spawning
+one from a template if need be), then until an answer is kept or the retries run out: route,
+hold the expected spend on the budget caps, send and wait, account for what came back, and
+decide whether to keep it, retry elsewhere (a failure, a lost reply) or escalate (a cascade
+answer below its confidence threshold). Every choice is recorded as a decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from rede.errors import BusError, RunLimitExceeded, StepFailed
+from rede.orchestration.run import CallRecord, StepRecord
+from rede.orchestration.state import RunState
+from rede.protocol.messages import Budget, ContextItem, Critique, Envelope, Result, Task
+from rede.protocol.topics import Topic
+from rede.routing.auction import run_auction
+from rede.routing.budget import Hold, hold_all
+from rede.routing.router import Route, RouteRequest, reported_confidence
+
+
+class Lost(Exception):
+    """A call got no reply: the agent timed out or vanished."""
+
+
+@dataclass
+class _Tries:
+    """What one call has tried so far."""
+
+    left: int
+    cascade: bool
+    threshold: float
+    excluded: set[str] = field(default_factory=set)
+    failures: list[str] = field(default_factory=list)
+    forced: Route | None = None
+    """The next route, chosen by an escalation."""
+    floor: float | None = None
+    """Cascade: after an escalation, retries stay at its tier or above."""
+    kept: tuple[Result, Route] | None = None
+    """Cascade: the answer that was escalated, kept if no higher tier answers."""
+
+    def failed(self, agent: str, why: str) -> None:
+        self.left -= 1
+        self.failures.append(f"{agent}: {why}")
+        self.excluded.add(agent)
+
+
+@dataclass(frozen=True)
+class Ask:
+    """What is asked of an agent."""
+
+    capability: str
+    instruction: str
+    context: list[ContextItem]
+    required_confidence: float = 0.0
+    acceptance: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class Calls:
+    """The call path of one run."""
+
+    def __init__(self, state: RunState) -> None:
+        self.s = state
+        self.router = state.services.router
+
+    async def call(self, rec: StepRecord, ask: Ask, *, agent: str | None = None) -> Any:
+        """Route, send and await one task; retry, re-route and escalate as needed.
+
+        ``agent`` pins the call to that agent (an agreement tier's member): no other agent
+        is tried and no cascade escalation happens."""
+        if rec.started_at is None:
+            rec.started_at = self.s.elapsed()
+        await self._ensure_agent(rec, ask.capability)
+        cascade = self.router.strategy_for(ask.capability) == "cascade" and agent is None
+        tries = _Tries(
+            left=self.s.limits.step_retries + 1,
+            cascade=cascade,
+            threshold=max(self.router.config.escalate_below, ask.required_confidence),
+        )
+        while tries.left > 0:
+            route = tries.forced or await self._route(rec, ask, tries, agent)
+            tries.forced = None
+            if route is None:
+                return self._no_route(rec, ask.capability, tries)
+            payload = await self._attempt(rec, route, ask, tries)
+            if payload is None or self._escalated(rec, route, payload, tries):
+                continue
+            return payload
+        if tries.kept is not None:
+            return self._keep(
+                rec, tries.kept, f"no higher tier answered: {'; '.join(tries.failures)}"
+            )
+        raise StepFailed(rec.id, "; ".join(tries.failures))
+
+    # ------------------------------------------------------------------ the steps of a call
+
+    async def _ensure_agent(self, rec: StepRecord, capability: str) -> None:
+        spawned = await self.router.ensure(capability)
+        if spawned is not None:
+            self.s.decide(
+                "spawn",
+                step=rec.id,
+                capability=capability,
+                agent=spawned,
+                reason=f"no live agent served {capability!r}; started {spawned} from its template",
+            )
+
+    async def _route(
+        self, rec: StepRecord, ask: Ask, tries: _Tries, agent: str | None
+    ) -> Route | None:
+        size = len(ask.instruction) + len(self.s.request) + sum(len(c.content) for c in ask.context)
+        req = RouteRequest(
+            ask.capability,
+            ask.required_confidence,
+            exclude=tries.excluded,
+            min_rank=tries.floor,
+            prompt_tokens=size // 4 + 1,
+            afford=self.s.affordable,
+            only=agent,
+            run_id=self.s.run_id,
+            step_id=rec.id,
+            sender=self.s.services.sender,
+            reply_to=self.s.reply_topic,
+            instruction=ask.instruction,
+            task_timeout_s=self.s.limits.step_timeout_s,
+            on_sent=self.s.sent,
+        )
+        if self.router.strategy_for(ask.capability) == "auction" and agent is None:
+            return await run_auction(self.router, self.s.services.bus, req)
+        return self.router.route(req)
+
+    def _no_route(self, rec: StepRecord, capability: str, tries: _Tries) -> Result:
+        if tries.kept is not None:
+            return self._keep(
+                rec, tries.kept, f"no higher tier answered: {'; '.join(tries.failures)}"
+            )
+        raise StepFailed(
+            rec.id,
+            f"no live agent left for {capability!r}; "
+            f"failures: {'; '.join(tries.failures) or 'none'}",
+        )
+
+    async def _attempt(
+        self, rec: StepRecord, route: Route, ask: Ask, tries: _Tries
+    ) -> Result | Critique | None:
+        """Send to the routed agent and account for its reply; None when it failed or was
+        lost (recorded, and the agent excluded from this call's next tries)."""
+        holds = self._before_call(route)
+        self.s.decide(
+            "route",
+            step=rec.id,
+            capability=ask.capability,
+            agent=route.agent,
+            strategy=route.strategy,
+            reason=route.reason,
+            tier=route.tier,
+            expected_cost_usd=route.expected_cost_usd,
+            **route.details,
+        )
+        if ask.capability == rec.capability:
+            rec.agent, rec.tier = route.agent, route.tier
+        started = self.router.started(route.agent)
+        service: float | None = None
+        try:
+            payload = await self.send(rec, route, ask)
+            service = payload.usage.latency_s
+        except Lost as lost:
+            tries.failed(route.agent, str(lost))
+            self.router.observe_result(route.agent, ask.capability, ok=False)
+            self.s.decide("reroute", step=rec.id, agent=route.agent, reason=str(lost))
+            return None
+        finally:  # also when cancelled: the router's load and the caps stay right
+            self.router.finished(route.agent, started, service)
+            for hold in holds:
+                hold.release()
+        payload = expected_kind(ask.capability, payload)
+        ok = self._account(rec, route, ask.capability, payload)
+        if not ok:
+            assert isinstance(payload, Result)
+            tries.failed(route.agent, str(payload.error))
+            self.s.decide("retry", step=rec.id, agent=route.agent, error=payload.error)
+            return None
+        return payload
+
+    def _account(
+        self, rec: StepRecord, route: Route, capability: str, payload: Result | Critique
+    ) -> bool:
+        """Book the reply's usage on the step, the run and the caps; tell the router."""
+        usage = payload.usage
+        rec.usage = rec.usage + usage
+        ok = not (isinstance(payload, Result) and payload.status == "failed")
+        rec.calls.append(
+            CallRecord(
+                agent=route.agent,
+                capability=capability,
+                tier=route.tier,
+                status="ok" if ok else "failed",
+                usage=usage,
+                confidence=getattr(payload, "confidence", 0.0),
+                error=getattr(payload, "error", None),
+            )
+        )
+        self.s.account(usage)
+        self.router.observe_result(
+            route.agent,
+            capability,
+            ok=ok,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            confidence=reported_confidence(payload) if ok else None,
+        )
+        return ok
+
+    def _escalated(
+        self, rec: StepRecord, route: Route, payload: Result | Critique, tries: _Tries
+    ) -> bool:
+        """Cascade: escalate an answer below the threshold to the next tier, if one can be
+        paid for (True: try again there); otherwise record why this answer stands."""
+        if not (tries.cascade and isinstance(payload, Result)):
+            return False
+        facts = {"step": rec.id, "confidence": payload.confidence, "threshold": tries.threshold}
+        if payload.confidence >= tries.threshold:
+            reason = f"confidence {payload.confidence:.2f} >= {tries.threshold:.2f}"
+        else:
+            nxt = self.router.escalation(rec.capability, route.agent, exclude=tries.excluded)
+            if nxt is None:
+                reason = "below the threshold at the top tier; nothing to escalate to"
+            elif not self.s.affordable(nxt.expected_cost_usd, nxt.expected_tokens):
+                reason = (
+                    f"below the threshold, but {nxt.agent} (about "
+                    f"${nxt.expected_cost_usd:.6f}) does not fit the budget"
+                )
+                self.s.decide("escalation_skipped", to_agent=nxt.agent, **facts)
+            else:
+                self.s.decide(
+                    "escalate",
+                    from_agent=route.agent,
+                    to_agent=nxt.agent,
+                    from_tier=route.tier,
+                    to_tier=nxt.tier,
+                    reason=nxt.reason,
+                    **facts,
+                )
+                tries.kept = (payload, route)
+                tries.excluded.add(route.agent)
+                tries.floor = self.router.rank_of(nxt.agent, rec.capability)
+                tries.forced = nxt
+                return True
+        self.s.decide("answered", agent=route.agent, tier=route.tier, reason=reason, **facts)
+        return False
+
+    def _keep(self, rec: StepRecord, kept: tuple[Result, Route], reason: str) -> Result:
+        """Cascade: the higher tiers failed; answer with the escalated lower-tier result."""
+        result, route = kept
+        if route.capability == rec.capability:
+            rec.agent, rec.tier = route.agent, route.tier
+        self.s.decide(
+            "answered",
+            step=rec.id,
+            agent=route.agent,
+            tier=route.tier,
+            confidence=result.confidence,
+            reason=f"kept the lower tier's answer; {reason}",
+        )
+        return result
+
+    def _before_call(self, route: Route) -> list[Hold]:
+        """Count the call against max_steps and hold its expected spend on the budget caps
+        (per run and per network); raise, naming the cap, if it cannot be paid for."""
+        self.s.calls += 1
+        limits = self.s.limits
+        if self.s.calls > limits.max_steps:
+            raise RunLimitExceeded(
+                "max_steps",
+                limits.max_steps,
+                self.s.calls - 1,
+                "step executions, planning and critiques included",
+            )
+        return hold_all(
+            (self.s.budget, self.s.services.network_budget),
+            route.expected_cost_usd,
+            route.expected_tokens,
+            f"the next call to {route.agent}",
+        )
+
+    # ------------------------------------------------------------------ send and wait
+
+    async def send(self, rec: StepRecord, route: Route, ask: Ask) -> Result | Critique:
+        """Publish the task to the agent and wait for its reply, the agent's disappearance,
+        the step timeout, or the run's reply reader dying (then raise, naming why)."""
+        s = self.s
+        attempt = s.attempts.get(rec.id, 0)
+        s.attempts[rec.id] = attempt + 1
+        timeout = s.limits.step_timeout_s
+        env = self._task_envelope(rec, ask, attempt, timeout)
+        key = (rec.id, attempt)
+        future: asyncio.Future[Result | Critique] = asyncio.get_running_loop().create_future()
+        s.futures[key] = future
+        s.sent_to[key] = (route, ask.capability)
+        s.sent(env)
+        s.emit(
+            "step_started",
+            step=rec.id,
+            capability=ask.capability,
+            agent=route.agent,
+            attempt=attempt,
+            tier=route.tier,
+        )
+        services = s.services
+        await services.bus.publish(Topic.task(ask.capability, route.agent), env)
+        gone = asyncio.create_task(services.registry.wait_gone(route.agent))
+        waits = {future, gone} if s.reader is None else {future, gone, s.reader}
+        try:
+            done, _ = await asyncio.wait(
+                waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            gone.cancel()
+            s.futures.pop(key, None)
+        if future in done:
+            return future.result()
+        future.cancel()
+        if s.reader is not None and s.reader in done:  # no reply can come: say why, now
+            error = None if s.reader.cancelled() else s.reader.exception()
+            why = f"{type(error).__name__}: {error}" if error else "the subscription was closed"
+            raise BusError(f"replies to run {s.run_id} can no longer be read ({why})")
+        if gone in done:
+            raise Lost("agent vanished from the registry (missed heartbeats)")
+        raise Lost(f"no reply within {timeout:g}s")
+
+    def _task_envelope(self, rec: StepRecord, ask: Ask, attempt: int, timeout: float) -> Envelope:
+        s = self.s
+        remaining_tokens = None
+        if s.limits.max_tokens is not None:
+            remaining_tokens = max(1, s.limits.max_tokens - s.record.usage.total_tokens)
+        return Envelope(
+            run_id=s.run_id,
+            step_id=rec.id,
+            sender=s.services.sender,
+            reply_to=str(s.reply_topic),
+            attempt=attempt,
+            deadline=datetime.now(UTC) + timedelta(seconds=timeout),
+            payload=Task(
+                capability=ask.capability,
+                instruction=ask.instruction,
+                request=s.request,
+                context=ask.context,
+                required_confidence=ask.required_confidence,
+                acceptance=ask.acceptance,
+                budget=Budget(max_tokens=remaining_tokens),
+                metadata={**s.metadata, **(ask.metadata or {})},
+            ),
+        )
+
+
+def expected_kind(capability: str, payload: Result | Critique) -> Result | Critique:
+    """A critic must answer with a critique and every other capability with a result; a
+    reply of the other kind is a failed call, never trusted as it is."""
+    expected = "critique" if capability == "critique" else "result"
+    if payload.kind == expected:
+        return payload
+    return Result(
+        status="failed",
+        error=f"replied with a {payload.kind} to a {capability!r} task; expected a {expected}",
+        usage=payload.usage,
+    )
+
+
+__all__ = ["Ask", "Calls", "Lost", "expected_kind"]

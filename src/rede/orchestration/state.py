@@ -1,0 +1,171 @@
+"""One run's shared state and bookkeeping, handed to the parts that run it.
+
+The orchestrator's parts (the call path in :mod:`~rede.orchestration.call`, the reply reader in
+:mod:`~rede.orchestration.replies`, the critique loop in :mod:`~rede.orchestration.review`)
+take a :class:`RunState` instead of reaching into the orchestrator: the run record, the calls
+waiting for replies, and the few ways to write down what happened (``emit`` an event,
+``decide`` a decision, record an envelope ``sent`` or ``received``, ``account`` for usage).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from rede.bus import Bus
+from rede.config import LimitsConfig
+from rede.errors import RedeError, RunLimitExceeded
+from rede.orchestration.ledger import Ledger
+from rede.orchestration.run import RunResult, StepRecord
+from rede.protocol.messages import Critique, Envelope, Event, Result, Usage
+from rede.protocol.topics import Topic
+from rede.routing.budget import BudgetCap
+from rede.routing.router import Route, Router
+from rede.runtime.registry import Registry
+
+Observer = Callable[[Event], None]
+
+
+@dataclass(frozen=True)
+class Services:
+    """What every run of one orchestrator shares."""
+
+    bus: Bus
+    registry: Registry
+    router: Router
+    ledger: Ledger
+    limits: LimitsConfig
+    sender: str
+    """The orchestrator's id: the sender of its envelopes and its reply consumer name."""
+    network_budget: BudgetCap
+    publish_events: bool = True
+
+
+@dataclass
+class RunState:
+    """The state of one run and how its parts record what happens."""
+
+    services: Services
+    run_id: str
+    request: str
+    metadata: dict[str, Any]
+    observer: Observer | None = None
+    record: RunResult = field(init=False)
+    reply_topic: Topic = field(init=False)
+    budget: BudgetCap = field(init=False)
+    futures: dict[tuple[str, int], asyncio.Future[Result | Critique]] = field(default_factory=dict)
+    """(step, attempt) -> the reply awaited for it."""
+    attempts: dict[str, int] = field(default_factory=dict)
+    sent_to: dict[tuple[str, int], tuple[Route, str]] = field(default_factory=dict)
+    """(step, attempt) -> the route and capability of the task sent, for late replies."""
+    replies: set[str] = field(default_factory=set)
+    """Ids of the replies received, so a reply delivered twice is counted once."""
+    calls: int = 0
+    helpers: set[asyncio.Task[None]] = field(default_factory=set)
+    """Tasks the run owns besides its steps (answering agents' questions)."""
+    events: set[asyncio.Task[None]] = field(default_factory=set)
+    reader: asyncio.Task[None] | None = None
+    t0: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.record = RunResult(run_id=self.run_id, request=self.request)
+        self.reply_topic = Topic.reply(self.run_id)
+        limits = self.services.limits
+        self.budget = BudgetCap("run", limits.max_cost_usd, limits.max_tokens)
+
+    @property
+    def limits(self) -> LimitsConfig:
+        return self.services.limits
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    # ------------------------------------------------------------------ records
+
+    def emit(self, name: str, **data: Any) -> None:
+        """An event to the observer and, unless turned off, to ``rede.events``."""
+        event = Event(name=name, data={"run_id": self.run_id, **data})
+        if self.observer is not None:
+            self.observer(event)
+        if self.services.publish_events:
+            env = Envelope(run_id=self.run_id, sender=self.services.sender, payload=event)
+            task = asyncio.create_task(self._publish_event(env))
+            self.events.add(task)
+            task.add_done_callback(self.events.discard)
+
+    async def _publish_event(self, env: Envelope) -> None:
+        with contextlib.suppress(RedeError):
+            await self.services.bus.publish(Topic.events(), env)
+
+    def decide(self, name: str, **data: Any) -> None:
+        self.services.ledger.record_decision(self.run_id, name, **data)
+        self.record.decisions.append({"name": name, **data})
+
+    def sent(self, env: Envelope) -> None:
+        self.services.ledger.record_envelope("sent", env)
+        self.record.envelopes.append(env)
+
+    def received(self, env: Envelope) -> None:
+        self.services.ledger.record_envelope("received", env)
+        self.record.envelopes.append(env)
+
+    def account(self, usage: Usage) -> None:
+        """Book usage on the run and on both caps; the first cap crossed is raised."""
+        self.record.usage = self.record.usage + usage
+        errors: list[RunLimitExceeded] = []
+        for cap in (self.budget, self.services.network_budget):  # both book, even if one fails
+            try:
+                cap.charge(usage)
+            except RunLimitExceeded as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    def affordable(self, cost_usd: float, tokens: int) -> bool:
+        caps = (self.budget, self.services.network_budget)
+        return all(c.shortfall(cost_usd, tokens) is None for c in caps)
+
+    # ------------------------------------------------------------------ step records
+
+    def new_record(
+        self,
+        step_id: str,
+        capability: str,
+        instruction: str,
+        depends_on: list[str],
+        *,
+        kind: str = "step",
+    ) -> StepRecord:
+        rec = StepRecord(
+            id=step_id,
+            capability=capability,
+            instruction=instruction,
+            depends_on=depends_on,
+            kind=kind,
+        )
+        self.record.steps.append(rec)
+        return rec
+
+    def finish(self, rec: StepRecord, result: Result | None) -> None:
+        """Close a step record: ``result`` None means the step failed."""
+        rec.status = "ok" if result is not None else "failed"
+        if result is not None:
+            rec.output = result.output
+            rec.confidence = result.confidence
+        rec.ended_at = self.elapsed()
+        self.emit(
+            "step_finished",
+            step=rec.id,
+            status=rec.status,
+            agent=rec.agent,
+            usage=rec.usage.model_dump(),
+            confidence=rec.confidence,
+            rounds=rec.rounds,
+        )
+
+
+__all__ = ["Observer", "RunState", "Services"]
