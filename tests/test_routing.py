@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from rede.agents.bidding import make_bid
 from rede.bus import MemoryBus
 from rede.config import RoutingConfig
 from rede.errors import ConfigError, RunLimitExceeded, StepFailed
@@ -15,7 +16,7 @@ from rede.models import ModelRequest, Price, ScriptedModel
 from rede.network import Network
 from rede.orchestration.plan import Plan, Step
 from rede.protocol.messages import AgentCard, Bid, BidRequest, Envelope, Usage
-from rede.routing.auction import BidBook, make_bid, run_auction, score_bids
+from rede.routing.auction import BidBook, run_auction, score_bids
 from rede.routing.budget import BudgetCap, hold_all
 from rede.routing.router import QueueStats, Router, RouteRequest, answering_agents
 from rede.runtime.registry import Registry

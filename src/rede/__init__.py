@@ -3,6 +3,7 @@
 The public surface; everything not re-exported here may change between versions.
 """
 
+from rede.agents.bidding import make_bid
 from rede.agents.confidence import AgreementSpecialist, answer_key
 from rede.agents.specialists import LLMSpecialist, Specialist, SpecialistSpec, ToolSpecialist
 from rede.bus import Bus, BusOptions, MemoryBus, bus_from_url
@@ -53,7 +54,6 @@ from rede.protocol.messages import (
     protocol_schema,
 )
 from rede.protocol.topics import Topic
-from rede.routing.auction import make_bid
 from rede.routing.budget import BudgetCap
 from rede.routing.router import Route, Router, RouteRequest
 from rede.runtime.agent import AgentRunner

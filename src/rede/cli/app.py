@@ -235,14 +235,15 @@ def up(
     ]
 
     async def main() -> None:
+        net = Network.from_yaml(network, bus=bus, ledger=ledger or None).serve_only(set())
         await supervisor.up(
+            net,
             network,
             bus,
             _stop_on_signals(),
             extra_args=extra,
             restart_s=restart_s,
             restart_max_s=restart_max_s,
-            ledger=ledger or None,
             report=lambda line: err.print(line, markup=False, highlight=False, soft_wrap=True),
         )
 

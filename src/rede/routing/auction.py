@@ -6,9 +6,9 @@ The protocol:
    replica of every agent serving the capability sees it), with ``reply_to`` the run's reply
    topic and ``deadline`` now + ``routing.bid_timeout_s``. It carries the orchestrator's
    estimate of the task's tokens, so every bidder prices the same work.
-2. Each replica answers with a ``bid`` (:func:`make_bid` by default): its price for those
-   tokens, its expected confidence, the tasks it has in hand, its concurrency, and when it
-   expects to finish if it knows.
+2. Each replica answers with a ``bid`` (:func:`rede.agents.bidding.make_bid` by default):
+   its price for those tokens, its expected confidence, the tasks it has in hand, its
+   concurrency, and when it expects to finish if it knows.
 3. Bidding closes at the deadline, or as soon as every live replica has bid. A bid that
    arrives later is ignored, so a silent or slow agent cannot stall the award. A bid whose
    sender is not a live replica of the agent it names is rejected.
@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from rede.protocol.messages import AgentCard, Bid, BidRequest, Envelope, new_id
+from rede.protocol.messages import Bid, BidRequest, Envelope, new_id
 from rede.protocol.topics import Topic
 
 if TYPE_CHECKING:
@@ -51,24 +51,6 @@ if TYPE_CHECKING:
     from rede.routing.router import Route, Router, RouteRequest
 
 MIN_QUALITY = 0.05
-
-
-def make_bid(card: AgentCard, request: BidRequest, *, queue: int, concurrency: int) -> Bid | None:
-    """An agent's default bid: the card's prices for the requested tokens and its declared
-    quality as the expected confidence. None: the agent does not bid."""
-    if request.capability not in card.capabilities:
-        return None
-    price = (
-        request.prompt_tokens * card.price_in_per_1k
-        + request.completion_tokens * card.price_out_per_1k
-    ) / 1000
-    return Bid(
-        agent=card.name,
-        price_usd=price,
-        confidence=card.quality,
-        queue=queue,
-        concurrency=concurrency,
-    )
 
 
 @dataclass

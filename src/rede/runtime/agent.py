@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 from datetime import UTC, datetime
 
+from rede.agents.bidding import make_bid
 from rede.agents.specialists import SpecialistSpec
 from rede.bus import Bus, Delivery
 from rede.errors import ClosedBusError, ProtocolError, RedeError
@@ -37,7 +38,6 @@ from rede.protocol.messages import (
     new_id,
 )
 from rede.protocol.topics import Topic
-from rede.routing.auction import make_bid
 
 
 class _Context:

@@ -39,14 +39,34 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from rede.agents.specialists import SpecialistSpec
 from rede.config import AgentConfig, NetworkConfig, SpawnConfig, SpawnTemplate
 from rede.errors import RedeError
+from rede.orchestration.ledger import Ledger
+from rede.routing.router import Router
 from rede.runtime.registry import Registry
 from rede.scaling.load import LoadView, RouterLoad
 
 if TYPE_CHECKING:
-    from rede.network import Network
     from rede.runtime.agent import AgentRunner
+
+
+class Host(Protocol):
+    """What the spawner needs of the network it scales (a :class:`~rede.network.Network`
+    is one): its configuration, its runners, and a way to start and stop one."""
+
+    config: NetworkConfig
+    runners: list[AgentRunner]
+    registry: Registry
+    router: Router
+    ledger: Ledger
+
+    def spec(self, agent: AgentConfig) -> SpecialistSpec: ...
+
+    def start_runner(self, spec: SpecialistSpec) -> AgentRunner: ...
+
+    async def stop_runner(self, runner: AgentRunner) -> None: ...
+
 
 REGISTER_TIMEOUT_S = 10.0
 """How long a new replica has to register before its start counts as failed."""
@@ -93,7 +113,7 @@ class SpawnBackend(Protocol):
 class InProcessBackend:
     """Replicas as ``AgentRunner`` tasks of a :class:`~rede.network.Network`."""
 
-    def __init__(self, network: Network) -> None:
+    def __init__(self, network: Host) -> None:
         self.network = network
         self._agents = {a.name: a for a in network.config.agents}
 
@@ -170,7 +190,7 @@ class Spawner:
     @classmethod
     def for_network(
         cls,
-        network: Network,
+        network: Host,
         backend: SpawnBackend | None = None,
         load: LoadView | None = None,
     ) -> Spawner:

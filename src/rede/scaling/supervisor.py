@@ -34,15 +34,25 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from rede.bus import Bus
 from rede.config import NetworkConfig
 from rede.errors import ConfigError, RedeError
-from rede.network import Network
-from rede.orchestration.ledger import Ledger
 from rede.runtime.registry import Registry
 from rede.scaling.load import BusLoad
-from rede.scaling.spawner import REGISTER_TIMEOUT_S, Exited, Spawner, templates
+from rede.scaling.spawner import REGISTER_TIMEOUT_S, Exited, Host, Spawner, templates
+
+
+class Served(Host, Protocol):
+    """The network :func:`up` serves (a :class:`~rede.network.Network` serving no agent in
+    this process): its bus and registry follow the agent processes."""
+
+    bus: Bus | None
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 Report = Callable[[str], None]
 """Where :func:`up` says what it does: one line at a time."""
@@ -271,6 +281,7 @@ def describe(name: str, data: dict[str, Any]) -> str:
 
 
 async def up(
+    net: Served,
     network_file: str | Path,
     bus_url: str,
     stop: asyncio.Event,
@@ -279,13 +290,13 @@ async def up(
     restart_s: float = 1.0,
     restart_max_s: float = 60.0,
     quick_s: float = 10.0,
-    ledger: Ledger | str | Path | None = None,
     report: Report = print,
 ) -> None:
-    """Run every agent of a network as processes on ``bus_url`` until ``stop`` is set (see
-    the module's docstring). ``extra_args`` go to every ``rede agent`` command."""
+    """Run every agent of the network in ``network_file`` as processes on ``bus_url`` until
+    ``stop`` is set (see the module's docstring). ``net`` is that network loaded on that bus,
+    serving no agent itself (``Network.from_yaml(file, bus=url).serve_only(set())``): its
+    registry and ledger serve the spawner. ``extra_args`` go to every ``rede agent`` command."""
     Backoff(restart_s, restart_max_s, quick_s)  # invalid: fail before starting anything
-    net = Network.from_yaml(network_file, bus=bus_url, ledger=ledger).serve_only(set())
     conf = net.config
     scaled = templates(conf)
     fixed = [a.name for a in conf.agents if a.name not in scaled]
