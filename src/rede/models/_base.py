@@ -25,7 +25,8 @@ class ModelRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     messages: list[ChatMessage]
     json_schema: dict[str, Any] | None = None
-    """Ask for JSON output matching this schema (JSON mode where the server supports it)."""
+    """Ask for JSON output matching this schema: servers that can constrain decoding to a
+    schema are asked to (the ``openai`` backend's ``structured`` dialects)."""
     max_tokens: int | None = Field(None, gt=0)
     temperature: float | None = Field(None, ge=0)
     stop: list[str] | None = None
@@ -52,6 +53,10 @@ class ModelResponse(BaseModel):
     logprobs: list[float] | None = None
     """Per-token log-probabilities of the completion, where the server returns them."""
     finish_reason: str | None = None
+    structured: str | None = None
+    """How the request's JSON schema was sent to the server (a dialect of
+    :mod:`rede.models._structured`: ``json_schema``, ``json_object_schema``, ...); None when
+    the request had no schema or the backend constrains nothing."""
 
 
 class StreamChunk(BaseModel):
