@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from rede.config import LimitsConfig
 from rede.errors import PlanError, UnknownCapability
 from rede.messages import Result
-from rede.plan import META_CAPABILITIES, Plan, Step, parse_plan, plan_schema
+from rede.plan import META_CAPABILITIES, Plan, Step, parse_plan, plan_output_schema
 
 ARITHMETIC = re.compile(
     r"^\s*(?:what\s+is|compute|calculate|evaluate)?\s*[-+*/%().\d\s]*\d"
@@ -97,10 +97,12 @@ class Dispatcher:
             )
             return direct
         usable = capabilities - {"plan"}
+        # critique is not a step of its own: a step asks for it with "review": true
+        steps_may_use = usable - {"critique"}
         metadata: dict[str, Any] = {
-            # critique is not a step of its own: a step asks for it with "review": true
-            "capabilities": sorted(usable - {"critique"}),
-            "schema": plan_schema(),
+            "capabilities": sorted(steps_may_use),
+            # shown to the planner and sent to its server to constrain decoding to
+            "schema": plan_output_schema(steps_may_use, max_steps=self.limits.max_plan_steps),
             "request": request,
         }
         instruction = "Decompose the request into a plan."
@@ -115,7 +117,13 @@ class Dispatcher:
                 plan = parse_plan(result.output, usable, max_steps=self.limits.max_plan_steps)
             except (PlanError, UnknownCapability) as exc:
                 errors.append(str(exc))
-                record("plan_invalid", attempt=attempt, error=str(exc), reply=result.output[:2000])
+                record(
+                    "plan_invalid",
+                    attempt=attempt,
+                    error=str(exc),
+                    reply=result.output[:2000],
+                    structured=(result.data or {}).get("structured"),
+                )
                 metadata = {**metadata, "repair_of": result.output[:4000], "error": str(exc)}
                 instruction = (
                     f"Your previous plan was invalid: {exc}. Reply with a corrected JSON plan only."
@@ -127,6 +135,7 @@ class Dispatcher:
                 intent=plan.intent,
                 plan=plan.model_dump(),
                 repairs=attempt,
+                structured=(result.data or {}).get("structured"),
             )
             return plan
         fallback = self.single_step(request, capabilities, intent="fallback")

@@ -338,6 +338,7 @@ class _Run:
                 context,
                 required_confidence=step.required_confidence,
                 acceptance=step.acceptance,
+                metadata=step.task_metadata(),
             )
             if step.review and "critique" in self.o.registry.capabilities():
                 result = await self._review(rec, step, context, result)
@@ -415,6 +416,7 @@ class _Run:
                 step.instruction,
                 [*context, previous, feedback],
                 acceptance=step.acceptance,
+                metadata=step.task_metadata(),
             )
             assert isinstance(refined, Result)
             result = refined

@@ -34,6 +34,13 @@ class Step(BaseModel):
     review: bool = False
     """A critic reviews the output; the step is refined until accepted or the round limit."""
     required_confidence: float = Field(0.0, ge=0, le=1)
+    output_schema: dict[str, Any] | None = None
+    """A JSON Schema the step's output should match: the agent's model server is asked to
+    constrain decoding to it (structured outputs). Not offered to planners."""
+
+    def task_metadata(self) -> dict[str, Any] | None:
+        """What the step adds to its task's metadata."""
+        return {"output_schema": self.output_schema} if self.output_schema else None
 
 
 class Plan(BaseModel):
@@ -62,6 +69,44 @@ def plan_schema() -> dict[str, Any]:
     """The JSON Schema a planner's reply must match (built once; a fresh copy per call)."""
     result: dict[str, Any] = json.loads(_plan_schema_json())
     return result
+
+
+STEP_ID_PATTERN = "^[a-z][a-z0-9_]{0,23}$"
+"""Step ids a planner is asked for: a subset of what :class:`Step` takes, short enough for a
+small model and expressible by every server's grammar."""
+
+
+def plan_output_schema(capabilities: Iterable[str], *, max_steps: int) -> dict[str, Any]:
+    """The schema a server constrains a planner's reply to (structured outputs).
+
+    Stricter than :func:`plan_schema`: the capabilities are an ``enum`` of those the network
+    serves, sizes are bounded, every object is closed and every property required (OpenAI's
+    ``strict`` rules), and only keywords every server's grammar enforces are used (llama.cpp
+    ignores ``minimum``/``maximum`` on numbers, so there are none). What no schema can say,
+    that ``depends_on`` names steps of this plan, without a cycle, and that ids are not the
+    reserved ``plan``/``synthesis``, is left to :func:`validate_plan` and the repair loop."""
+    step_id = {"type": "string", "pattern": STEP_ID_PATTERN}
+    step = {
+        "type": "object",
+        "properties": {
+            "id": step_id,
+            "capability": {"type": "string", "enum": sorted(capabilities)},
+            "instruction": {"type": "string", "minLength": 1, "maxLength": 300},
+            "depends_on": {"type": "array", "items": step_id, "maxItems": max_steps},
+            "review": {"type": "boolean"},
+        },
+        "required": ["id", "capability", "instruction", "depends_on", "review"],
+        "additionalProperties": False,
+    }
+    return {
+        "type": "object",
+        "properties": {
+            "intent": {"type": "string", "maxLength": 60},
+            "steps": {"type": "array", "items": step, "minItems": 1, "maxItems": max_steps},
+        },
+        "required": ["intent", "steps"],
+        "additionalProperties": False,
+    }
 
 
 def validate_plan(plan: Plan, capabilities: Iterable[str], *, max_steps: int) -> Plan:
