@@ -25,7 +25,14 @@ from rede.errors import (
     ModelResponseError,
     ModelUnavailable,
 )
-from rede.models import ModelRequest, Price, StreamChunk, estimate_tokens, model_from_spec
+from rede.models import (
+    ModelRequest,
+    Price,
+    StreamChunk,
+    ToolSpec,
+    estimate_tokens,
+    model_from_spec,
+)
 from rede.models._retry import RetryPolicy, is_retryable_status, parse_retry_after
 from rede.models._structured import DialectMemory, is_strict
 from rede.models.openai import DEFAULT_BASE_URL, OpenAIModel
@@ -345,6 +352,32 @@ def test_strictness_follows_openais_rules() -> None:
     assert not is_strict({"type": "object", "properties": {"a": {}}, "required": []})
     nested = {**PERSON, "properties": {**PERSON["properties"], "tags": {"type": "object"}}}
     assert not is_strict({**nested, "required": ["name", "age", "tags"]})
+
+
+async def test_a_named_tool_choice_returns_the_call(
+    server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    weather = ToolSpec(
+        name="get_weather",
+        description="weather for a city",
+        parameters={
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    )
+    request = ModelRequest.of("Weather in Lisbon?", tools=[weather], tool_choice="get_weather")
+
+    response = await make_model().complete(request)
+
+    body = server.requests[-1].body
+    assert body["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
+    assert body["tools"][0]["function"]["name"] == "get_weather"
+    assert [c.name for c in response.tool_calls] == ["get_weather"]
+    assert json.loads(response.tool_calls[0].arguments) == {"city": "example"}
+    assert response.finish_reason == "tool_calls" and response.text == ""
+    with pytest.raises(ConfigError, match="names no tool"):
+        await make_model().complete(ModelRequest.of("x", tools=[weather], tool_choice="nope"))
 
 
 # --------------------------------------------------------------------------- server errors

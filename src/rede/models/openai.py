@@ -53,6 +53,7 @@ from rede.models._base import (
     ModelResponse,
     Price,
     StreamChunk,
+    ToolCall,
     estimate_tokens,
 )
 from rede.models._retry import RetryPolicy, is_retryable_status, parse_retry_after
@@ -199,9 +200,17 @@ class OpenAIModel(ChatModel):
         raw, dialect = await self._send(request, stream=False)
         data = self._decode(raw.http_response.content)
         text, finish, logprobs = self._choice(data, "message")
-        usage = self._usage(data.get("usage"), request, text, time.perf_counter() - start)
+        calls = _tool_calls(data["choices"][0]["message"].get("tool_calls"))
+        usage = self._usage(
+            data.get("usage"), request, text + _arguments(calls), time.perf_counter() - start
+        )
         return ModelResponse(
-            text=text, usage=usage, logprobs=logprobs, finish_reason=finish, structured=dialect
+            text=text,
+            usage=usage,
+            logprobs=logprobs,
+            finish_reason=finish,
+            tool_calls=calls,
+            structured=dialect,
         )
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamChunk]:
@@ -213,6 +222,7 @@ class OpenAIModel(ChatModel):
         finish: str | None = None
         usage: Any = None
         choices_seen = 0
+        calls: dict[int, dict[str, str]] = {}
         try:
             async for data in self._events(http):
                 usage = data.get("usage") or usage
@@ -223,6 +233,7 @@ class OpenAIModel(ChatModel):
                     continue
                 choices_seen += 1
                 delta, chunk_finish, lps = self._choice(data, "delta")
+                _add_tool_call_deltas(calls, data["choices"][0].get("delta"))
                 finish = chunk_finish or finish
                 logprobs.extend(lps or [])
                 if delta:
@@ -235,11 +246,15 @@ class OpenAIModel(ChatModel):
                 f"{self.url} (model {self.name!r}) ended the stream without any choice"
             )
         text = "".join(parts)
+        tool_calls = [ToolCall(**calls[i]) for i in sorted(calls)]
         response = ModelResponse(
             text=text,
-            usage=self._usage(usage, request, text, time.perf_counter() - start),
+            usage=self._usage(
+                usage, request, text + _arguments(tool_calls), time.perf_counter() - start
+            ),
             logprobs=logprobs or None,
             finish_reason=finish,
+            tool_calls=tool_calls,
             structured=dialect,
         )
         yield StreamChunk(response=response)
@@ -259,6 +274,22 @@ class OpenAIModel(ChatModel):
             params["stop"] = request.stop
         if request.logprobs:
             params["logprobs"] = True
+        if request.tools:
+            params["tools"] = [
+                {"type": "function", "function": tool.model_dump()} for tool in request.tools
+            ]
+        if request.tool_choice in ("auto", "none", "required"):
+            params["tool_choice"] = request.tool_choice
+        elif request.tool_choice is not None:
+            if request.tool_choice not in {t.name for t in request.tools}:
+                raise ConfigError(
+                    f"tool_choice {request.tool_choice!r} names no tool of the request "
+                    f"(tools: {', '.join(t.name for t in request.tools) or 'none'})"
+                )
+            params["tool_choice"] = {
+                "type": "function",
+                "function": {"name": request.tool_choice},
+            }
         if self.seed is not None:
             params["seed"] = self.seed
         if stream:
@@ -463,7 +494,7 @@ class OpenAIModel(ChatModel):
         if not isinstance(body, dict):
             raise self._malformed(f"'choices[0]' has no '{part}'", choice)
         content = body.get("content")
-        if part == "message" and not isinstance(content, str):
+        if part == "message" and not isinstance(content, str) and not body.get("tool_calls"):
             raise self._malformed("'choices[0].message' has no 'content'", body)
         finish = choice.get("finish_reason")
         text = content if isinstance(content, str) else ""
@@ -519,6 +550,42 @@ class OpenAIModel(ChatModel):
             latency_s,
             estimated=True,
         )
+
+
+def _tool_calls(raw: Any) -> list[ToolCall]:
+    """The ``tool_calls`` of a message; entries without a function name are skipped."""
+    calls = []
+    for item in raw if isinstance(raw, list) else []:
+        function = item.get("function") if isinstance(item, dict) else None
+        if isinstance(function, dict) and isinstance(function.get("name"), str):
+            arguments = function.get("arguments")
+            calls.append(
+                ToolCall(
+                    id=str(item.get("id") or ""),
+                    name=function["name"],
+                    arguments=arguments if isinstance(arguments, str) else json.dumps(arguments),
+                )
+            )
+    return calls
+
+
+def _add_tool_call_deltas(calls: dict[int, dict[str, str]], delta: Any) -> None:
+    """Merge a stream chunk's ``tool_calls`` pieces (by ``index``) into ``calls``."""
+    raw = delta.get("tool_calls") if isinstance(delta, dict) else None
+    for item in raw if isinstance(raw, list) else []:
+        if not isinstance(item, dict):
+            continue
+        call = calls.setdefault(
+            int(item.get("index") or 0), {"id": "", "name": "", "arguments": ""}
+        )
+        call["id"] = str(item.get("id") or call["id"])
+        function = item.get("function") or {}
+        call["name"] += str(function.get("name") or "")
+        call["arguments"] += str(function.get("arguments") or "")
+
+
+def _arguments(calls: list[ToolCall]) -> str:
+    return "".join(c.arguments for c in calls)
 
 
 def _logprobs(choice: dict[str, Any]) -> list[float] | None:

@@ -25,6 +25,7 @@ Endpoints (each also without the ``/v1`` prefix):
   ``max_tokens`` (or ``max_completion_tokens``) truncates the text (``finish_reason:
   "length"``), ``stop`` cuts it at the first stop string, ``logprobs: true`` adds
   deterministic per-token log-probabilities. ``response_format`` is handed to the responder.
+  A ``tool_choice`` naming one of ``tools`` is answered with that call (not streamed).
   Structured output comes in the dialects real servers speak (``dialects`` says which this
   one takes): ``response_format`` ``{"type": "json_schema", "json_schema": {"schema": ...}}``
   (OpenAI, vLLM), ``{"type": "json_object", "schema": ...}`` (llama-cpp-python),
@@ -216,6 +217,25 @@ def default_responder(request: dict[str, Any]) -> str:
     if wants_json(request):
         return json.dumps({"answer": f"reply {digest}", "echo": echo}, sort_keys=True)
     return f"Reply {digest}: {echo}"
+
+
+def forced_tool_call(request: dict[str, Any]) -> dict[str, Any] | None:
+    """For a ``tool_choice`` naming one of the request's tools, the call a constrained
+    decoder would write: that function, with :func:`example_for` its parameters."""
+    choice = request.get("tool_choice")
+    if not isinstance(choice, dict):
+        return None
+    name = (choice.get("function") or {}).get("name")
+    for tool in request.get("tools") or []:
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if isinstance(function, dict) and function.get("name") == name:
+            arguments = example_for(function.get("parameters") or {"type": "object"})
+            return {
+                "id": "call_0",
+                "type": "function",
+                "function": {"name": name, "arguments": json.dumps(arguments)},
+            }
+    return None
 
 
 def split_pieces(text: str) -> list[str]:
@@ -614,6 +634,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._stream(model, text, finish, usage if report else None, request)
             return
         message: dict[str, Any] = {"role": "assistant", "content": text}
+        call = forced_tool_call(request)
+        if call is not None:  # a named tool_choice: the call, with arguments for its schema
+            message = {"role": "assistant", "content": None, "tool_calls": [call]}
+            finish = "tool_calls"
         choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": finish}
         if request.get("logprobs"):
             choice["logprobs"] = {"content": [_logprob(p) for p in split_pieces(text)]}
