@@ -15,7 +15,7 @@ import pytest
 from rede import Network
 from rede.ledger import Ledger
 from rede.messages import Critique
-from rede.plan import Plan, Step, plan_output_schema
+from rede.plan import Plan, Step, parse_plan, plan_output_schema
 from rede.specialists import CRITIQUE_SCHEMA
 from rede.testing.openai_server import (
     LLAMA_CPP_DIALECTS,
@@ -119,8 +119,21 @@ async def test_step_output_schema_is_sent_as_structured_output(
 def test_the_wire_schemas_describe_valid_messages() -> None:
     caps = {"research", "write"}
     schema = plan_output_schema(caps, max_steps=4)
-    assert schema["properties"]["steps"]["items"]["properties"]["capability"]["enum"] == sorted(
-        caps
+    assert all(
+        d["properties"]["capability"]["enum"] == sorted(caps) for d in schema["$defs"].values()
     )
-    Plan.model_validate(example_for(schema))
+    # one tuple per plan length; step i is s<i> and depends only on earlier steps
+    lengths = schema["properties"]["steps"]["anyOf"]
+    assert [len(v["prefixItems"]) for v in lengths] == [1, 2, 3, 4]
+    assert schema["$defs"]["s1"]["properties"]["depends_on"] == {"const": []}
+    assert schema["$defs"]["s3"]["properties"]["depends_on"]["items"] == {"enum": ["s1", "s2"]}
+    for variant in lengths:
+        steps = example_for(variant, root=schema)
+        plan = parse_plan(json.dumps({"intent": "x", "steps": steps}), caps, max_steps=4)
+        assert [s.id for s in plan.steps] == [f"s{i + 1}" for i in range(len(steps))]
     Critique.model_validate(example_for(CRITIQUE_SCHEMA))
+
+
+def test_a_dependency_named_twice_counts_once() -> None:
+    step = Step(id="s3", capability="write", instruction="x", depends_on=["s2", "s1", "s2"])
+    assert step.depends_on == ["s2", "s1"]

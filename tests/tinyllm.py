@@ -18,6 +18,7 @@ import fcntl
 import hashlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -123,6 +124,12 @@ def log_tail(port: int, chars: int = 2000) -> str:
     return path.read_text(errors="replace")[-chars:] if path.exists() else ""
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def main(argv: list[str]) -> int:
     command = argv[0] if argv else "build"
     if command == "build":
@@ -131,11 +138,7 @@ def main(argv: list[str]) -> int:
             print(f"tinyllm already built in {work}")
             return 0
         start = time.perf_counter()
-        from socket import socket
-
-        with socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         serve(port)
         stop(port)
         print(f"tinyllm built in {work} in {time.perf_counter() - start:.0f} s")

@@ -198,7 +198,8 @@ class LLMSpecialist(Specialist):
         """The JSON Schema the model's reply must match, sent to servers that constrain
         decoding: a plan's (from the dispatcher), a critique's, or a step's ``output_schema``."""
         if task.capability == "plan":
-            return task.metadata.get("schema") or {"type": "object"}
+            schema = task.metadata.get("output_schema") or task.metadata.get("schema")
+            return schema if isinstance(schema, dict) else {"type": "object"}
         if task.capability == "critique":
             return CRITIQUE_SCHEMA
         schema = task.metadata.get("output_schema")

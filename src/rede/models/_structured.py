@@ -68,6 +68,8 @@ def is_strict(schema: Any) -> bool:
         return all(is_strict(s) for s in schema)
     if not isinstance(schema, dict):
         return True
+    if "prefixItems" in schema:  # tuples are outside OpenAI's strict subset
+        return False
     props = schema.get("properties")
     if schema.get("type") == "object" or props is not None:
         if schema.get("additionalProperties", True) is not False:

@@ -274,6 +274,8 @@ class OpenAIModel(ChatModel):
             params["stop"] = request.stop
         if request.logprobs:
             params["logprobs"] = True
+            # llama-cpp-python returns log-probabilities only when asked for alternatives too
+            params["top_logprobs"] = 1
         if request.tools:
             params["tools"] = [
                 {"type": "function", "function": tool.model_dump()} for tool in request.tools

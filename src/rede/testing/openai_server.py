@@ -177,6 +177,8 @@ def example_for(schema: dict[str, Any], root: dict[str, Any] | None = None) -> A
         props = schema.get("properties") or {}
         names = schema.get("required") or list(props)
         return {name: example_for(props.get(name, {}), root) for name in names}
+    if kind == "array" and isinstance(schema.get("prefixItems"), list):
+        return [example_for(item, root) for item in schema["prefixItems"]]
     if kind == "array":
         item = schema.get("items") or {}
         return [example_for(item, root) for _ in range(int(schema.get("minItems", 0)))]
