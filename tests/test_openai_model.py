@@ -279,6 +279,23 @@ async def test_a_server_without_any_json_mode_ends_with_none_and_remembers(
     assert first.text
 
 
+async def test_an_unrelated_failure_during_detection_marks_nothing_refused(
+    server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    server.dialects = LLAMA_CPP_DIALECTS
+    server.fail_next(count=1, status=400, body=error_body("the model 'x' is not loaded", 400))
+    memory = DialectMemory()
+    model = make_model(dialects=memory)
+    request = ModelRequest.of("who?", json_schema=PERSON)
+
+    with pytest.raises(InvalidModelRequest, match="not loaded"):
+        await model.complete(request)
+    assert memory.summary(server.base_url) == {"dialect": None, "rejected": {}}
+
+    response = await model.complete(request)  # detection starts afresh
+    assert response.structured == "json_object_schema"
+
+
 @pytest.mark.parametrize(
     ("structured", "expected"),
     [

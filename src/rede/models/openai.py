@@ -317,12 +317,16 @@ class OpenAIModel(ChatModel):
             dialect = memory.found[url]
             return await self._create(apply_dialect(params, dialect, schema)), dialect
         async with memory.lock(url):  # detect once per server, not once per concurrent call
+            if url in memory.found:  # found by the call this one waited for
+                dialect = memory.found[url]
+                return await self._create(apply_dialect(params, dialect, schema)), dialect
+            refused: list[tuple[Dialect, str]] = []
             for dialect in memory.candidates(url):
                 try:
                     raw = await self._create(apply_dialect(params, dialect, schema), probing=True)
                 except openai.APIStatusError as exc:
                     message = f"HTTP {exc.status_code}: {_server_message(exc)}"
-                    memory.reject(url, dialect, message)
+                    refused.append((dialect, message))
                     log.warning(
                         "%s (model %r) refused structured output as %s (%s); trying the next",
                         self.url,
@@ -331,9 +335,12 @@ class OpenAIModel(ChatModel):
                         message,
                     )
                     continue
-                if url not in memory.found:
-                    memory.remember(url, dialect)
-                    log.info("%s: structured output as %s", self.url, dialect)
+                # remembered only once a form worked: a call that fails for another reason
+                # (its error propagates) leaves nothing wrongly marked as refused
+                for refused_dialect, message in refused:
+                    memory.reject(url, refused_dialect, message)
+                memory.remember(url, dialect)
+                log.info("%s: structured output as %s", self.url, dialect)
                 return raw, dialect
         raise ModelError(  # unreachable: 'none' sends no structured parameter to refuse
             f"{self.url} (model {self.name!r}) refused every structured output form"
