@@ -30,7 +30,6 @@ import ipaddress
 import json
 import logging
 import os
-import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -66,6 +65,18 @@ from rede.models._structured import (
     apply_dialect,
     names_dialect,
 )
+from rede.models._wire import (
+    CONTEXT_WORDS,
+    add_tool_call_deltas,
+    arguments_text,
+    error_code,
+    error_text,
+    is_invalid_request,
+    logprobs_of,
+    server_message,
+    tool_calls,
+    tool_params,
+)
 
 log = logging.getLogger(__name__)
 
@@ -77,14 +88,6 @@ OPTIONAL_PARAMS = ("stream_options",)
 """Parameters dropped (and remembered as unsupported) when a server rejects them with a 400."""
 DIALECT_REJECTION_STATUS = frozenset({400, 415, 422, 500, 501})
 """Statuses with which servers refuse a structured-output form they do not know."""
-CONTEXT_WORDS = re.compile(
-    r"context[ _](length|window|size)|maximum context|exceeds? (the )?(model'?s? )?context"
-    r"|too many tokens|prompt is too long",
-    re.I,
-)
-INVALID_WORDS = re.compile(
-    r"validation error|validationerror|invalid request|invalid_request|unprocessable", re.I
-)
 
 
 def is_loopback(url: str) -> bool:
@@ -200,9 +203,9 @@ class OpenAIModel(ChatModel):
         raw, dialect = await self._send(request, stream=False)
         data = self._decode(raw.http_response.content)
         text, finish, logprobs = self._choice(data, "message")
-        calls = _tool_calls(data["choices"][0]["message"].get("tool_calls"))
+        calls = tool_calls(data["choices"][0]["message"].get("tool_calls"))
         usage = self._usage(
-            data.get("usage"), request, text + _arguments(calls), time.perf_counter() - start
+            data.get("usage"), request, text + arguments_text(calls), time.perf_counter() - start
         )
         return ModelResponse(
             text=text,
@@ -233,7 +236,7 @@ class OpenAIModel(ChatModel):
                     continue
                 choices_seen += 1
                 delta, chunk_finish, lps = self._choice(data, "delta")
-                _add_tool_call_deltas(calls, data["choices"][0].get("delta"))
+                add_tool_call_deltas(calls, data["choices"][0].get("delta"))
                 finish = chunk_finish or finish
                 logprobs.extend(lps or [])
                 if delta:
@@ -250,7 +253,7 @@ class OpenAIModel(ChatModel):
         response = ModelResponse(
             text=text,
             usage=self._usage(
-                usage, request, text + _arguments(tool_calls), time.perf_counter() - start
+                usage, request, text + arguments_text(tool_calls), time.perf_counter() - start
             ),
             logprobs=logprobs or None,
             finish_reason=finish,
@@ -276,22 +279,7 @@ class OpenAIModel(ChatModel):
             params["logprobs"] = True
             # llama-cpp-python returns log-probabilities only when asked for alternatives too
             params["top_logprobs"] = 1
-        if request.tools:
-            params["tools"] = [
-                {"type": "function", "function": tool.model_dump()} for tool in request.tools
-            ]
-        if request.tool_choice in ("auto", "none", "required"):
-            params["tool_choice"] = request.tool_choice
-        elif request.tool_choice is not None:
-            if request.tool_choice not in {t.name for t in request.tools}:
-                raise ConfigError(
-                    f"tool_choice {request.tool_choice!r} names no tool of the request "
-                    f"(tools: {', '.join(t.name for t in request.tools) or 'none'})"
-                )
-            params["tool_choice"] = {
-                "type": "function",
-                "function": {"name": request.tool_choice},
-            }
+        params.update(tool_params(request))
         if self.seed is not None:
             params["seed"] = self.seed
         if stream:
@@ -325,7 +313,7 @@ class OpenAIModel(ChatModel):
                 try:
                     raw = await self._create(apply_dialect(params, dialect, schema), probing=True)
                 except openai.APIStatusError as exc:
-                    message = f"HTTP {exc.status_code}: {_server_message(exc)}"
+                    message = f"HTTP {exc.status_code}: {server_message(exc)}"
                     refused.append((dialect, message))
                     log.warning(
                         "%s (model %r) refused structured output as %s (%s); trying the next",
@@ -354,8 +342,8 @@ class OpenAIModel(ChatModel):
         return (
             sent
             and exc.status_code in DIALECT_REJECTION_STATUS
-            and names_dialect(_server_message(exc))
-            and not CONTEXT_WORDS.search(_server_message(exc))
+            and names_dialect(server_message(exc))
+            and not CONTEXT_WORDS.search(server_message(exc))
         )
 
     async def _create(self, params: dict[str, Any], *, probing: bool = False) -> Any:
@@ -369,11 +357,7 @@ class OpenAIModel(ChatModel):
             if probing and self._refuses_dialect(exc, params):
                 raise
             droppable = [p for p in OPTIONAL_PARAMS if p in params]
-            if (
-                exc.status_code != 400
-                or not droppable
-                or CONTEXT_WORDS.search(_server_message(exc))
-            ):
+            if exc.status_code != 400 or not droppable or CONTEXT_WORDS.search(server_message(exc)):
                 raise self._rejected(exc, params) from exc
             reduced = {k: v for k, v in params.items() if k not in droppable}
             try:
@@ -387,7 +371,7 @@ class OpenAIModel(ChatModel):
                 self.url,
                 self.name,
                 ", ".join(droppable),
-                _server_message(exc),
+                server_message(exc),
             )
             self.unsupported.update(droppable)
             return raw
@@ -406,11 +390,11 @@ class OpenAIModel(ChatModel):
             try:
                 return await self._client.chat.completions.with_raw_response.create(**params)
             except openai.APIStatusError as exc:
-                if not is_retryable_status(exc.status_code) or _invalid_request(exc):
+                if not is_retryable_status(exc.status_code) or is_invalid_request(exc):
                     raise
                 if self._refuses_dialect(exc, params):  # the same form fails every time
                     raise
-                failure: str = f"HTTP {exc.status_code}: {_server_message(exc)}"
+                failure: str = f"HTTP {exc.status_code}: {server_message(exc)}"
                 retry_after = parse_retry_after(exc.response.headers)
                 last: Exception = exc
             except openai.APITimeoutError as exc:
@@ -435,7 +419,7 @@ class OpenAIModel(ChatModel):
             await asyncio.sleep(delay)
 
     def _rejected(self, exc: openai.APIStatusError, params: dict[str, Any]) -> ModelError:
-        message = _server_message(exc)
+        message = server_message(exc)
         said = f"{self.url} (model {self.name!r}) rejected the request with HTTP {exc.status_code}"
         if self._refuses_dialect(exc, params):
             return InvalidModelRequest(
@@ -444,14 +428,14 @@ class OpenAIModel(ChatModel):
                 "(json_schema, json_object_schema, ollama_format, json_object, none) or to "
                 "auto to detect it"
             )
-        if CONTEXT_WORDS.search(message) or _code(exc) == "context_length_exceeded":
+        if CONTEXT_WORDS.search(message) or error_code(exc) == "context_length_exceeded":
             return ContextLengthExceeded(
                 f"{said}: the prompt and max_tokens do not fit the model's context window "
                 f"({message}); send less context (shorter or fewer dependency results), "
                 "lower max_tokens, or serve the model with a larger context (llama.cpp: "
                 "--n_ctx / -c, vLLM: --max-model-len, Ollama: num_ctx)"
             )
-        if exc.status_code >= 500 and _invalid_request(exc):
+        if exc.status_code >= 500 and is_invalid_request(exc):
             return InvalidModelRequest(
                 f"{said}, which this server uses for requests it cannot parse: {message}; "
                 "the request is not retried (check the model name and the options sent: "
@@ -489,7 +473,7 @@ class OpenAIModel(ChatModel):
         if "choices" not in data and "error" in data:
             raise ModelError(
                 f"{self.url} (model {self.name!r}) answered with an error: "
-                f"{_error_text(data['error'])}"
+                f"{error_text(data['error'])}"
             )
         choices = data.get("choices")
         if not isinstance(choices, list) or not choices:
@@ -507,7 +491,7 @@ class OpenAIModel(ChatModel):
             raise self._malformed("'choices[0].message' has no 'content'", body)
         finish = choice.get("finish_reason")
         text = content if isinstance(content, str) else ""
-        return text, finish if isinstance(finish, str) else None, _logprobs(choice)
+        return text, finish if isinstance(finish, str) else None, logprobs_of(choice)
 
     async def _events(self, http: Any) -> AsyncIterator[dict[str, Any]]:
         """The JSON objects of a server-sent event stream, up to ``[DONE]``."""
@@ -539,7 +523,7 @@ class OpenAIModel(ChatModel):
                     if "error" in event and "choices" not in event:
                         raise ModelError(
                             f"{self.url} (model {self.name!r}) sent an error mid-stream: "
-                            f"{_error_text(event['error'])}"
+                            f"{error_text(event['error'])}"
                         )
                     yield event
                 if line is None:
@@ -559,82 +543,3 @@ class OpenAIModel(ChatModel):
             latency_s,
             estimated=True,
         )
-
-
-def _tool_calls(raw: Any) -> list[ToolCall]:
-    """The ``tool_calls`` of a message; entries without a function name are skipped."""
-    calls = []
-    for item in raw if isinstance(raw, list) else []:
-        function = item.get("function") if isinstance(item, dict) else None
-        if isinstance(function, dict) and isinstance(function.get("name"), str):
-            arguments = function.get("arguments")
-            calls.append(
-                ToolCall(
-                    id=str(item.get("id") or ""),
-                    name=function["name"],
-                    arguments=arguments if isinstance(arguments, str) else json.dumps(arguments),
-                )
-            )
-    return calls
-
-
-def _add_tool_call_deltas(calls: dict[int, dict[str, str]], delta: Any) -> None:
-    """Merge a stream chunk's ``tool_calls`` pieces (by ``index``) into ``calls``."""
-    raw = delta.get("tool_calls") if isinstance(delta, dict) else None
-    for item in raw if isinstance(raw, list) else []:
-        if not isinstance(item, dict):
-            continue
-        call = calls.setdefault(
-            int(item.get("index") or 0), {"id": "", "name": "", "arguments": ""}
-        )
-        call["id"] = str(item.get("id") or call["id"])
-        function = item.get("function") or {}
-        call["name"] += str(function.get("name") or "")
-        call["arguments"] += str(function.get("arguments") or "")
-
-
-def _arguments(calls: list[ToolCall]) -> str:
-    return "".join(c.arguments for c in calls)
-
-
-def _logprobs(choice: dict[str, Any]) -> list[float] | None:
-    """Per-token log-probabilities of a choice (chat ``content`` or legacy ``token_logprobs``)."""
-    raw = choice.get("logprobs")
-    if not isinstance(raw, dict):
-        return None
-    content = raw.get("content")
-    if isinstance(content, list):
-        values = [t.get("logprob") for t in content if isinstance(t, dict)]
-    else:
-        values = raw.get("token_logprobs") or []
-    out = [float(v) for v in values if isinstance(v, int | float)]
-    return out or None
-
-
-def _error_text(error: Any) -> str:
-    if isinstance(error, dict):
-        return str(error.get("message") or error.get("detail") or json.dumps(error)[:300])
-    return str(error)[:300]
-
-
-def _code(exc: openai.APIStatusError) -> str | None:
-    body = exc.body
-    error = body.get("error") if isinstance(body, dict) else None
-    code = error.get("code") if isinstance(error, dict) else None
-    return code if isinstance(code, str) else None
-
-
-def _invalid_request(exc: openai.APIStatusError) -> bool:
-    """A 5xx whose body says the request was invalid (llama-cpp-python answers its own
-    validation errors with 500): retrying the same request cannot help."""
-    return exc.status_code >= 500 and bool(INVALID_WORDS.search(_server_message(exc)))
-
-
-def _server_message(exc: openai.APIStatusError) -> str:
-    """The server's own words for an error, whatever the shape of its error body."""
-    body = exc.body
-    if isinstance(body, dict):
-        return _error_text(body.get("error") or body)
-    if isinstance(body, str) and body:
-        return body[:300]
-    return exc.message
