@@ -22,6 +22,27 @@ os.environ["REDE_LOOPBACK_ONLY"] = "1"
 os.environ.pop("OPENAI_API_KEY", None)
 
 BusFactory = Callable[[BusOptions], Awaitable[Bus]]
+REAL_SERVER_ENV = "REDE_REAL_SERVER"
+
+
+def real_server_enabled(config: pytest.Config) -> bool:
+    """``real_server`` tests run in CI, with ``REDE_REAL_SERVER=1``, or when selected with
+    ``-m real_server``; a plain run elsewhere skips them rather than start a 5-minute build."""
+    expr = str(config.getoption("markexpr") or "")
+    selected = "real_server" in expr and "not real_server" not in expr
+    return bool(os.environ.get("CI") or os.environ.get(REAL_SERVER_ENV) or selected)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if real_server_enabled(config):
+        return
+    skip = pytest.mark.skip(
+        reason=f"real_server tests run with CI=true, {REAL_SERVER_ENV}=1 or `pytest -m "
+        "real_server` (they build llama-cpp-python once, about 5 minutes)"
+    )
+    for item in items:
+        if "real_server" in item.keywords:
+            item.add_marker(skip)
 
 
 def free_port() -> int:

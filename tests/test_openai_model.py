@@ -17,14 +17,32 @@ from typing import Any
 
 import pytest
 
-from rede.errors import ConfigError, ModelError, ModelResponseError, ModelUnavailable
-from rede.models import ModelRequest, Price, StreamChunk, estimate_tokens, model_from_spec
+from rede.errors import (
+    ConfigError,
+    ContextLengthExceeded,
+    InvalidModelRequest,
+    ModelError,
+    ModelResponseError,
+    ModelUnavailable,
+)
+from rede.models import (
+    ModelRequest,
+    Price,
+    StreamChunk,
+    ToolSpec,
+    estimate_tokens,
+    model_from_spec,
+)
 from rede.models._retry import RetryPolicy, is_retryable_status, parse_retry_after
+from rede.models._structured import DialectMemory, is_strict
 from rede.models.openai import DEFAULT_BASE_URL, OpenAIModel
 from rede.testing.openai_server import (
+    LLAMA_CPP_DIALECTS,
     FakeOpenAIServer,
     count_tokens,
     default_responder,
+    dialect_of,
+    error_body,
     piece_logprob,
     split_pieces,
 )
@@ -183,30 +201,69 @@ async def test_stream_deltas_concatenate_to_the_text_with_final_usage(
     assert body["stream_options"] == {"include_usage": True}
 
 
-# --------------------------------------------------------------------------- JSON mode
+# --------------------------------------------------------------------------- structured output
+
+PERSON = {
+    "type": "object",
+    "properties": {"name": {"type": "string", "minLength": 2}, "age": {"type": "integer"}},
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
 
 
-async def test_json_mode_sends_response_format_and_gets_json(
+async def test_structured_auto_asks_for_the_schema_in_openais_form_first(
     server: FakeOpenAIServer, make_model: MakeModel
 ) -> None:
-    request = ModelRequest.of("plan this", json_schema={"type": "object"})
+    response = await make_model().complete(ModelRequest.of("who?", json_schema=PERSON))
 
-    response = await make_model().complete(request)
+    fmt = server.requests[-1].body["response_format"]
+    assert fmt == {
+        "type": "json_schema",
+        "json_schema": {"name": "reply", "schema": PERSON, "strict": True},
+    }
+    assert response.structured == "json_schema"
+    assert json.loads(response.text) == {"name": "example", "age": 0}
 
-    assert server.requests[-1].body["response_format"] == {"type": "json_object"}
-    assert isinstance(json.loads(response.text), dict)
 
-
-async def test_json_mode_off_sends_no_response_format(
+async def test_llama_cpp_refusal_falls_back_to_its_schema_form_once_per_server(
     server: FakeOpenAIServer, make_model: MakeModel
 ) -> None:
-    await make_model(json_mode=False).complete(
-        ModelRequest.of("plan this", json_schema={"type": "object"})
-    )
-    assert "response_format" not in server.requests[-1].body
+    server.dialects = LLAMA_CPP_DIALECTS  # json_schema -> HTTP 500, as llama-cpp-python does
+    server.refusal_status = 500
+    memory = DialectMemory()
+    first, second = make_model(dialects=memory), make_model(dialects=memory)
+    request = ModelRequest.of("who?", json_schema=PERSON)
+
+    a = await first.complete(request)
+    b = await second.complete(request)
+    streamed = [c async for c in second.stream(request)][-1].response
+
+    sent = [dialect_of(r.body) for r in server.requests]
+    # one refused request, not retried as a 5xx would be; then the remembered form only
+    assert sent == ["json_schema", "json_object_schema", "json_object_schema", "json_object_schema"]
+    assert server.requests[1].body["response_format"] == {"type": "json_object", "schema": PERSON}
+    assert a.structured == b.structured == "json_object_schema"
+    assert streamed is not None and streamed.structured == "json_object_schema"
+    assert json.loads(b.text) == {"name": "example", "age": 0}
+    assert memory.summary(server.base_url)["dialect"] == "json_object_schema"
+    assert "HTTP 500" in memory.summary(server.base_url)["rejected"]["json_schema"]
 
 
-async def test_rejected_json_mode_is_dropped_once_and_remembered(
+async def test_concurrent_first_calls_detect_the_dialect_once(
+    server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    server.dialects = LLAMA_CPP_DIALECTS
+    model = make_model()
+    request = ModelRequest.of("who?", json_schema=PERSON)
+
+    await asyncio.gather(*(model.complete(request) for _ in range(5)))
+
+    sent = [dialect_of(r.body) for r in server.requests]
+    assert sent.count("json_schema") == 1
+    assert sent.count("json_object_schema") == 5
+
+
+async def test_a_server_without_any_json_mode_ends_with_none_and_remembers(
     server: FakeOpenAIServer, make_model: MakeModel
 ) -> None:
     server.json_mode = False  # the server answers 400 to any response_format
@@ -214,21 +271,153 @@ async def test_rejected_json_mode_is_dropped_once_and_remembered(
     request = ModelRequest.of("plan this", json_schema={"type": "object"})
 
     first = await model.complete(request)
-    await model.complete(request)
+    again = await model.complete(request)
 
-    sent = [r.body for r in server.requests]
-    assert ["response_format" in body for body in sent] == [True, False, False]
-    assert model.unsupported == {"response_format"}
-    assert first.text  # answered without JSON mode
+    sent = [dialect_of(r.body) for r in server.requests]
+    assert sent == ["json_schema", "json_object_schema", "json_object", None, None]
+    assert first.structured == again.structured == "none"
+    assert first.text
 
 
-async def test_explicit_json_mode_rejected_is_an_error(
+async def test_an_unrelated_failure_during_detection_marks_nothing_refused(
     server: FakeOpenAIServer, make_model: MakeModel
 ) -> None:
-    server.json_mode = False
-    model = make_model(json_mode=True)
-    with pytest.raises(ModelError, match=r"HTTP 400.*response_format is not supported"):
-        await model.complete(ModelRequest.of("plan", json_schema={"type": "object"}))
+    server.dialects = LLAMA_CPP_DIALECTS
+    server.fail_next(count=1, status=400, body=error_body("the model 'x' is not loaded", 400))
+    memory = DialectMemory()
+    model = make_model(dialects=memory)
+    request = ModelRequest.of("who?", json_schema=PERSON)
+
+    with pytest.raises(InvalidModelRequest, match="not loaded"):
+        await model.complete(request)
+    assert memory.summary(server.base_url) == {"dialect": None, "rejected": {}}
+
+    response = await model.complete(request)  # detection starts afresh
+    assert response.structured == "json_object_schema"
+
+
+@pytest.mark.parametrize(
+    ("structured", "expected"),
+    [
+        ("json_schema", {"response_format": {"type": "json_schema"}}),
+        ("json_object_schema", {"response_format": {"type": "json_object", "schema": PERSON}}),
+        ("json_object", {"response_format": {"type": "json_object"}}),
+        ("ollama_format", {"format": PERSON}),
+        ("none", {}),
+    ],
+)
+async def test_each_fixed_dialect_sends_its_own_field(
+    server: FakeOpenAIServer, make_model: MakeModel, structured: str, expected: dict[str, Any]
+) -> None:
+    response = await make_model(structured=structured).complete(
+        ModelRequest.of("who?", json_schema=PERSON)
+    )
+    body = server.requests[-1].body
+    sent = {k: body[k] for k in ("response_format", "format") if k in body}
+    if structured == "json_schema":
+        assert sent["response_format"]["type"] == "json_schema"
+        assert sent["response_format"]["json_schema"]["schema"] == PERSON
+    else:
+        assert sent == expected
+    assert response.structured == structured
+    if structured in ("json_schema", "json_object_schema", "ollama_format"):
+        assert json.loads(response.text) == {"name": "example", "age": 0}
+
+
+async def test_json_mode_switch_still_works(
+    server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    request = ModelRequest.of("plan this", json_schema={"type": "object"})
+    await make_model(json_mode=True).complete(request)
+    assert server.requests[-1].body["response_format"] == {"type": "json_object"}
+    await make_model(json_mode=False).complete(request)
+    assert "response_format" not in server.requests[-1].body
+    with pytest.raises(ConfigError, match="not both"):
+        make_model(json_mode=True, structured="json_object")
+    with pytest.raises(ConfigError, match="unknown structured output mode 'grammar'"):
+        make_model(structured="grammar")
+
+
+async def test_a_fixed_dialect_the_server_refuses_is_a_clear_error_not_retried(
+    server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    server.dialects = LLAMA_CPP_DIALECTS
+    server.refusal_status = 500
+    model = make_model(structured="json_schema")
+    with pytest.raises(InvalidModelRequest, match=r"HTTP 500.*structured output as 'json_schema'"):
+        await model.complete(ModelRequest.of("plan", json_schema=PERSON))
+    assert server.stats()["total"]["requests"] == 1
+
+
+async def test_requests_without_a_schema_send_no_structured_field(
+    server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    response = await make_model(structured="json_schema").complete(ModelRequest.of("hello"))
+    assert "response_format" not in server.requests[-1].body
+    assert response.structured is None
+
+
+async def test_seed_is_sent_when_set(server: FakeOpenAIServer, make_model: MakeModel) -> None:
+    await make_model(seed=0).complete(ModelRequest.of("hello"))
+    assert server.requests[-1].body["seed"] == 0
+    await make_model().complete(ModelRequest.of("hello"))
+    assert "seed" not in server.requests[-1].body
+
+
+def test_strictness_follows_openais_rules() -> None:
+    assert is_strict(PERSON)
+    assert not is_strict({"type": "object", "properties": {"a": {}}, "required": []})
+    nested = {**PERSON, "properties": {**PERSON["properties"], "tags": {"type": "object"}}}
+    assert not is_strict({**nested, "required": ["name", "age", "tags"]})
+
+
+async def test_a_named_tool_choice_returns_the_call(
+    server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    weather = ToolSpec(
+        name="get_weather",
+        description="weather for a city",
+        parameters={
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    )
+    request = ModelRequest.of("Weather in Lisbon?", tools=[weather], tool_choice="get_weather")
+
+    response = await make_model().complete(request)
+
+    body = server.requests[-1].body
+    assert body["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
+    assert body["tools"][0]["function"]["name"] == "get_weather"
+    assert [c.name for c in response.tool_calls] == ["get_weather"]
+    assert json.loads(response.tool_calls[0].arguments) == {"city": "example"}
+    assert response.finish_reason == "tool_calls" and response.text == ""
+    with pytest.raises(ConfigError, match="names no tool"):
+        await make_model().complete(ModelRequest.of("x", tools=[weather], tool_choice="nope"))
+
+
+# --------------------------------------------------------------------------- server errors
+
+
+async def test_context_overflow_is_a_context_length_error(
+    server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    server.fail_next(
+        400,
+        body=error_body("Requested tokens (3002) exceed context window of 2048", 400),
+    )
+    with pytest.raises(ContextLengthExceeded, match=r"context window.*--n_ctx"):
+        await make_model().complete(ModelRequest.of("hello " * 3000))
+    assert server.stats()["total"]["requests"] == 1
+
+
+async def test_a_500_that_calls_the_request_invalid_is_not_retried(
+    server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    server.fail_next(500, count=5, body=error_body("1 validation error for Request", 500))
+    with pytest.raises(InvalidModelRequest, match=r"HTTP 500.*cannot parse.*validation error"):
+        await make_model().complete(ModelRequest.of("hello"))
     assert server.stats()["total"]["requests"] == 1
 
 

@@ -52,6 +52,12 @@ class ModelConfig(_Conf):
     sim: dict[str, Any] | None = None
     """Sim models only: overrides of the profile (quality, ttft_s, failure_rate, ...)."""
     json_mode: bool | None = None
+    structured: (
+        Literal["auto", "json_schema", "json_object_schema", "ollama_format", "json_object", "none"]
+        | None
+    ) = None
+    """OpenAI models only: how a JSON schema is sent so the server constrains decoding to it
+    (``auto``, the default, detects it once per server). See ``rede.models._structured``."""
     timeout_s: float | None = None
 
 

@@ -10,6 +10,8 @@
     │   └── ClosedBusError       the bus or subscription was closed
     ├── ModelError               a model backend failed
     │   ├── ModelResponseError   the server answered with something that is not a completion
+    │   ├── InvalidModelRequest  the server refused the request as invalid (not retried)
+    │   │   └── ContextLengthExceeded  the prompt and max_tokens exceed the context window
     │   └── ModelUnavailable     retries exhausted (HTTP 429/5xx, timeouts, connection refused)
     ├── PlanError                a plan is invalid (cycle, unknown capability, too large)
     ├── UnknownCapability        no agent in the network serves a capability
@@ -76,6 +78,16 @@ class ModelError(RedeError):
 
 class ModelResponseError(ModelError):
     """A model server answered with something that is not a valid completion."""
+
+
+class InvalidModelRequest(ModelError):
+    """A model server refused a request as invalid: retrying the same request cannot help.
+
+    Whatever the status: llama-cpp-python answers its own validation errors with HTTP 500."""
+
+
+class ContextLengthExceeded(InvalidModelRequest):
+    """The prompt and ``max_tokens`` do not fit the model's context window."""
 
 
 class ModelUnavailable(ModelError):

@@ -27,6 +27,7 @@ from rede.bus import Bus, BusOptions, bus_from_url
 from rede.config import AgentConfig, ModelConfig, NetworkConfig
 from rede.errors import ConfigError, RedeError
 from rede.models import ChatModel, model_from_spec
+from rede.models._structured import DialectMemory
 from rede.models.sim import SimModel
 from rede.orchestration.ledger import Ledger, SQLiteLedger
 from rede.orchestration.orchestrator import Observer, Orchestrator
@@ -58,6 +59,8 @@ class Network:
         self._bus_arg = bus
         self.base_url = base_url
         self.model_override = model
+        self.dialects = DialectMemory()
+        """Structured-output dialects found per server, shared by this network's models."""
         self.api_key = api_key
         self.time_scale = time_scale
         self.models: dict[str, ChatModel] = dict(models or {})
@@ -128,6 +131,8 @@ class Network:
                     base_url=self.base_url,
                     api_key=self.api_key or conf.api_key,
                     price=conf.price,
+                    dialects=self.dialects,
+                    **self._openai_options(conf, backend),
                 )
         options: dict[str, Any] = {}
         if backend == "replay":
@@ -147,12 +152,26 @@ class Network:
                     "base_url": conf.base_url,
                     "api_key": self.api_key or conf.api_key,
                     "price": conf.price,
-                    "json_mode": conf.json_mode,
                     "timeout_s": conf.timeout_s,
                 }.items()
                 if v is not None
             }
+            options.update(self._openai_options(conf, backend), dialects=self.dialects)
         return model_from_spec(conf.spec, **options)
+
+    @staticmethod
+    def _openai_options(conf: ModelConfig, backend: str) -> dict[str, Any]:
+        """Structured output and seed of a model served over the OpenAI protocol. A sim
+        model's seed seeds the simulator, not a server: it is sent only from openai models
+        whose YAML sets it."""
+        options: dict[str, Any] = {}
+        if conf.structured is not None:
+            options["structured"] = conf.structured
+        if conf.json_mode is not None:
+            options["json_mode"] = conf.json_mode
+        if backend == "openai" and "seed" in conf.model_fields_set:
+            options["seed"] = conf.seed
+        return options
 
     def spec(self, agent: AgentConfig) -> SpecialistSpec:
         if agent.tool is not None:

@@ -30,6 +30,22 @@ from rede.models._base import ChatModel, ModelRequest
 from rede.protocol.codec import describe_validation_error
 from rede.protocol.messages import Critique, Result, Task, Usage
 
+SCORES = [round(i / 20, 2) for i in range(21)]
+CRITIQUE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        # an enum, not minimum/maximum: llama.cpp's grammar does not bound numbers
+        "score": {"enum": SCORES},
+        "accepted": {"type": "boolean"},
+        "issues": {"type": "array", "items": {"type": "string", "maxLength": 160}, "maxItems": 4},
+        "advice": {"type": "string", "maxLength": 400},
+        "confidence": {"enum": SCORES},
+    },
+    "required": ["score", "accepted", "issues", "advice", "confidence"],
+    "additionalProperties": False,
+}
+"""What a critic's server constrains its reply to: a valid :class:`Critique` by construction
+(scores on a 0.05 grid, sizes bounded)."""
 CONFIDENCE_LINE = re.compile(r"^\s*CONFIDENCE:\s*([01](?:\.\d+)?|\.\d+)\s*$", re.M | re.I)
 
 
@@ -167,26 +183,41 @@ class LLMSpecialist(Specialist):
             "context_steps": [c.step_id for c in task.context],
         }
         metadata.pop("schema", None)
-        wants_json = task.capability in ("plan", "critique")
-        schema = task.metadata.get("schema") if task.capability == "plan" else None
+        metadata.pop("output_schema", None)
+        schema = self.output_schema(task)
         return ModelRequest.of(
             text,
-            json_schema=(schema or {"type": "object"}) if wants_json else None,
+            json_schema=schema,
             max_tokens=task.budget.max_tokens,
-            logprobs=self.confidence == "logprobs" and not wants_json,
+            logprobs=self.confidence == "logprobs" and schema is None,
             metadata=metadata,
         )
 
+    @staticmethod
+    def output_schema(task: Task) -> dict[str, Any] | None:
+        """The JSON Schema the model's reply must match, sent to servers that constrain
+        decoding: a plan's (from the dispatcher), a critique's, or a step's ``output_schema``."""
+        if task.capability == "plan":
+            schema = task.metadata.get("output_schema") or task.metadata.get("schema")
+            return schema if isinstance(schema, dict) else {"type": "object"}
+        if task.capability == "critique":
+            return CRITIQUE_SCHEMA
+        schema = task.metadata.get("output_schema")
+        return schema if isinstance(schema, dict) else None
+
     async def handle(self, task: Task, ctx: TaskContext) -> Result | Critique:
         response = await self.model.complete(self._request(task))
+        structured = {"structured": response.structured} if response.structured else {}
         if task.capability == "critique":
-            return self._critique(response.text, response.usage)
+            critique = self._critique(response.text, response.usage)
+            critique.data = structured or None
+            return critique
         if task.capability == "plan":
             return Result(
                 output=response.text.strip(),
                 confidence=0.5,
                 usage=response.usage,
-                data={"confidence_method": "none"},
+                data={"confidence_method": "none", **structured},
             )
         text, confidence = split_confidence(response.text)
         method = "self_reported"
@@ -199,7 +230,7 @@ class LLMSpecialist(Specialist):
             output=text,
             confidence=confidence,
             usage=response.usage,
-            data={"confidence_method": method},
+            data={"confidence_method": method, **structured},
         )
 
     def _critique(self, text: str, usage: Usage) -> Critique:
@@ -207,6 +238,7 @@ class LLMSpecialist(Specialist):
             data = parse_json_object(text)
             data.pop("kind", None)
             data.pop("usage", None)
+            data.pop("data", None)
             data.setdefault("confidence", 0.5)
             return Critique.model_validate({**data, "usage": usage})
         except (ValueError, ValidationError) as exc:

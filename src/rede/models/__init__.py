@@ -15,6 +15,8 @@ from rede.models._base import (
     ModelResponse,
     Price,
     StreamChunk,
+    ToolCall,
+    ToolSpec,
     estimate_tokens,
 )
 from rede.models.scripted import ScriptedModel
@@ -55,6 +57,8 @@ __all__ = [
     "Price",
     "ScriptedModel",
     "StreamChunk",
+    "ToolCall",
+    "ToolSpec",
     "estimate_tokens",
     "model_from_spec",
 ]

@@ -19,17 +19,41 @@ class ChatMessage(BaseModel):
     content: str
 
 
+class ToolSpec(BaseModel):
+    """A function the model may call: its name, what it does, and a JSON Schema of its
+    arguments."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+    description: str = ""
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
+
+
+class ToolCall(BaseModel):
+    """A call the model asked for: the tool's name and its arguments as the model wrote them
+    (a JSON text, not yet validated)."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str = ""
+    name: str
+    arguments: str = ""
+
+
 class ModelRequest(BaseModel):
     """One chat completion request, independent of any backend."""
 
     model_config = ConfigDict(extra="forbid")
     messages: list[ChatMessage]
     json_schema: dict[str, Any] | None = None
-    """Ask for JSON output matching this schema (JSON mode where the server supports it)."""
+    """Ask for JSON output matching this schema: servers that can constrain decoding to a
+    schema are asked to (the ``openai`` backend's ``structured`` dialects)."""
     max_tokens: int | None = Field(None, gt=0)
     temperature: float | None = Field(None, ge=0)
     stop: list[str] | None = None
     logprobs: bool = False
+    tools: list[ToolSpec] = Field(default_factory=list)
+    tool_choice: str | None = None
+    """``auto``, ``none``, ``required``, or the name of one of ``tools`` to force that call."""
     metadata: dict[str, Any] = Field(default_factory=dict)
     """Not sent to servers. Describes the call (capability, step id) for simulated and
     scripted backends and for accounting."""
@@ -52,6 +76,11 @@ class ModelResponse(BaseModel):
     logprobs: list[float] | None = None
     """Per-token log-probabilities of the completion, where the server returns them."""
     finish_reason: str | None = None
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    structured: str | None = None
+    """How the request's JSON schema was sent to the server (a dialect of
+    :mod:`rede.models._structured`: ``json_schema``, ``json_object_schema``, ...); None when
+    the request had no schema or the backend constrains nothing."""
 
 
 class StreamChunk(BaseModel):

@@ -9,9 +9,14 @@ The official ``openai`` client carries the requests; Rede owns what happens arou
 - other 4xx answers become :class:`~rede.errors.ModelError` with the server's message;
 - bodies that are not completions become :class:`~rede.errors.ModelResponseError` naming
   what was missing;
-- JSON mode (``response_format={"type": "json_object"}``) when a request has a JSON schema;
-  with ``json_mode=None`` a server that rejects it with a 400 is asked again without it, and
-  this model stops sending it;
+- structured outputs when a request has a JSON schema, in the server's dialect
+  (:mod:`rede.models._structured`): fixed by ``structured``, or detected once per server
+  (``auto``: ``json_schema``, then ``json_object_schema``, ``json_object``, ``none`` on
+  errors that name the parameter) and remembered in a shared :class:`DialectMemory`; the
+  dialect used is on every :class:`ModelResponse` (``structured``);
+- a prompt that does not fit the context window becomes :class:`ContextLengthExceeded`;
+  a request the server calls invalid, whatever its status (llama-cpp-python answers its
+  own validation errors with HTTP 500), becomes :class:`InvalidModelRequest`, not retried;
 - usage from the server, or estimated (and marked so) when the server reports none.
 
 With ``REDE_LOOPBACK_ONLY=1`` in the environment (the test suite sets it) a model refuses any
@@ -32,16 +37,45 @@ from urllib.parse import urlsplit
 
 import openai
 
-from rede.errors import ConfigError, ModelError, ModelResponseError, ModelUnavailable
+from rede.errors import (
+    ConfigError,
+    ContextLengthExceeded,
+    InvalidModelRequest,
+    ModelError,
+    ModelResponseError,
+    ModelUnavailable,
+)
 from rede.models._base import (
     ChatModel,
     ModelRequest,
     ModelResponse,
     Price,
     StreamChunk,
+    ToolCall,
     estimate_tokens,
 )
 from rede.models._retry import RetryPolicy, is_retryable_status, parse_retry_after
+from rede.models._structured import (
+    DIALECT_PARAMS,
+    MODES,
+    Dialect,
+    DialectMemory,
+    StructuredMode,
+    apply_dialect,
+    names_dialect,
+)
+from rede.models._wire import (
+    CONTEXT_WORDS,
+    add_tool_call_deltas,
+    arguments_text,
+    error_code,
+    error_text,
+    is_invalid_request,
+    logprobs_of,
+    server_message,
+    tool_calls,
+    tool_params,
+)
 from rede.protocol.messages import Usage
 
 log = logging.getLogger(__name__)
@@ -50,8 +84,10 @@ DEFAULT_BASE_URL = "http://127.0.0.1:11434/v1"
 """Ollama's OpenAI-compatible endpoint on this machine."""
 LOOPBACK_ENV = "REDE_LOOPBACK_ONLY"
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
-OPTIONAL_PARAMS = ("response_format", "stream_options")
+OPTIONAL_PARAMS = ("stream_options",)
 """Parameters dropped (and remembered as unsupported) when a server rejects them with a 400."""
+DIALECT_REJECTION_STATUS = frozenset({400, 415, 422, 500, 501})
+"""Statuses with which servers refuse a structured-output form they do not know."""
 
 
 def is_loopback(url: str) -> bool:
@@ -73,9 +109,15 @@ class OpenAIModel(ChatModel):
     """A model served over the OpenAI chat completions protocol.
 
     ``base_url`` defaults to ``$OPENAI_BASE_URL``, else a local Ollama; ``api_key`` to
-    ``$OPENAI_API_KEY``, else ``"not-needed"`` (local servers ignore it). ``json_mode``:
-    ``None`` uses JSON mode for requests with a schema and drops it if the server rejects it;
-    ``True`` always uses it (a rejection is an error); ``False`` never does."""
+    ``$OPENAI_API_KEY``, else ``"not-needed"`` (local servers ignore it).
+
+    ``structured``: how requests with a JSON schema ask the server to constrain decoding
+    (``auto``, the default, detects it once per server; see :mod:`rede.models._structured`).
+    A fixed dialect that the server rejects is an error. ``dialects`` is where detected
+    dialects are remembered, by base URL (a network shares one across its models).
+    ``json_mode`` is the older switch: ``True`` is ``structured="json_object"``, ``False``
+    is ``"none"``. ``seed`` is sent with every request when set (fixed-seed sampling on
+    servers that honour it: llama.cpp, vLLM, Ollama, OpenAI)."""
 
     source = "real"
 
@@ -90,6 +132,9 @@ class OpenAIModel(ChatModel):
         max_retries: int = 4,
         backoff_s: float = 0.5,
         json_mode: bool | None = None,
+        structured: StructuredMode | None = None,
+        dialects: DialectMemory | None = None,
+        seed: int | None = None,
     ) -> None:
         if not model:
             raise ConfigError("an OpenAI model needs the server's model name, e.g. 'llama3.2'")
@@ -116,7 +161,21 @@ class OpenAIModel(ChatModel):
         self.base_url = url
         self.price = price or Price()
         self.timeout_s = timeout_s
-        self.json_mode = json_mode
+        if structured is not None and json_mode is not None:
+            raise ConfigError(
+                f"model {model!r}: give 'structured' or the older 'json_mode', not both "
+                f"(json_mode: true is structured: json_object; false is structured: none)"
+            )
+        if structured is None:
+            structured = {True: "json_object", False: "none", None: "auto"}[json_mode]
+        if structured not in MODES:
+            raise ConfigError(
+                f"model {model!r}: unknown structured output mode {structured!r}; "
+                f"use one of {', '.join(MODES)}"
+            )
+        self.structured: StructuredMode = structured
+        self.dialects = dialects if dialects is not None else DialectMemory()
+        self.seed = seed
         self.unsupported: set[str] = set()
         """Optional parameters this server rejected; they are no longer sent."""
         self._client = openai.AsyncOpenAI(
@@ -141,21 +200,32 @@ class OpenAIModel(ChatModel):
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
         start = time.perf_counter()
-        raw = await self._create(self._params(request, stream=False))
+        raw, dialect = await self._send(request, stream=False)
         data = self._decode(raw.http_response.content)
         text, finish, logprobs = self._choice(data, "message")
-        usage = self._usage(data.get("usage"), request, text, time.perf_counter() - start)
-        return ModelResponse(text=text, usage=usage, logprobs=logprobs, finish_reason=finish)
+        calls = tool_calls(data["choices"][0]["message"].get("tool_calls"))
+        usage = self._usage(
+            data.get("usage"), request, text + arguments_text(calls), time.perf_counter() - start
+        )
+        return ModelResponse(
+            text=text,
+            usage=usage,
+            logprobs=logprobs,
+            finish_reason=finish,
+            tool_calls=calls,
+            structured=dialect,
+        )
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamChunk]:
         start = time.perf_counter()
-        raw = await self._create(self._params(request, stream=True))
+        raw, dialect = await self._send(request, stream=True)
         http = raw.http_response
         parts: list[str] = []
         logprobs: list[float] = []
         finish: str | None = None
         usage: Any = None
         choices_seen = 0
+        calls: dict[int, dict[str, str]] = {}
         try:
             async for data in self._events(http):
                 usage = data.get("usage") or usage
@@ -166,6 +236,7 @@ class OpenAIModel(ChatModel):
                     continue
                 choices_seen += 1
                 delta, chunk_finish, lps = self._choice(data, "delta")
+                add_tool_call_deltas(calls, data["choices"][0].get("delta"))
                 finish = chunk_finish or finish
                 logprobs.extend(lps or [])
                 if delta:
@@ -178,11 +249,16 @@ class OpenAIModel(ChatModel):
                 f"{self.url} (model {self.name!r}) ended the stream without any choice"
             )
         text = "".join(parts)
+        tool_calls = [ToolCall(**calls[i]) for i in sorted(calls)]
         response = ModelResponse(
             text=text,
-            usage=self._usage(usage, request, text, time.perf_counter() - start),
+            usage=self._usage(
+                usage, request, text + arguments_text(tool_calls), time.perf_counter() - start
+            ),
             logprobs=logprobs or None,
             finish_reason=finish,
+            tool_calls=tool_calls,
+            structured=dialect,
         )
         yield StreamChunk(response=response)
 
@@ -201,8 +277,11 @@ class OpenAIModel(ChatModel):
             params["stop"] = request.stop
         if request.logprobs:
             params["logprobs"] = True
-        if request.json_schema is not None and self.json_mode is not False:
-            params["response_format"] = {"type": "json_object"}
+            # llama-cpp-python returns log-probabilities only when asked for alternatives too
+            params["top_logprobs"] = 1
+        params.update(tool_params(request))
+        if self.seed is not None:
+            params["seed"] = self.seed
         if stream:
             params["stream"] = True
             params["stream_options"] = {"include_usage": True}
@@ -210,36 +289,100 @@ class OpenAIModel(ChatModel):
             params.pop(name, None)
         return params
 
-    async def _create(self, params: dict[str, Any]) -> Any:
-        """Send with retries; on a 400, once more without the optional parameters."""
+    async def _send(self, request: ModelRequest, *, stream: bool) -> tuple[Any, Dialect | None]:
+        """Send a request, asking for its JSON schema in the server's dialect.
+
+        Returns the raw response and the dialect used (None: the request has no schema)."""
+        params = self._params(request, stream=stream)
+        schema = request.json_schema
+        if schema is None:
+            return await self._create(params), None
+        if self.structured != "auto":
+            dialect: Dialect = self.structured
+            return await self._create(apply_dialect(params, dialect, schema)), dialect
+        url, memory = self.base_url, self.dialects
+        if url in memory.found:
+            dialect = memory.found[url]
+            return await self._create(apply_dialect(params, dialect, schema)), dialect
+        async with memory.lock(url):  # detect once per server, not once per concurrent call
+            if url in memory.found:  # found by the call this one waited for
+                dialect = memory.found[url]
+                return await self._create(apply_dialect(params, dialect, schema)), dialect
+            refused: list[tuple[Dialect, str]] = []
+            for dialect in memory.candidates(url):
+                try:
+                    raw = await self._create(apply_dialect(params, dialect, schema), probing=True)
+                except openai.APIStatusError as exc:
+                    message = f"HTTP {exc.status_code}: {server_message(exc)}"
+                    refused.append((dialect, message))
+                    log.warning(
+                        "%s (model %r) refused structured output as %s (%s); trying the next",
+                        self.url,
+                        self.name,
+                        dialect,
+                        message,
+                    )
+                    continue
+                # remembered only once a form worked: a call that fails for another reason
+                # (its error propagates) leaves nothing wrongly marked as refused
+                for refused_dialect, message in refused:
+                    memory.reject(url, refused_dialect, message)
+                memory.remember(url, dialect)
+                log.info("%s: structured output as %s", self.url, dialect)
+                return raw, dialect
+        raise ModelError(  # unreachable: 'none' sends no structured parameter to refuse
+            f"{self.url} (model {self.name!r}) refused every structured output form"
+        )
+
+    def _refuses_dialect(self, exc: openai.APIStatusError, params: dict[str, Any]) -> bool:
+        """Whether an error is the server refusing the structured-output form it was sent."""
+        sent = any(p in params for p in DIALECT_PARAMS) or "format" in (
+            params.get("extra_body") or {}
+        )
+        return (
+            sent
+            and exc.status_code in DIALECT_REJECTION_STATUS
+            and names_dialect(server_message(exc))
+            and not CONTEXT_WORDS.search(server_message(exc))
+        )
+
+    async def _create(self, params: dict[str, Any], *, probing: bool = False) -> Any:
+        """Send with retries; on a 400, once more without the optional parameters.
+
+        ``probing``: a refusal of the structured-output form propagates as
+        ``openai.APIStatusError`` at once (not retried) for the caller to try another."""
         try:
-            return await self._with_retries(params)
+            return await self._with_retries(params, probing=probing)
         except openai.APIStatusError as exc:
+            if probing and self._refuses_dialect(exc, params):
+                raise
             droppable = [p for p in OPTIONAL_PARAMS if p in params]
-            if self.json_mode is True and "response_format" in droppable:
-                droppable.remove("response_format")
-            if exc.status_code != 400 or not droppable:
-                raise self._rejected(exc) from exc
+            if exc.status_code != 400 or not droppable or CONTEXT_WORDS.search(server_message(exc)):
+                raise self._rejected(exc, params) from exc
             reduced = {k: v for k, v in params.items() if k not in droppable}
             try:
-                raw = await self._with_retries(reduced)
+                raw = await self._with_retries(reduced, probing=probing)
             except openai.APIStatusError as again:
-                raise self._rejected(again) from again
+                if probing and self._refuses_dialect(again, reduced):
+                    raise
+                raise self._rejected(again, reduced) from again
             log.warning(
                 "%s (model %r) rejected %s: %s; sending requests without it from now on",
                 self.url,
                 self.name,
                 ", ".join(droppable),
-                _server_message(exc),
+                server_message(exc),
             )
             self.unsupported.update(droppable)
             return raw
 
-    async def _with_retries(self, params: dict[str, Any]) -> Any:
+    async def _with_retries(self, params: dict[str, Any], *, probing: bool = False) -> Any:
         """One request, retried on 429/5xx/timeouts/refused connections.
 
-        Returns the raw response (its body unread when streaming). Other HTTP errors
-        propagate as ``openai.APIStatusError``; exhaustion raises ``ModelUnavailable``."""
+        Returns the raw response (its body unread when streaming). Other HTTP errors, a 5xx
+        that says the request itself is invalid, and (``probing``) a refusal of the
+        structured-output form propagate as ``openai.APIStatusError``; exhaustion raises
+        ``ModelUnavailable``."""
         attempt = 0
         while True:
             attempt += 1
@@ -247,9 +390,11 @@ class OpenAIModel(ChatModel):
             try:
                 return await self._client.chat.completions.with_raw_response.create(**params)
             except openai.APIStatusError as exc:
-                if not is_retryable_status(exc.status_code):
+                if not is_retryable_status(exc.status_code) or is_invalid_request(exc):
                     raise
-                failure: str = f"HTTP {exc.status_code}: {_server_message(exc)}"
+                if self._refuses_dialect(exc, params):  # the same form fails every time
+                    raise
+                failure: str = f"HTTP {exc.status_code}: {server_message(exc)}"
                 retry_after = parse_retry_after(exc.response.headers)
                 last: Exception = exc
             except openai.APITimeoutError as exc:
@@ -273,11 +418,32 @@ class OpenAIModel(ChatModel):
             )
             await asyncio.sleep(delay)
 
-    def _rejected(self, exc: openai.APIStatusError) -> ModelError:
-        return ModelError(
-            f"{self.url} (model {self.name!r}) rejected the request with HTTP "
-            f"{exc.status_code}: {_server_message(exc)}"
-        )
+    def _rejected(self, exc: openai.APIStatusError, params: dict[str, Any]) -> ModelError:
+        message = server_message(exc)
+        said = f"{self.url} (model {self.name!r}) rejected the request with HTTP {exc.status_code}"
+        if self._refuses_dialect(exc, params):
+            return InvalidModelRequest(
+                f"{said}: {message}; it does not take structured output as "
+                f"{self.structured!r}: set 'structured' to the form this server takes "
+                "(json_schema, json_object_schema, ollama_format, json_object, none) or to "
+                "auto to detect it"
+            )
+        if CONTEXT_WORDS.search(message) or error_code(exc) == "context_length_exceeded":
+            return ContextLengthExceeded(
+                f"{said}: the prompt and max_tokens do not fit the model's context window "
+                f"({message}); send less context (shorter or fewer dependency results), "
+                "lower max_tokens, or serve the model with a larger context (llama.cpp: "
+                "--n_ctx / -c, vLLM: --max-model-len, Ollama: num_ctx)"
+            )
+        if exc.status_code >= 500 and is_invalid_request(exc):
+            return InvalidModelRequest(
+                f"{said}, which this server uses for requests it cannot parse: {message}; "
+                "the request is not retried (check the model name and the options sent: "
+                "temperature, max_tokens, stop, logprobs, structured)"
+            )
+        if 400 <= exc.status_code < 500 and exc.status_code not in (401, 403, 404):
+            return InvalidModelRequest(f"{said}: {message}")
+        return ModelError(f"{said}: {message}")
 
     # ---------------------------------------------------------------- parsing
 
@@ -307,7 +473,7 @@ class OpenAIModel(ChatModel):
         if "choices" not in data and "error" in data:
             raise ModelError(
                 f"{self.url} (model {self.name!r}) answered with an error: "
-                f"{_error_text(data['error'])}"
+                f"{error_text(data['error'])}"
             )
         choices = data.get("choices")
         if not isinstance(choices, list) or not choices:
@@ -321,11 +487,11 @@ class OpenAIModel(ChatModel):
         if not isinstance(body, dict):
             raise self._malformed(f"'choices[0]' has no '{part}'", choice)
         content = body.get("content")
-        if part == "message" and not isinstance(content, str):
+        if part == "message" and not isinstance(content, str) and not body.get("tool_calls"):
             raise self._malformed("'choices[0].message' has no 'content'", body)
         finish = choice.get("finish_reason")
         text = content if isinstance(content, str) else ""
-        return text, finish if isinstance(finish, str) else None, _logprobs(choice)
+        return text, finish if isinstance(finish, str) else None, logprobs_of(choice)
 
     async def _events(self, http: Any) -> AsyncIterator[dict[str, Any]]:
         """The JSON objects of a server-sent event stream, up to ``[DONE]``."""
@@ -357,7 +523,7 @@ class OpenAIModel(ChatModel):
                     if "error" in event and "choices" not in event:
                         raise ModelError(
                             f"{self.url} (model {self.name!r}) sent an error mid-stream: "
-                            f"{_error_text(event['error'])}"
+                            f"{error_text(event['error'])}"
                         )
                     yield event
                 if line is None:
@@ -377,33 +543,3 @@ class OpenAIModel(ChatModel):
             latency_s,
             estimated=True,
         )
-
-
-def _logprobs(choice: dict[str, Any]) -> list[float] | None:
-    """Per-token log-probabilities of a choice (chat ``content`` or legacy ``token_logprobs``)."""
-    raw = choice.get("logprobs")
-    if not isinstance(raw, dict):
-        return None
-    content = raw.get("content")
-    if isinstance(content, list):
-        values = [t.get("logprob") for t in content if isinstance(t, dict)]
-    else:
-        values = raw.get("token_logprobs") or []
-    out = [float(v) for v in values if isinstance(v, int | float)]
-    return out or None
-
-
-def _error_text(error: Any) -> str:
-    if isinstance(error, dict):
-        return str(error.get("message") or error.get("detail") or json.dumps(error)[:300])
-    return str(error)[:300]
-
-
-def _server_message(exc: openai.APIStatusError) -> str:
-    """The server's own words for an error, whatever the shape of its error body."""
-    body = exc.body
-    if isinstance(body, dict):
-        return _error_text(body.get("error") or body)
-    if isinstance(body, str) and body:
-        return body[:300]
-    return exc.message

@@ -17,7 +17,14 @@ from typing import Any, Protocol
 
 from rede.config import LimitsConfig
 from rede.errors import PlanError, UnknownCapability
-from rede.orchestration.plan import META_CAPABILITIES, Plan, Step, parse_plan, plan_schema
+from rede.orchestration.plan import (
+    META_CAPABILITIES,
+    Plan,
+    Step,
+    parse_plan,
+    plan_output_schema,
+    plan_prompt_schema,
+)
 from rede.protocol.messages import Result
 
 ARITHMETIC = re.compile(
@@ -26,6 +33,10 @@ ARITHMETIC = re.compile(
     re.I,
 )
 ANSWER_PREFERENCE = ("write", "writer", "answer", "research", "researcher")
+STRUCTURED_PLAN_STEPS = 6
+"""At most this many steps (or ``max_plan_steps`` if lower) in the schema a planner's server
+is asked to constrain a plan to: small models plan better with few steps, and that schema
+lists every plan length."""
 
 
 class PlanCaller(Protocol):
@@ -79,6 +90,19 @@ class Dispatcher:
         step = Step(id="answer", capability=cap, instruction=request, review=review)
         return Plan(intent=intent, steps=[step])
 
+    def planner_metadata(self, request: str, usable: set[str]) -> dict[str, Any]:
+        """What a planner's task carries: the capabilities a step may use, the plan's schema
+        for its prompt, and the stricter one its server constrains decoding to."""
+        # critique is not a step of its own: a step asks for it with "review": true
+        steps_may_use = usable - {"critique"}
+        size = min(self.limits.max_plan_steps, STRUCTURED_PLAN_STEPS)
+        return {
+            "capabilities": sorted(steps_may_use),
+            "schema": plan_prompt_schema(steps_may_use, max_steps=size),
+            "output_schema": plan_output_schema(steps_may_use, max_steps=size),
+            "request": request,
+        }
+
     async def plan(
         self,
         request: str,
@@ -97,12 +121,7 @@ class Dispatcher:
             )
             return direct
         usable = capabilities - {"plan"}
-        metadata: dict[str, Any] = {
-            # critique is not a step of its own: a step asks for it with "review": true
-            "capabilities": sorted(usable - {"critique"}),
-            "schema": plan_schema(),
-            "request": request,
-        }
+        metadata = self.planner_metadata(request, usable)
         instruction = "Decompose the request into a plan."
         errors: list[str] = []
         for attempt in range(self.limits.plan_repairs + 1):
@@ -115,7 +134,13 @@ class Dispatcher:
                 plan = parse_plan(result.output, usable, max_steps=self.limits.max_plan_steps)
             except (PlanError, UnknownCapability) as exc:
                 errors.append(str(exc))
-                record("plan_invalid", attempt=attempt, error=str(exc), reply=result.output[:2000])
+                record(
+                    "plan_invalid",
+                    attempt=attempt,
+                    error=str(exc),
+                    reply=result.output[:2000],
+                    structured=(result.data or {}).get("structured"),
+                )
                 metadata = {**metadata, "repair_of": result.output[:4000], "error": str(exc)}
                 instruction = (
                     f"Your previous plan was invalid: {exc}. Reply with a corrected JSON plan only."
@@ -127,6 +152,7 @@ class Dispatcher:
                 intent=plan.intent,
                 plan=plan.model_dump(),
                 repairs=attempt,
+                structured=(result.data or {}).get("structured"),
             )
             return plan
         fallback = self.single_step(request, capabilities, intent="fallback")

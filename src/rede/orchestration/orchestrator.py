@@ -226,6 +226,7 @@ class _Run:
             context,
             required_confidence=step.required_confidence,
             acceptance=step.acceptance,
+            metadata=step.task_metadata(),
         )
         call = functools.partial(self.calls.call, rec, ask)
         try:

@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from rede.agents.specialists import parse_json_object
 from rede.errors import PlanError, UnknownCapability
@@ -34,6 +34,18 @@ class Step(BaseModel):
     review: bool = False
     """A critic reviews the output; the step is refined until accepted or the round limit."""
     required_confidence: float = Field(0.0, ge=0, le=1)
+    output_schema: dict[str, Any] | None = None
+    """A JSON Schema the step's output should match: the agent's model server is asked to
+    constrain decoding to it (structured outputs). Not offered to planners."""
+
+    @field_validator("depends_on")
+    @classmethod
+    def _once_each(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(value))  # a dependency named twice is one dependency
+
+    def task_metadata(self) -> dict[str, Any] | None:
+        """What the step adds to its task's metadata."""
+        return {"output_schema": self.output_schema} if self.output_schema else None
 
 
 class Plan(BaseModel):
@@ -62,6 +74,89 @@ def plan_schema() -> dict[str, Any]:
     """The JSON Schema a planner's reply must match (built once; a fresh copy per call)."""
     result: dict[str, Any] = json.loads(_plan_schema_json())
     return result
+
+
+def step_ids(n: int) -> list[str]:
+    """The ids a planner is asked to give its steps, in order: ``s1`` .. ``sn``."""
+    return [f"s{i}" for i in range(1, n + 1)]
+
+
+def plan_prompt_schema(capabilities: Iterable[str], *, max_steps: int) -> dict[str, Any]:
+    """The plan's JSON Schema as the planner's prompt shows it: short, for small contexts."""
+    ids = step_ids(max_steps)
+    step = {
+        "type": "object",
+        "properties": {
+            "id": {"enum": ids},
+            "capability": {"enum": sorted(capabilities)},
+            "instruction": {"type": "string"},
+            "depends_on": {"type": "array", "items": {"enum": ids}},
+            "review": {"type": "boolean"},
+        },
+        "required": ["id", "capability", "instruction", "depends_on", "review"],
+    }
+    return {
+        "type": "object",
+        "properties": {
+            "intent": {"type": "string"},
+            "steps": {"type": "array", "items": step, "minItems": 1, "maxItems": max_steps},
+        },
+        "required": ["intent", "steps"],
+    }
+
+
+def plan_output_schema(capabilities: Iterable[str], *, max_steps: int) -> dict[str, Any]:
+    """The schema a server constrains a planner's reply to (structured outputs).
+
+    It says more than :func:`plan_prompt_schema`, so that a plan decoded under it is valid by
+    construction: step ``i`` has the id ``s<i>`` and may depend only on earlier steps (known
+    ids, no duplicates, no cycle, no reserved id), its capability is one the network serves,
+    sizes are bounded, and every object is closed. ``steps`` is therefore one fixed-length
+    tuple (``prefixItems``) per plan length, each step described once in ``$defs``. Only
+    keywords that llama.cpp's grammar enforces are used (it ignores ``minimum``/``maximum``
+    on numbers). :func:`validate_plan` still checks every reply, whatever the server did."""
+    caps = sorted(capabilities)
+    ids = step_ids(max_steps)
+    defs: dict[str, Any] = {}
+    for i, step_id in enumerate(ids):
+        earlier = ids[:i]
+        depends_on = (
+            {"type": "array", "items": {"enum": earlier}, "maxItems": i, "uniqueItems": True}
+            if earlier
+            else {"const": []}
+        )
+        defs[step_id] = {
+            "type": "object",
+            "properties": {
+                "id": {"const": step_id},
+                "capability": {"enum": caps},
+                "instruction": {"type": "string", "minLength": 1, "maxLength": 160},
+                "depends_on": depends_on,
+                "review": {"type": "boolean"},
+            },
+            "required": ["id", "capability", "instruction", "depends_on", "review"],
+            "additionalProperties": False,
+        }
+    lengths = [
+        {
+            "type": "array",
+            "prefixItems": [{"$ref": f"#/$defs/{step_id}"} for step_id in ids[:n]],
+            "minItems": n,
+            "maxItems": n,
+            "items": False,
+        }
+        for n in range(1, max_steps + 1)
+    ]
+    return {
+        "type": "object",
+        "properties": {
+            "intent": {"type": "string", "maxLength": 40},
+            "steps": {"anyOf": lengths},
+        },
+        "required": ["intent", "steps"],
+        "additionalProperties": False,
+        "$defs": defs,
+    }
 
 
 def validate_plan(plan: Plan, capabilities: Iterable[str], *, max_steps: int) -> Plan:

@@ -43,6 +43,7 @@ async def review(
                 step.instruction,
                 [*context, *_revision_context(step, result, critique)],
                 acceptance=step.acceptance,
+                metadata=step.task_metadata(),
             ),
         )
         assert isinstance(refined, Result)

@@ -149,6 +149,9 @@ class Critique(_Model):
     advice: str = ""
     confidence: float = Field(0.0, ge=0, le=1)
     usage: Usage = Field(default_factory=Usage)
+    data: dict[str, Any] | None = None
+    """About the call, as on a result: ``structured`` (how the critique's schema was sent to
+    the model server, if it was)."""
 
 
 class Heartbeat(_Model):

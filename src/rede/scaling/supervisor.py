@@ -54,6 +54,7 @@ class Served(Host, Protocol):
 
     async def stop(self) -> None: ...
 
+
 Report = Callable[[str], None]
 """Where :func:`up` says what it does: one line at a time."""
 

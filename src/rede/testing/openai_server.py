@@ -25,6 +25,14 @@ Endpoints (each also without the ``/v1`` prefix):
   ``max_tokens`` (or ``max_completion_tokens``) truncates the text (``finish_reason:
   "length"``), ``stop`` cuts it at the first stop string, ``logprobs: true`` adds
   deterministic per-token log-probabilities. ``response_format`` is handed to the responder.
+  A ``tool_choice`` naming one of ``tools`` is answered with that call (not streamed).
+  Structured output comes in the dialects real servers speak (``dialects`` says which this
+  one takes): ``response_format`` ``{"type": "json_schema", "json_schema": {"schema": ...}}``
+  (OpenAI, vLLM), ``{"type": "json_object", "schema": ...}`` (llama-cpp-python),
+  ``{"type": "json_object"}``, and Ollama's top-level ``format``. A form it does not take is
+  refused the way the server it imitates refuses it (``refusal_status``: llama-cpp-python
+  answers ``json_schema`` with HTTP 500). With a schema, the default responder answers
+  :func:`example_for` the schema, as constrained decoding would.
 - ``GET /v1/models``: the configured model.
 - ``GET /stats``: :meth:`FakeOpenAIServer.stats` as JSON. ``POST /stats/reset`` resets it.
 - ``POST /faults``: ``{"status": 429, "count": 2}`` is :meth:`~FakeOpenAIServer.fail_next`,
@@ -61,6 +69,8 @@ from urllib.parse import urlsplit
 Responder = Callable[[dict[str, Any]], str]
 """``responder(request_json) -> text``: writes the assistant's reply to one request."""
 
+LLAMA_CPP_DIALECTS = frozenset({"json_object_schema", "json_object"})
+"""What llama-cpp-python's server takes (it answers the ``json_schema`` form with HTTP 500)."""
 COUNTERS = ("requests", "completions", "errors", "prompt_tokens", "completion_tokens")
 NO_KEY = "(none)"
 """The client key of requests without an ``Authorization: Bearer`` header."""
@@ -98,23 +108,136 @@ def last_user_message(request: dict[str, Any]) -> str:
     return ""
 
 
-def wants_json(request: dict[str, Any]) -> bool:
-    """Whether the request asks for JSON output (``response_format`` json_object/json_schema)."""
+DIALECTS = frozenset({"json_schema", "json_object_schema", "json_object", "ollama_format"})
+"""Every structured-output form the server knows (see :func:`dialect_of`)."""
+
+
+def dialect_of(request: dict[str, Any]) -> str | None:
+    """Which structured-output form a request uses, or None.
+
+    ``json_schema``: ``response_format: {"type": "json_schema", ...}``; ``json_object_schema``:
+    ``{"type": "json_object", "schema": {...}}``; ``json_object``: ``{"type": "json_object"}``;
+    ``ollama_format``: a top-level ``format`` (``"json"`` or a schema)."""
     fmt = request.get("response_format")
-    return isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema")
+    if isinstance(fmt, dict):
+        if fmt.get("type") == "json_schema":
+            return "json_schema"
+        if fmt.get("type") == "json_object":
+            return "json_object_schema" if isinstance(fmt.get("schema"), dict) else "json_object"
+        return str(fmt.get("type"))
+    if "format" in request:
+        return "ollama_format"
+    return None
+
+
+def schema_of(request: dict[str, Any]) -> dict[str, Any] | None:
+    """The JSON Schema a request asks its reply to match, in whichever dialect, or None."""
+    dialect = dialect_of(request)
+    fmt = request.get("response_format") or {}
+    schema: Any = None
+    if dialect == "json_schema":
+        schema = (fmt.get("json_schema") or {}).get("schema")
+    elif dialect == "json_object_schema":
+        schema = fmt.get("schema")
+    elif dialect == "ollama_format":
+        schema = request.get("format")
+    return schema if isinstance(schema, dict) else None
+
+
+def wants_json(request: dict[str, Any]) -> bool:
+    """Whether the request asks for JSON output, in any dialect."""
+    return dialect_of(request) in DIALECTS
+
+
+def example_for(schema: dict[str, Any], root: dict[str, Any] | None = None) -> Any:
+    """The smallest value that matches ``schema``, as a constrained decoder might write it.
+
+    Follows ``$ref`` into ``$defs``, takes the first ``enum``/``const``/``anyOf`` branch, every
+    required property (all properties when none is listed), ``minItems`` items, ``minimum``
+    for numbers, and for strings the first of a few candidates that fits ``pattern`` and the
+    length bounds."""
+    root = schema if root is None else root
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/"):
+        target: Any = root
+        for part in ref[2:].split("/"):
+            target = target.get(part, {}) if isinstance(target, dict) else {}
+        return example_for(target, root)
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf", "allOf"):
+        if schema.get(key):
+            return example_for(schema[key][0], root)
+    kind = schema.get("type", "object" if "properties" in schema else "string")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object":
+        props = schema.get("properties") or {}
+        names = schema.get("required") or list(props)
+        return {name: example_for(props.get(name, {}), root) for name in names}
+    if kind == "array" and isinstance(schema.get("prefixItems"), list):
+        return [example_for(item, root) for item in schema["prefixItems"]]
+    if kind == "array":
+        item = schema.get("items") or {}
+        return [example_for(item, root) for _ in range(int(schema.get("minItems", 0)))]
+    if kind in ("number", "integer"):
+        low = schema.get("minimum", schema.get("exclusiveMinimum", 0))
+        return int(low) if kind == "integer" else low
+    if kind == "boolean":
+        return False
+    if kind == "null":
+        return None
+    return _example_string(schema)
+
+
+def _example_string(schema: dict[str, Any]) -> str:
+    low, high = int(schema.get("minLength", 0)), schema.get("maxLength")
+    pattern = schema.get("pattern")
+    for candidate in ("example", "x", "a1", "s1", "0", ""):
+        text = candidate + "x" * max(0, low - len(candidate))
+        if high is not None and len(text) > high:
+            continue
+        if pattern is None or re.search(pattern, text):
+            return text
+    return "x" * low
 
 
 def default_responder(request: dict[str, Any]) -> str:
     """A short reply that depends only on the last user message.
 
-    ``Reply 1a2b3c4d: <the first eight words of the message>``, or, when the request asks for
-    JSON, a JSON object ``{"answer": "reply 1a2b3c4d", "echo": "<those words>"}``."""
+    ``Reply 1a2b3c4d: <the first eight words of the message>``; when the request asks for
+    JSON matching a schema, :func:`example_for` the schema; when it asks for any JSON, a JSON
+    object ``{"answer": "reply 1a2b3c4d", "echo": "<those words>"}``."""
     text = last_user_message(request)
     digest = hashlib.sha256(text.encode()).hexdigest()[:8]
     echo = " ".join(text.split()[:8])
+    schema = schema_of(request)
+    if schema is not None:
+        return json.dumps(example_for(schema))
     if wants_json(request):
         return json.dumps({"answer": f"reply {digest}", "echo": echo}, sort_keys=True)
     return f"Reply {digest}: {echo}"
+
+
+def forced_tool_call(request: dict[str, Any]) -> dict[str, Any] | None:
+    """For a ``tool_choice`` naming one of the request's tools, the call a constrained
+    decoder would write: that function, with :func:`example_for` its parameters."""
+    choice = request.get("tool_choice")
+    if not isinstance(choice, dict):
+        return None
+    name = (choice.get("function") or {}).get("name")
+    for tool in request.get("tools") or []:
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if isinstance(function, dict) and function.get("name") == name:
+            arguments = example_for(function.get("parameters") or {"type": "object"})
+            return {
+                "id": "call_0",
+                "type": "function",
+                "function": {"name": name, "arguments": json.dumps(arguments)},
+            }
+    return None
 
 
 def split_pieces(text: str) -> list[str]:
@@ -176,7 +299,10 @@ class FakeOpenAIServer:
     ``latency_s``: wait before every chat completion answer. ``responder``: writes the replies
     (default :func:`default_responder`). ``include_usage=False``: never report usage (clients
     must estimate). ``json_mode=False``: reject requests carrying ``response_format`` with a
-    400, as some servers do. ``port=0`` picks a free port; :attr:`base_url` tells which.
+    400, as some servers do. ``dialects``: the structured-output forms it takes (default all
+    of :data:`DIALECTS`); a form outside them gets ``refusal_status`` and a message naming
+    ``response_format`` (``dialects=LLAMA_CPP_DIALECTS, refusal_status=500`` imitates
+    llama-cpp-python). ``port=0`` picks a free port; :attr:`base_url` tells which.
     """
 
     def __init__(
@@ -189,6 +315,8 @@ class FakeOpenAIServer:
         port: int = 0,
         include_usage: bool = True,
         json_mode: bool = True,
+        dialects: frozenset[str] | set[str] = DIALECTS,
+        refusal_status: int = 400,
         keep_requests: int = 1000,
     ) -> None:
         if latency_s < 0:
@@ -200,6 +328,11 @@ class FakeOpenAIServer:
         self.port = port
         self.include_usage = include_usage
         self.json_mode = json_mode
+        self.dialects = frozenset(dialects)
+        unknown = self.dialects - DIALECTS
+        if unknown:
+            raise ValueError(f"unknown dialect(s) {sorted(unknown)}; known: {sorted(DIALECTS)}")
+        self.refusal_status = refusal_status
         self.requests: deque[Received] = deque(maxlen=keep_requests)
         """The latest chat completion requests received (``keep_requests`` at most)."""
         self._lock = threading.Lock()
@@ -472,6 +605,13 @@ class _Handler(BaseHTTPRequestHandler):
             fake._count(key, errors=1)
             self._json(400, error_body(problem, 400))
             return
+        if dialect_of(request) == "ollama_format" and "ollama_format" not in fake.dialects:
+            request = {k: v for k, v in request.items() if k != "format"}  # ignored, unknown
+        refusal = self._refused_dialect(request)
+        if refusal:
+            fake._count(key, errors=1)
+            self._json(fake.refusal_status, error_body(refusal, fake.refusal_status))
+            return
         try:
             reply = fake.responder(request)
             if not isinstance(reply, str):
@@ -496,6 +636,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._stream(model, text, finish, usage if report else None, request)
             return
         message: dict[str, Any] = {"role": "assistant", "content": text}
+        call = forced_tool_call(request)
+        if call is not None:  # a named tool_choice: the call, with arguments for its schema
+            message = {"role": "assistant", "content": None, "tool_calls": [call]}
+            finish = "tool_calls"
         choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": finish}
         if request.get("logprobs"):
             choice["logprobs"] = {"content": [_logprob(p) for p in split_pieces(text)]}
@@ -521,6 +665,13 @@ class _Handler(BaseHTTPRequestHandler):
         if not self.fake.json_mode and "response_format" in request:
             return "response_format is not supported by this server"
         return None
+
+    def _refused_dialect(self, request: dict[str, Any]) -> str | None:
+        dialect = dialect_of(request)
+        if dialect is None or dialect in self.fake.dialects:
+            return None
+        fmt = json.dumps(request.get("response_format"))[:120]
+        return f"response_format {fmt} is not supported by this server ({dialect})"
 
     def _stream(
         self,
@@ -678,6 +829,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-json-mode", action="store_true", help="reject response_format with a 400"
     )
+    parser.add_argument(
+        "--dialects",
+        help="comma-separated structured-output forms to take (default: all of "
+        f"{','.join(sorted(DIALECTS))}); others are refused",
+    )
+    parser.add_argument(
+        "--refusal-status", type=int, default=400, help="HTTP status for a refused form"
+    )
     args = parser.parse_args(argv)
     responder = load_responder(args.responder) if args.responder else None
     done = threading.Event()
@@ -695,6 +854,8 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         include_usage=not args.no_usage,
         json_mode=not args.no_json_mode,
+        dialects=frozenset(args.dialects.split(",")) if args.dialects else DIALECTS,
+        refusal_status=args.refusal_status,
     ) as server:
         print(server.base_url, flush=True)
         done.wait()
