@@ -8,7 +8,8 @@ import asyncio
 
 import pytest
 
-from rede.agents.specialists import SpecialistSpec, ToolSpecialist, echo_tool
+from rede.agents.specialists import SpecialistSpec
+from rede.agents.tools import ToolSpecialist, echo_tool
 from rede.bus import Backlog, BusOptions, MemoryBus
 from rede.errors import ClosedBusError, MessageTooLarge
 from rede.protocol.messages import Envelope, ErrorPayload, Event, Task

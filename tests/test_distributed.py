@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from rede.agents.specialists import SpecialistSpec, ToolSpecialist, echo_tool
+from rede.agents.specialists import SpecialistSpec
+from rede.agents.tools import ToolSpecialist, echo_tool
 from rede.bus import Backlog, BusOptions
 from rede.bus.redis import RedisBus
 from rede.config import NetworkConfig

@@ -660,22 +660,22 @@ def test_answering_agents_are_the_synthesis_else_the_plans_sinks() -> None:
     assert answering_agents(synth) == [{"step": "synthesis", "agent": "x", "capability": "s"}]
 
 
-def test_the_routing_names_users_need_are_public() -> None:
-    import rede
+def test_the_routing_names_users_need_import_from_their_modules() -> None:
+    import importlib
 
-    for name in (
-        "BudgetCap",
-        "Bid",
-        "BidRequest",
-        "Spawner",
-        "AgreementSpecialist",
-        "RouteRequest",
-        "RoutingConfig",
-        "SpawnConfig",
-        "SpawnTemplate",
-        "ConfidenceConfig",
+    for module, name in (
+        ("rede.routing.budget", "BudgetCap"),
+        ("rede.protocol.messages", "Bid"),
+        ("rede.protocol.messages", "BidRequest"),
+        ("rede.scaling.spawner", "Spawner"),
+        ("rede.agents.confidence", "AgreementSpecialist"),
+        ("rede.routing.router", "RouteRequest"),
+        ("rede.config", "RoutingConfig"),
+        ("rede.config", "SpawnConfig"),
+        ("rede.config", "SpawnTemplate"),
+        ("rede.config", "ConfidenceConfig"),
     ):
-        assert name in rede.__all__ and getattr(rede, name) is not None
+        assert getattr(importlib.import_module(module), name) is not None
 
 
 async def test_auction_without_bids_can_route_to_an_agent_that_joined_while_bidding() -> None:

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from rede.agents.specialists import Specialist, SpecialistSpec, ToolSpecialist, echo_tool
+from rede.agents.specialists import Specialist, SpecialistSpec
+from rede.agents.tools import ToolSpecialist, echo_tool
 from rede.bus import MemoryBus
 from rede.errors import (
     BusError,

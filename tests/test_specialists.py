@@ -6,13 +6,8 @@ import json
 
 import pytest
 
-from rede.agents.specialists import (
-    NO_CONTEXT,
-    LLMSpecialist,
-    arithmetic_tool,
-    safe_eval,
-    split_confidence,
-)
+from rede.agents.specialists import NO_CONTEXT, LLMSpecialist, split_confidence
+from rede.agents.tools import arithmetic_tool, safe_eval
 from rede.models import ModelRequest, ModelResponse, ScriptedModel
 from rede.models.sim import SimModel
 from rede.protocol.messages import AgentCard, Critique, Result, Task

@@ -14,6 +14,7 @@
     │   │   └── ContextLengthExceeded  the prompt and max_tokens exceed the context window
     │   └── ModelUnavailable     retries exhausted (HTTP 429/5xx, timeouts, connection refused)
     ├── PlanError                a plan is invalid (cycle, unknown capability, too large)
+    ├── UnknownStep              a plan or run has no step of that id (also a KeyError)
     ├── UnknownCapability        no agent in the network serves a capability
     ├── StepFailed               a step failed on every agent that could take it
     └── RunLimitExceeded         a run hit a hard limit (steps, rounds, time, cost, tokens)
@@ -96,6 +97,20 @@ class ModelUnavailable(ModelError):
 
 class PlanError(RedeError):
     """A plan is invalid: a cycle, an unknown capability, a missing dependency, too many steps."""
+
+
+class UnknownStep(RedeError, KeyError):
+    """A plan or a run record has no step of that id."""
+
+    def __init__(self, step_id: str, known: Iterable[str], where: str) -> None:
+        self.step_id = step_id
+        self.known = list(known)
+        super().__init__(
+            f"no step {step_id!r} in {where}; steps: {', '.join(self.known) or '(none)'}"
+        )
+
+    def __str__(self) -> str:  # not KeyError's quoted repr
+        return str(self.args[0])
 
 
 class UnknownCapability(RedeError):

@@ -21,8 +21,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from pydantic import ValidationError
+
 from rede.agents.confidence import llm_specialist
-from rede.agents.specialists import SpecialistSpec, ToolSpecialist, resolve_tool
+from rede.agents.specialists import SpecialistSpec
+from rede.agents.tools import Tool, ToolFn, ToolSpecialist, resolve_tool
 from rede.bus import Bus, BusOptions, bus_from_url
 from rede.config import AgentConfig, ModelConfig, NetworkConfig
 from rede.errors import ConfigError, RedeError
@@ -33,6 +36,7 @@ from rede.orchestration.ledger import Ledger, SQLiteLedger
 from rede.orchestration.orchestrator import Observer, Orchestrator
 from rede.orchestration.plan import Plan
 from rede.orchestration.run import RunResult
+from rede.protocol.codec import describe_validation_error
 from rede.routing.router import Router
 from rede.runtime.agent import AgentRunner
 from rede.runtime.registry import Registry
@@ -51,11 +55,16 @@ class Network:
         ledger: Ledger | str | Path | None = None,
         time_scale: float | None = None,
         models: dict[str, ChatModel] | None = None,
+        tools: Iterable[Tool | ToolFn] = (),
     ) -> None:
         """``base_url``/``model`` point every LLM agent at one OpenAI-compatible server.
         ``models`` supplies ready model objects by name (tests pass scripted models here).
-        ``time_scale`` scales the latency of simulated models (0 = instant)."""
+        ``tools`` are Python functions (or ``@tool`` objects) as agents: an agent whose
+        ``tool:`` names one runs it, and a tool no agent names gets an agent of its own,
+        named after it, serving its capability. ``time_scale`` scales the latency of
+        simulated models (0 = instant)."""
         self.config = config
+        self.tools = self._add_tools(tools)
         self._bus_arg = bus
         self.base_url = base_url
         self.model_override = model
@@ -89,6 +98,30 @@ class Network:
         return cls(NetworkConfig.from_dict(data), **kwargs)
 
     # ------------------------------------------------------------------ building
+
+    def _add_tools(self, given: Iterable[Tool | ToolFn]) -> dict[str, Tool]:
+        tools: dict[str, Tool] = {}
+        for fn in given:
+            t = fn if isinstance(fn, Tool) else Tool(fn)
+            if t.name in tools:
+                raise ConfigError(f"two tools are named {t.name!r}; give one another name")
+            tools[t.name] = t
+        named = {a.tool for a in self.config.agents if a.tool is not None}
+        agents = {a.name for a in self.config.agents}
+        for t in tools.values():
+            if t.name in named:
+                continue
+            if t.name in agents:
+                raise ConfigError(
+                    f"tool {t.name!r} would get an agent of its own, but the network already "
+                    f"has an agent {t.name!r}; name the tool in that agent's 'tool:' or rename it"
+                )
+            try:
+                agent = AgentConfig(name=t.name, capabilities=[t.capability], tool=t.name)
+            except ValidationError as exc:
+                raise ConfigError(f"tool {t.name!r}: {describe_validation_error(exc)}") from None
+            self.config.agents.append(agent)
+        return tools
 
     def bus_options(self) -> BusOptions:
         b = self.config.bus
@@ -178,7 +211,7 @@ class Network:
             return SpecialistSpec(
                 name=agent.name,
                 capabilities=agent.capabilities,
-                specialist=ToolSpecialist(agent.tool, resolve_tool(agent.tool)),
+                specialist=ToolSpecialist(agent.tool, resolve_tool(agent.tool, self.tools)),
                 quality=agent.quality if agent.quality is not None else 0.99,
                 tier=agent.tier,
                 concurrency=agent.concurrency,
@@ -386,6 +419,24 @@ class Network:
         return await self.orchestrator.run(
             request, metadata=metadata, observer=observer, plan=plan, run_id=run_id
         )
+
+    def ask_sync(self, request: str, **kwargs: Any) -> RunResult:
+        """:meth:`ask` for code that is not async: start the network, ask, stop it. The
+        same arguments; a RedeError if called where an event loop is already running."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise RedeError(
+                "ask_sync() cannot run inside a running event loop; use `await net.ask(...)`"
+            )
+
+        async def once() -> RunResult:
+            async with self:
+                return await self.ask(request, **kwargs)
+
+        return asyncio.run(once())
 
     def feedback(
         self, run: RunResult | str, ok: bool, *, step: str | None = None

@@ -9,15 +9,9 @@ replies are the :class:`~rede.agent.AgentRunner`'s job.
 from __future__ import annotations
 
 import abc
-import ast
-import importlib
-import inspect
 import json
 import math
-import operator
 import re
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
 from string import Template
@@ -249,111 +243,6 @@ class LLMSpecialist(Specialist):
 
 
 # --------------------------------------------------------------------------- tools
-
-ToolFn = Callable[..., str | Awaitable[str]]
-"""``fn(task)`` or ``fn(task, ctx)``: ``ctx.ask(capability, question)`` asks another agent."""
-
-
-class ToolSpecialist(Specialist):
-    """A Python callable as a specialist: deterministic, free, confidence 1 on success."""
-
-    kind = "tool"
-
-    def __init__(self, name: str, fn: ToolFn) -> None:
-        self.model_name = f"tool:{name}"
-        self._fn = fn
-        self._wants_ctx = len(inspect.signature(fn).parameters) >= 2
-
-    async def handle(self, task: Task, ctx: TaskContext) -> Result:
-        start = time.perf_counter()
-        out = self._fn(task, ctx) if self._wants_ctx else self._fn(task)
-        text = await out if inspect.isawaitable(out) else out
-        usage = Usage(
-            model=self.model_name, latency_s=time.perf_counter() - start, calls=1, source="tool"
-        )
-        return Result(
-            output=str(text), confidence=1.0, usage=usage, data={"confidence_method": "tool"}
-        )
-
-
-_BIN_OPS: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
-    ast.Div: operator.truediv,
-    ast.FloorDiv: operator.floordiv,
-    ast.Mod: operator.mod,
-    ast.Pow: operator.pow,
-}
-_UNARY_OPS: dict[type[ast.unaryop], Callable[[Any], Any]] = {
-    ast.UAdd: operator.pos,
-    ast.USub: operator.neg,
-}
-_EXPR = re.compile(r"[-+*/%().\d\s]*\d[-+*/%().\d\s]*")
-
-
-def safe_eval(expression: str) -> int | float:
-    """Evaluate arithmetic (numbers, + - * / // % **, parentheses) without ``eval``."""
-
-    def walk(node: ast.AST) -> int | float:
-        if isinstance(node, ast.Expression):
-            return walk(node.body)
-        if isinstance(node, ast.Constant) and type(node.value) in (int, float):
-            return node.value  # type: ignore[no-any-return]
-        if isinstance(node, ast.BinOp) and type(node.op) in _BIN_OPS:
-            left, right = walk(node.left), walk(node.right)
-            if isinstance(node.op, ast.Pow) and (abs(right) > 64 or abs(left) > 10**6):
-                raise ValueError("exponent too large for the arithmetic tool")
-            return _BIN_OPS[type(node.op)](left, right)  # type: ignore[no-any-return]
-        if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY_OPS:
-            return _UNARY_OPS[type(node.op)](walk(node.operand))  # type: ignore[no-any-return]
-        raise ValueError(f"not allowed in arithmetic: {ast.dump(node)[:60]}")
-
-    if len(expression) > 500:
-        raise ValueError("expression longer than 500 characters")
-    try:
-        tree = ast.parse(expression.strip(), mode="eval")
-    except SyntaxError as exc:
-        raise ValueError(f"not an arithmetic expression: {expression!r}") from exc
-    return walk(tree)
-
-
-def arithmetic_tool(task: Task) -> str:
-    candidates = [m.group(0).strip() for m in _EXPR.finditer(task.instruction)]
-    candidates = [c for c in candidates if re.search(r"\d\s*[-+*/%]", c)] or candidates
-    if not candidates:
-        raise ValueError(f"no arithmetic expression in {task.instruction!r}")
-    expression = max(candidates, key=len)
-    value = safe_eval(expression)
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    return f"{expression} = {value}"
-
-
-def echo_tool(task: Task) -> str:
-    return task.instruction
-
-
-BUILTIN_TOOLS: dict[str, ToolFn] = {"arithmetic": arithmetic_tool, "echo": echo_tool}
-
-
-def resolve_tool(spec: str) -> ToolFn:
-    """A built-in tool name, or ``package.module:function``."""
-    if spec in BUILTIN_TOOLS:
-        return BUILTIN_TOOLS[spec]
-    module_name, sep, attr = spec.partition(":")
-    if not sep:
-        raise ConfigError(
-            f"unknown tool {spec!r}: use a built-in ({', '.join(BUILTIN_TOOLS)}) "
-            "or 'package.module:function'"
-        )
-    try:
-        fn = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"cannot load tool {spec!r}: {exc}") from exc
-    if not callable(fn):
-        raise ConfigError(f"tool {spec!r} is not callable")
-    return fn  # type: ignore[no-any-return]
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from rede.agents.specialists import parse_json_object
-from rede.errors import PlanError, UnknownCapability
+from rede.errors import PlanError, UnknownCapability, UnknownStep
 from rede.protocol.codec import describe_validation_error
 
 META_CAPABILITIES = frozenset({"plan", "critique", "synthesise"})
@@ -54,7 +54,11 @@ class Plan(BaseModel):
     steps: list[Step] = Field(min_length=1)
 
     def step(self, step_id: str) -> Step:
-        return next(s for s in self.steps if s.id == step_id)
+        """The step of that id; :class:`~rede.errors.UnknownStep` names the ids there are."""
+        found = next((s for s in self.steps if s.id == step_id), None)
+        if found is None:
+            raise UnknownStep(step_id, [s.id for s in self.steps], "the plan")
+        return found
 
     def graph(self) -> dict[str, set[str]]:
         return {s.id: set(s.depends_on) for s in self.steps}

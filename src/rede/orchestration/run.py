@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from rede.errors import UnknownStep
 from rede.orchestration.plan import Plan
 from rede.protocol.messages import Envelope, Usage
 
@@ -76,7 +77,11 @@ class RunResult(BaseModel):
         return {c.usage.source for s in self.steps for c in s.calls}
 
     def step(self, step_id: str) -> StepRecord:
-        return next(s for s in self.steps if s.id == step_id)
+        """The step of that id; :class:`~rede.errors.UnknownStep` names the ids there are."""
+        found = next((s for s in self.steps if s.id == step_id), None)
+        if found is None:
+            raise UnknownStep(step_id, [s.id for s in self.steps], f"run {self.run_id}")
+        return found
 
     def summary(self) -> dict[str, Any]:
         """The run without its envelopes, for ``--json`` and reports."""
