@@ -18,7 +18,9 @@ from rede.orchestration.plan import Plan, Step
 from rede.protocol.messages import AgentCard, Bid, BidRequest, Envelope, Usage
 from rede.routing.auction import BidBook, run_auction, score_bids
 from rede.routing.budget import BudgetCap, hold_all
-from rede.routing.router import QueueStats, Router, RouteRequest, answering_agents
+from rede.routing.feedback import answering_agents
+from rede.routing.router import Router, RouteRequest
+from rede.routing.stats import QueueStats
 from rede.runtime.registry import Registry
 
 # --------------------------------------------------------------------------- helpers

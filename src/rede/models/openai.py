@@ -105,6 +105,43 @@ def _loopback_only() -> bool:
     return os.environ.get(LOOPBACK_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
+def _checked_url(model: str, base_url: str | None) -> str:
+    """The server's base URL: given, else ``OPENAI_BASE_URL``, else OpenAI's; an http(s) URL
+    with a host, and loopback when ``REDE_LOOPBACK_ONLY`` is set."""
+    url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"base URL {url!r} for model {model!r} is not an http(s) URL with a host; "
+            f"expected e.g. {DEFAULT_BASE_URL!r}"
+        )
+    if _loopback_only() and not is_loopback(url):
+        raise ConfigError(
+            f"base URL {url!r} for model {model!r} is not loopback, and "
+            f"{LOOPBACK_ENV} is set: only 127.0.0.1, localhost or ::1 may be reached "
+            f"(unset {LOOPBACK_ENV} to allow other hosts)"
+        )
+    return url
+
+
+def _structured_mode(
+    model: str, structured: StructuredMode | None, json_mode: bool | None
+) -> StructuredMode:
+    if structured is not None and json_mode is not None:
+        raise ConfigError(
+            f"model {model!r}: give 'structured' or the older 'json_mode', not both "
+            f"(json_mode: true is structured: json_object; false is structured: none)"
+        )
+    if structured is None:
+        structured = {True: "json_object", False: "none", None: "auto"}[json_mode]  # type: ignore[assignment]
+    if structured not in MODES:
+        raise ConfigError(
+            f"model {model!r}: unknown structured output mode {structured!r}; "
+            f"use one of {', '.join(MODES)}"
+        )
+    return structured  # type: ignore[return-value]
+
+
 class OpenAIModel(ChatModel):
     """A model served over the OpenAI chat completions protocol.
 
@@ -138,19 +175,7 @@ class OpenAIModel(ChatModel):
     ) -> None:
         if not model:
             raise ConfigError("an OpenAI model needs the server's model name, e.g. 'llama3.2'")
-        url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(
-                f"base URL {url!r} for model {model!r} is not an http(s) URL with a host; "
-                f"expected e.g. {DEFAULT_BASE_URL!r}"
-            )
-        if _loopback_only() and not is_loopback(url):
-            raise ConfigError(
-                f"base URL {url!r} for model {model!r} is not loopback, and "
-                f"{LOOPBACK_ENV} is set: only 127.0.0.1, localhost or ::1 may be reached "
-                f"(unset {LOOPBACK_ENV} to allow other hosts)"
-            )
+        url = _checked_url(model, base_url)
         if timeout_s <= 0:
             raise ConfigError(f"timeout_s must be > 0, got {timeout_s}")
         try:
@@ -161,19 +186,7 @@ class OpenAIModel(ChatModel):
         self.base_url = url
         self.price = price or Price()
         self.timeout_s = timeout_s
-        if structured is not None and json_mode is not None:
-            raise ConfigError(
-                f"model {model!r}: give 'structured' or the older 'json_mode', not both "
-                f"(json_mode: true is structured: json_object; false is structured: none)"
-            )
-        if structured is None:
-            structured = {True: "json_object", False: "none", None: "auto"}[json_mode]
-        if structured not in MODES:
-            raise ConfigError(
-                f"model {model!r}: unknown structured output mode {structured!r}; "
-                f"use one of {', '.join(MODES)}"
-            )
-        self.structured: StructuredMode = structured
+        self.structured: StructuredMode = _structured_mode(model, structured, json_mode)
         self.dialects = dialects if dialects is not None else DialectMemory()
         self.seed = seed
         self.unsupported: set[str] = set()

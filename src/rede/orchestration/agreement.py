@@ -86,18 +86,25 @@ async def decide_by_agreement(
         if answer is not None and agree >= tier.needed:
             decide("agreement", outcome="accepted", answer=answer, agree=agree, **facts)
             return _answer(cast, answer, agree, len(cast))
-        if level < last and conf.on_disagreement == "escalate":
-            decide(
-                "agreement",
-                outcome="escalated",
-                answer=answer,
-                agree=agree,
-                to_tier=level + 1,
-                reason=f"{agree} of {len(cast)} agreed; {tier.needed} needed",
-                **facts,
-            )
-            continue
-        break
+        if level == last or conf.on_disagreement == "majority":
+            break
+        decide(
+            "agreement",
+            outcome="escalated",
+            answer=answer,
+            agree=agree,
+            to_tier=level + 1,
+            reason=f"{agree} of {len(cast)} agreed; {tier.needed} needed",
+            **facts,
+        )
+    return _settle(conf, votes, decide, step_id)
+
+
+def _settle(
+    conf: AgreementConfig, votes: list[Vote], decide: Decide, step_id: str
+) -> tuple[Result, Vote]:
+    """No tier agreed: the most votes over every tier asked, or (no answer anywhere) the
+    last reply there was, with confidence 0."""
     answer, agree = _plurality(votes)
     if answer is None:
         answered = [v for v in votes if v.result is not None]

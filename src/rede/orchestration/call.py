@@ -21,7 +21,8 @@ from rede.protocol.messages import Budget, ContextItem, Critique, Envelope, Resu
 from rede.protocol.topics import Topic
 from rede.routing.auction import run_auction
 from rede.routing.budget import Hold, hold_all
-from rede.routing.router import Route, RouteRequest, reported_confidence
+from rede.routing.feedback import reported_confidence
+from rede.routing.router import Route, RouteRequest
 
 
 class Lost(Exception):

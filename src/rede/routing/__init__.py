@@ -1,2 +1,3 @@
-"""Which agent takes a call: the router and its strategies (``router``), auctions
-(``auction``, handed a bus by orchestration) and spending caps (``budget``)."""
+"""Which agent takes a call: the router and its strategies (``router``), what it learns of
+each agent (``stats``) and of finished runs (``feedback``), auctions (``auction``, handed a
+bus by orchestration) and spending caps (``budget``)."""

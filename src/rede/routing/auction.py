@@ -49,6 +49,7 @@ from rede.protocol.topics import Topic
 if TYPE_CHECKING:
     from rede.bus import Bus, Subscription
     from rede.routing.router import Route, Router, RouteRequest
+    from rede.runtime.registry import AgentView
 
 MIN_QUALITY = 0.05
 
@@ -189,10 +190,28 @@ async def run_auction(router: Router, bus: Bus, req: RouteRequest) -> Route | No
         for v in views
     }
     timeout = router.config.bid_timeout_s
-    prompt, completion = router.expected_tokens(views[0].name, req.capability, req.prompt_tokens)
     private = req.reply_to is None
     reply_to = req.reply_to or Topic.reply(new_id("auction-"))
-    env = Envelope(
+    env = _call_for_bids(router, req, views[0].name, reply_to, timeout)
+    book = BidBook(env.id, router.clock() + timeout, expected)
+    sub = await bus.subscribe(reply_to)
+    try:
+        if req.on_sent is not None:
+            req.on_sent(env)
+        await bus.publish(Topic.bids(req.capability), env)
+        await collect(sub, book, router.clock)
+    finally:
+        await sub.aclose()
+        if private:
+            await asyncio.shield(bus.delete(reply_to))
+    return _award(router, req, views, book, timeout)
+
+
+def _call_for_bids(
+    router: Router, req: RouteRequest, agent: str, reply_to: Topic, timeout: float
+) -> Envelope:
+    prompt, completion = router.expected_tokens(agent, req.capability, req.prompt_tokens)
+    return Envelope(
         run_id=req.run_id,
         step_id=req.step_id,
         sender=req.sender,
@@ -207,17 +226,12 @@ async def run_auction(router: Router, bus: Bus, req: RouteRequest) -> Route | No
             task_timeout_s=req.task_timeout_s,
         ),
     )
-    book = BidBook(env.id, router.clock() + timeout, expected)
-    sub = await bus.subscribe(reply_to)
-    try:
-        if req.on_sent is not None:
-            req.on_sent(env)
-        await bus.publish(Topic.bids(req.capability), env)
-        await collect(sub, book, router.clock)
-    finally:
-        await sub.aclose()
-        if private:
-            await asyncio.shield(bus.delete(reply_to))
+
+
+def _award(
+    router: Router, req: RouteRequest, views: list[AgentView], book: BidBook, timeout: float
+) -> Route | None:
+    """The best bid's route; without any bid, ``cheapest`` among the agents live now."""
     scored = score_bids(router, req, book)
     facts: dict[str, Any] = {
         "bids": [s.summary() for s in scored],
@@ -225,21 +239,22 @@ async def run_auction(router: Router, bus: Bus, req: RouteRequest) -> Route | No
         "late": book.late,
         **({"rejected": book.rejected} if book.rejected else {}),
     }
-    heard = f"{len(book.offers)} of {len(expected)} agent(s) bid within {timeout:g}s"
+    expected = len(book.expected)
     if not scored:
-        fallback = router._choose(req, "cheapest")  # among the agents live now
+        fallback = router._choose(req, "cheapest")
         if fallback is None:
             return None
         return dataclasses.replace(
             fallback,
             strategy="auction",
-            reason=f"no bids within {timeout:g}s from {len(expected)} agent(s); {fallback.reason}",
+            reason=f"no bids within {timeout:g}s from {expected} agent(s); {fallback.reason}",
             details=facts,
         )
     best = scored[0]
     view = next(v for v in views if v.name == best.agent)
     rule = "lowest price/quality + wait" if best.eligible else f"none eligible ({best.why})"
-    route = router._route(
+    heard = f"{len(book.offers)} of {expected} agent(s) bid within {timeout:g}s"
+    return router._route(
         view,
         req,
         "auction",
@@ -247,4 +262,3 @@ async def run_auction(router: Router, bus: Bus, req: RouteRequest) -> Route | No
         f"(${best.price_usd:.6f}, q={best.quality:.2f}, wait {best.wait_s:.2f}s); {heard}",
         **facts,
     )
-    return route

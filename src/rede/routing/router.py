@@ -47,76 +47,22 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from rede.config import RoutingConfig
-from rede.errors import ConfigError, UnknownCapability
-from rede.protocol.messages import Critique, Envelope, Result
+from rede.errors import UnknownCapability
+from rede.protocol.messages import Envelope
 from rede.protocol.topics import Topic
+from rede.routing.feedback import answering_agents
+from rede.routing.stats import (
+    DEFAULT_COMPLETION_TOKENS,
+    DEFAULT_PROMPT_TOKENS,
+    PRIOR_WEIGHT,
+    SIGNAL_WEIGHTS,
+    AgentStats,
+    QueueStats,
+)
 from rede.runtime.registry import AgentView, Registry
-
-DEFAULT_PROMPT_TOKENS = 800
-DEFAULT_COMPLETION_TOKENS = 300
-PRIOR_WEIGHT = 3.0
-"""How many observations the declared quality is worth against observed outcomes."""
-SIGNAL_WEIGHTS = {"confidence": 0.5, "critique": 1.0, "outcome": 2.0, "failure": 1.0}
-"""Weight of one observation of each kind in the quality estimate."""
-WAIT_ALPHA = 0.3
-"""Smoothing of queue-wait and service-time averages (the spawner needs them to react)."""
 
 Afford = Callable[[float, int], bool]
 """``afford(expected_cost_usd, expected_tokens)``: whether every budget cap can pay."""
-
-
-@dataclass
-class AgentStats:
-    """Decayed sums for one agent on one capability."""
-
-    calls: int = 0
-    failures: int = 0
-    token_weight: float = 0.0
-    prompt_tokens: float = 0.0
-    completion_tokens: float = 0.0
-    quality_sum: float = 0.0
-    quality_weight: float = 0.0
-    tick: int = 0
-    """The capability's observation count when these sums were last aged."""
-
-    def age(self, tick: int, decay: float) -> None:
-        if tick > self.tick:
-            f = decay ** (tick - self.tick)
-            self.prompt_tokens *= f
-            self.completion_tokens *= f
-            self.token_weight *= f
-            self.quality_sum *= f
-            self.quality_weight *= f
-            self.tick = tick
-
-    def add_tokens(self, prompt: int, completion: int) -> None:
-        self.prompt_tokens += prompt
-        self.completion_tokens += completion
-        self.token_weight += 1.0
-
-    def add_quality(self, value: float, weight: float) -> None:
-        self.quality_sum += value * weight
-        self.quality_weight += weight
-
-    def expected_tokens(self) -> tuple[float, float] | None:
-        if self.token_weight <= 0:
-            return None
-        return self.prompt_tokens / self.token_weight, self.completion_tokens / self.token_weight
-
-
-@dataclass
-class QueueStats:
-    """How long one agent's calls waited and ran (smoothed), as this router saw them."""
-
-    wait_s: float = 0.0
-    service_s: float = 0.0
-    samples: int = 0
-
-    def add(self, wait_s: float, service_s: float) -> None:
-        a = WAIT_ALPHA if self.samples else 1.0
-        self.wait_s += a * (wait_s - self.wait_s)
-        self.service_s += a * (service_s - self.service_s)
-        self.samples += 1
 
 
 @dataclass(frozen=True)
@@ -482,67 +428,3 @@ class Router:
         """The cascade rank of a live agent (-inf when it is gone)."""
         view = next((v for v in self.registry.agents(capability) if v.name == agent), None)
         return self.rank(view) if view is not None else -math.inf
-
-
-# --------------------------------------------------------------------------- outcomes
-
-
-def reported_confidence(payload: Result | Critique) -> float | None:
-    """The confidence a reply states, for the quality estimate; None when it states none
-    (``confidence_method: none``: the 0.5 placeholder carries no information)."""
-    if isinstance(payload, Result) and (payload.data or {}).get("confidence_method") == "none":
-        return None
-    return payload.confidence
-
-
-def answering_agents(
-    decisions: Iterable[Mapping[str, Any]],
-    *,
-    step: str | None = None,
-    plan: Mapping[str, Any] | None = None,
-) -> list[dict[str, Any]]:
-    """From a run's decisions, the agent whose output each step kept: ``[{step, agent,
-    capability}]``. A step's own capability is that of its first ``route`` (critiques come
-    later); the agent is the cascade's ``answered`` one, else the last routed for that
-    capability (after retries and refinements).
-
-    Which steps: ``step`` if given; else the steps the answer came from: ``synthesis`` when
-    the run had one, else the sinks of the plan (``plan``, or the last ``plan`` decision),
-    else every step but planning and the questions agents asked each other."""
-    own: dict[str, str] = {}
-    routed: dict[str, str] = {}
-    answered: dict[str, str] = {}
-    asked: set[str] = set()
-    recorded: Mapping[str, Any] | None = None
-    for d in decisions:
-        name, sid = d.get("name"), d.get("step")
-        if name == "plan" and isinstance(d.get("plan"), Mapping):
-            recorded = d["plan"]
-        elif name == "route" and sid:
-            cap = own.setdefault(sid, d["capability"])
-            if d["capability"] == cap:
-                routed[sid] = d["agent"]
-        elif name == "answered" and sid:
-            answered[sid] = d["agent"]
-        elif name == "input_request" and sid:
-            asked.add(sid)
-    plan = plan if plan is not None else recorded
-    if step is not None:
-        if step not in routed:
-            known = ", ".join(s for s in routed if own[s] != "plan") or "none"
-            raise ConfigError(f"no step {step!r} was routed in this run; steps: {known}")
-        wanted = [step]
-    elif "synthesis" in routed:
-        wanted = ["synthesis"]
-    elif plan is not None and plan.get("steps"):
-        deps = {d for s in plan["steps"] for d in s.get("depends_on", [])}
-        wanted = [s["id"] for s in plan["steps"] if s["id"] not in deps and s["id"] in routed]
-    else:
-        wanted = [s for s in routed if own[s] != "plan" and not _is_question(s, asked)]
-    return [{"step": s, "agent": answered.get(s, routed[s]), "capability": own[s]} for s in wanted]
-
-
-def _is_question(step_id: str, asking: set[str]) -> bool:
-    """Sub-steps for ``input_request`` are named ``<step>.ask<n>``."""
-    head, sep, tail = step_id.rpartition(".ask")
-    return bool(sep) and tail.isdigit() and head in asking

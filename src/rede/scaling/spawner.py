@@ -323,33 +323,12 @@ class Spawner:
                     self._decide("spawn_failed", agent=name, reason=str(exc))
 
     async def _scale(self, t: Template) -> None:
-        now = self.clock()
-        b = self.config
         replicas = self.replicas(t.name)
         in_flight = self.load.in_flight(t.name)
-        backlog = max(0, in_flight - replicas * t.concurrency)
-        wait = self.load.wait_s(t.name)
-        room = t.bounds.max_replicas - replicas
-        reason = ""
-        add = 0
-        if replicas < t.bounds.min_replicas:
-            add = t.bounds.min_replicas - replicas
-            reason = f"{replicas} replica(s) running, below min_replicas={t.bounds.min_replicas}"
-        elif room > 0 and backlog > b.backlog_per_replica * max(replicas, 1):
-            add = math.ceil(backlog / t.concurrency)
-            reason = (
-                f"{backlog} task(s) waiting beyond {replicas} replica(s) x concurrency "
-                f"{t.concurrency} (threshold {b.backlog_per_replica:g} per replica)"
-            )
-        elif room > 0 and backlog > 0 and wait > b.max_wait_s:
-            add = 1
-            reason = (
-                f"{backlog} task(s) waiting; queue wait {wait:.2f}s "
-                f"over max_wait_s={b.max_wait_s:g}"
-            )
+        add, reason = self._to_add(t, replicas, in_flight)
         if add:
             self._calm_since.pop(t.name, None)
-            add = min(add, b.max_step, max(0, t.bounds.max_replicas - replicas))
+            add = min(add, self.config.max_step, max(0, t.bounds.max_replicas - replicas))
             if add <= 0:
                 return
             started = await asyncio.gather(*(self.backend.start(t.name) for _ in range(add)))
@@ -359,16 +338,44 @@ class Spawner:
                 replicas=self.replicas(t.name),
                 started=list(started),
                 in_flight=in_flight,
-                wait_s=round(wait, 3),
+                wait_s=round(self.load.wait_s(t.name), 3),
                 reason=reason,
             )
             return
+        await self._scale_down(t, replicas, in_flight)
+
+    def _to_add(self, t: Template, replicas: int, in_flight: int) -> tuple[int, str]:
+        """How many replicas to start now, and why (0 when none)."""
+        b = self.config
+        backlog = max(0, in_flight - replicas * t.concurrency)
+        wait = self.load.wait_s(t.name)
+        room = t.bounds.max_replicas - replicas
+        if replicas < t.bounds.min_replicas:
+            return (
+                t.bounds.min_replicas - replicas,
+                f"{replicas} replica(s) running, below min_replicas={t.bounds.min_replicas}",
+            )
+        if room > 0 and backlog > b.backlog_per_replica * max(replicas, 1):
+            return math.ceil(backlog / t.concurrency), (
+                f"{backlog} task(s) waiting beyond {replicas} replica(s) x concurrency "
+                f"{t.concurrency} (threshold {b.backlog_per_replica:g} per replica)"
+            )
+        if room > 0 and backlog > 0 and wait > b.max_wait_s:
+            return 1, (
+                f"{backlog} task(s) waiting; queue wait {wait:.2f}s "
+                f"over max_wait_s={b.max_wait_s:g}"
+            )
+        return 0, ""
+
+    async def _scale_down(self, t: Template, replicas: int, in_flight: int) -> None:
+        """Stop idle replicas the load has not needed for ``idle_s``."""
+        b = self.config
         needed = max(t.bounds.min_replicas, math.ceil(in_flight / t.concurrency))
         if replicas <= needed:
             self._calm_since.pop(t.name, None)
             return
-        since = self._calm_since.setdefault(t.name, now)
-        if now - since < b.idle_s:
+        since = self._calm_since.setdefault(t.name, self.clock())
+        if self.clock() - since < b.idle_s:
             return
         stopped = []
         for _ in range(replicas - needed):

@@ -41,7 +41,7 @@ from rede.config import NetworkConfig
 from rede.errors import ConfigError, RedeError
 from rede.runtime.registry import Registry
 from rede.scaling.load import BusLoad
-from rede.scaling.spawner import REGISTER_TIMEOUT_S, Exited, Host, Spawner, templates
+from rede.scaling.spawner import REGISTER_TIMEOUT_S, Exited, Host, Spawner, Template, templates
 
 
 class Served(Host, Protocol):
@@ -318,22 +318,10 @@ async def up(
             if fixed:
                 report(f"started {len(fixed)} agent process(es): {', '.join(fixed)}")
             if scaled:
-                await net.start()  # the bus and a registry following it; no agents here
-                assert net.bus is not None
-                backend = ProcessBackend(network_file, bus_url, net.registry, extra_args=extra_args)
-                load = BusLoad(net.bus, {t.name: t.capabilities for t in scaled.values()})
-                spawner = Spawner.for_network(net, backend, load)
-                spawner.retry_s = restart_s
-                to_ledger = spawner.record
-
-                def record(name: str, **data: Any) -> None:
-                    if to_ledger is not None:
-                        to_ledger(name, **data)
-                    report(describe(name, data))
-
-                spawner.record = record
-                report(f"scaling {', '.join(sorted(scaled))} from the backlog on {net.bus.url}")
-                tasks.append(tg.create_task(_spawning(spawner, conf)))
+                backend, spawning = await _spawn_processes(
+                    net, network_file, bus_url, scaled, tg, extra_args, restart_s, report
+                )
+                tasks.append(spawning)
             await stop.wait()
             for task in tasks:
                 task.cancel()
@@ -351,3 +339,33 @@ async def up(
 async def _spawning(spawner: Spawner, config: NetworkConfig) -> None:
     await spawner.start_initial(config)
     await spawner.run()
+
+
+async def _spawn_processes(
+    net: Served,
+    network_file: str | Path,
+    bus_url: str,
+    scaled: dict[str, Template],
+    tg: asyncio.TaskGroup,
+    extra_args: Sequence[str],
+    restart_s: float,
+    report: Report,
+) -> tuple[ProcessBackend, asyncio.Task[None]]:
+    """Start the spawner that scales the templated agents' processes from the backlog; its
+    process backend and the task that runs it."""
+    await net.start()  # the bus and a registry following it; no agents here
+    assert net.bus is not None
+    backend = ProcessBackend(network_file, bus_url, net.registry, extra_args=extra_args)
+    load = BusLoad(net.bus, {t.name: t.capabilities for t in scaled.values()})
+    spawner = Spawner.for_network(net, backend, load)
+    spawner.retry_s = restart_s
+    to_ledger = spawner.record
+
+    def record(name: str, **data: Any) -> None:
+        if to_ledger is not None:
+            to_ledger(name, **data)
+        report(describe(name, data))
+
+    spawner.record = record
+    report(f"scaling {', '.join(sorted(scaled))} from the backlog on {net.bus.url}")
+    return backend, tg.create_task(_spawning(spawner, net.config))
