@@ -25,12 +25,13 @@ RANK = {
     "rede.protocol": 1,
     "rede.answers": 1,
     "rede.errors": 0,
+    "rede.backoff": 0,
 }
 """Each layer imports only layers of a lower rank (and itself). sim/, evals/ and testing/
 are users of the core, outside the ranks."""
 
 CORE = ("protocol", "bus", "runtime", "agents", "orchestration", "routing", "scaling", "models")
-CORE_FILES = ("network.py", "config.py", "answers.py", "errors.py")
+CORE_FILES = ("network.py", "config.py", "answers.py", "errors.py", "backoff.py")
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
 LARGER = {

@@ -79,6 +79,7 @@ from redis.exceptions import AuthenticationError, AuthorizationError, ResponseEr
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from rede.backoff import doubling
 from rede.bus._base import Backlog, Bus, BusOptions, Delivery, StoredCard, Subscription
 from rede.errors import BusError, ClosedBusError
 from rede.protocol.messages import AgentCard, Envelope, Heartbeat, new_id
@@ -196,7 +197,7 @@ class RedisBus(Bus):
         loop = asyncio.get_running_loop()
         give_up = loop.time() + self.reconnect_timeout_s
         log.warning("lost the connection to Redis at %s (%s); reconnecting", self.url, exc)
-        delay = 0.0
+        tries = 0
         while True:
             self._check_open()
             now = loop.time()
@@ -206,6 +207,7 @@ class RedisBus(Bus):
                     f"{self.reconnect_timeout_s:g} s ({exc}); check that the server is up, "
                     "or raise reconnect_timeout_s"
                 ) from exc
+            delay = 0.0 if tries == 0 else doubling(0.05, tries - 1, 2.0)
             wait = min(delay, give_up - now)
             if deadline is not None:
                 if now >= deadline:
@@ -218,7 +220,7 @@ class RedisBus(Bus):
                 except TimeoutError:
                     pass
                 self._check_open()
-            delay = min(max(delay * 2, 0.05), 2.0)
+            tries += 1
             try:
                 result = await op()
             except _CREDENTIALS as err:

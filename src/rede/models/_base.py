@@ -104,7 +104,13 @@ def estimate_tokens(text: str) -> int:
     """A rough token count (4 characters a token) for when a server reports none.
 
     Usage built from it is marked ``estimated=True``."""
-    return max(1, (len(text) + 3) // 4) if text else 0
+    return tokens_for_chars(len(text))
+
+
+def tokens_for_chars(chars: int) -> int:
+    """The estimate for a text of ``chars`` characters: ``ceil(chars / 4)``, at least 1 for a
+    non-empty text; Rede's one token estimator."""
+    return max(1, (chars + 3) // 4) if chars > 0 else 0
 
 
 class ChatModel(abc.ABC):

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
+from rede.backoff import doubling
+
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
 """Besides every 5xx: request timeout, conflict, too early, too many requests."""
 
@@ -75,5 +77,5 @@ class RetryPolicy:
         """Seconds to wait before retry number ``retry`` (0-based)."""
         if retry_after is not None:
             return min(max(retry_after, 0.0), self.max_retry_after_s)
-        base = min(self.backoff_s * 2.0 ** min(retry, 62), self.max_backoff_s)
+        base = doubling(self.backoff_s, retry, self.max_backoff_s)
         return base * (1 + self.jitter * (rng or random).random())

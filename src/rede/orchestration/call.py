@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rede.errors import BusError, RunLimitExceeded, StepFailed
+from rede.models._base import tokens_for_chars
 from rede.orchestration.run import CallRecord, StepRecord
 from rede.orchestration.state import RunState
 from rede.protocol.messages import Budget, ContextItem, Critique, Envelope, Result, Task
@@ -116,12 +117,13 @@ class Calls:
         self, rec: StepRecord, ask: Ask, tries: _Tries, agent: str | None
     ) -> Route | None:
         size = len(ask.instruction) + len(self.s.request) + sum(len(c.content) for c in ask.context)
+        prompt_tokens = max(1, tokens_for_chars(size))
         req = RouteRequest(
             ask.capability,
             ask.required_confidence,
             exclude=tries.excluded,
             min_rank=tries.floor,
-            prompt_tokens=size // 4 + 1,
+            prompt_tokens=prompt_tokens,
             afford=self.s.affordable,
             only=agent,
             run_id=self.s.run_id,

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from rede.backoff import doubling
 from rede.bus import Bus
 from rede.config import NetworkConfig
 from rede.errors import ConfigError, RedeError
@@ -233,8 +234,7 @@ class Backoff:
     def delay(self, ran_s: float) -> float:
         """The wait before starting again a process that exited after ``ran_s`` seconds."""
         self.quick_exits = self.quick_exits + 1 if ran_s < self.quick_s else 0
-        doublings = min(max(self.quick_exits - 1, 0), 64)  # 2**64: past any cap
-        return min(self.initial_s * 2.0**doublings, self.max_s)
+        return doubling(self.initial_s, self.quick_exits - 1, self.max_s)
 
 
 def exit_status(code: int) -> str:

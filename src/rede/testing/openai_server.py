@@ -66,6 +66,8 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
 
+from rede.models._base import estimate_tokens
+
 Responder = Callable[[dict[str, Any]], str]
 """``responder(request_json) -> text``: writes the assistant's reply to one request."""
 
@@ -79,9 +81,9 @@ NO_KEY = "(none)"
 # --------------------------------------------------------------------------- pure helpers
 
 
-def count_tokens(text: str) -> int:
-    """Deterministic token estimate: ``ceil(len(text) / 4)``, at least 1 for a non-empty text."""
-    return max(1, (len(text) + 3) // 4) if text else 0
+count_tokens = estimate_tokens
+"""Deterministic token estimate: ``ceil(len(text) / 4)``, at least 1 for a non-empty text (the
+estimate Rede uses where a server reports no usage)."""
 
 
 def message_text(content: Any) -> str:
