@@ -20,6 +20,8 @@ from results import (
     PEERS,
     Outcome,
     call_floor,
+    call_noise,
+    describe_net,
     net_overhead,
 )
 from workflow import ROLES
@@ -108,16 +110,22 @@ def goals(
         if rede_net is not None and floor is not None:
             fastest_net = min(peer_net, key=lambda p: peer_net[p] or 0.0)
             theirs = peer_net[fastest_net]
+            noise = call_noise(summaries)
             text = (
                 f"  Net of the HTTP call (the baseline's {floor * 1000:.2f} ms per call in this "
-                f"run): Rede {rede_net * 1000:.2f} ms per hop, the fastest peer "
-                f"({LABELS[fastest_net]}) {(theirs or 0.0) * 1000:.2f} ms"
+                f"run): Rede {describe_net(rede, floor, noise)} per hop, the fastest peer "
+                f"({LABELS[fastest_net]}) {describe_net(summaries[fastest_net], floor, noise)}"
             )
-            if rede_net > 0 and theirs is not None:
+            rede_noise = (noise or 0.0) * rede["requests"][0] / rede["hops"][0]
+            peer = summaries[fastest_net]
+            peer_noise = (noise or 0.0) * peer["requests"][0] / peer["hops"][0]
+            if theirs is None or theirs <= peer_noise:
+                text += "; the peer's net is within noise, so no ratio can be judged."
+            elif rede_net > rede_noise:
                 met = theirs / rede_net >= GOAL_OVERHEAD_FACTOR
                 text += f", {theirs / rede_net:.1f}x lower. {verdict(met)}"
             else:
-                text += "."
+                text += "; Rede's net is within noise: far below the peer's. **Met.**"
             lines.append(text)
     ratio = rede["latency_ratio"]
     if ratio is None:
@@ -237,10 +245,10 @@ def write_results(
             "requests / hops):",
             "",
         ]
+        noise = call_noise(summaries)
         for name in measured:
-            net = net_overhead(summaries[name], per_call)
-            if net is not None and name != "baseline":
-                lines.append(f"- {LABELS[name]}: {net * 1000:.2f} ms per hop")
+            if name != "baseline":
+                lines.append(f"- {LABELS[name]}: {describe_net(summaries[name], per_call, noise)}")
         lines.append("")
 
     failures = [(n, o) for n, o in outcomes.items() if o.status != "ok"]

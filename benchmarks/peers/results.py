@@ -133,6 +133,28 @@ def call_floor(summaries: dict[str, dict[str, Any]]) -> float | None:
     return float(base["wall_0ms_s"][0] / base["requests"][0])
 
 
+def call_noise(summaries: dict[str, dict[str, Any]]) -> float | None:
+    """How much the baseline's cost per call moved between its tasks in this run (half the
+    range of its per-task wall time, per call): nets smaller than this are noise."""
+    base = summaries.get("baseline")
+    if not base or base["wall_0ms_s"] is None or not base["requests"]:
+        return None
+    _, low, high = base["wall_0ms_s"]
+    return float((high - low) / 2 / base["requests"][0])
+
+
+def describe_net(summary: dict[str, Any], floor: float | None, noise: float | None) -> str:
+    """A net overhead per hop as a person should read it: a figure, or "within noise" when it
+    is within the baseline's own spread of zero (a negative net is never reported as such)."""
+    net = net_overhead(summary, floor)
+    if net is None:
+        return "not measured"
+    per_hop_noise = (noise or 0.0) * summary["requests"][0] / summary["hops"][0]
+    if net <= per_hop_noise:
+        return f"within noise (under {max(per_hop_noise, 0.0) * 1000:.2f} ms)"
+    return f"{net * 1000:.2f} ms (noise +/- {per_hop_noise * 1000:.2f} ms)"
+
+
 def net_overhead(summary: dict[str, Any], floor: float | None) -> float | None:
     """Median overhead per hop less the baseline's cost of the calls, per hop."""
     gross = summary["overhead_per_hop_s"]

@@ -1,7 +1,7 @@
 """Side-by-side benchmark: Rede against AutoGen, LangGraph and CrewAI on the same workflow.
 
-    /work/venv/bin/python benchmarks/peers/run.py                 # everything, ~4 minutes
-    /work/venv/bin/python benchmarks/peers/run.py --frameworks rede,langgraph --n 5
+    python benchmarks/peers/run.py                 # everything, ~4 minutes
+    python benchmarks/peers/run.py --frameworks rede,langgraph --n 5
 
 Run it with the project's Python (it needs ``rede`` for the model server and matplotlib for
 the chart). It installs the peers into their own venv (``setup.sh``, once), starts one local
@@ -116,7 +116,9 @@ class Server:
 
 
 def python_for(name: str) -> Path:
-    return Path(sys.executable) if name in ("baseline", "rede") else PEERS_VENV / "bin" / "python"
+    """Rede runs in the project's interpreter; the peers and the no-framework baseline in the
+    peers' venv, so the baseline's floor is measured with the same ``openai`` as theirs."""
+    return Path(sys.executable) if name == "rede" else PEERS_VENV / "bin" / "python"
 
 
 def ensure_peers(mode: str) -> str | None:
