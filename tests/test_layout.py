@@ -14,6 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "rede"
 RANK = {
     "rede.cli": 10,
     "rede.network": 9,
+    "rede.assembly": 8.5,
     "rede.scaling": 8,
     "rede.orchestration": 7,
     "rede.routing": 6,
@@ -30,15 +31,24 @@ RANK = {
 """Each layer imports only layers of a lower rank (and itself). sim/, evals/ and testing/
 are users of the core, outside the ranks."""
 
-CORE = ("protocol", "bus", "runtime", "agents", "orchestration", "routing", "scaling", "models")
-CORE_FILES = ("network.py", "config.py", "answers.py", "errors.py", "backoff.py")
+CORE = (
+    "protocol",
+    "bus",
+    "runtime",
+    "agents",
+    "orchestration",
+    "routing",
+    "scaling",
+    "models",
+    "config",
+)
+CORE_FILES = ("network.py", "assembly.py", "answers.py", "errors.py", "backoff.py")
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
 LARGER = {
     "bus/redis.py": 770,  # the Redis Streams transport: one concept, many commands
     "models/openai.py": 560,  # every server dialect of the OpenAI-compatible API
     "models/sim.py": 460,  # the simulated model and its calibrated draws
-    "network.py": 470,  # the facade: building agents, models and tools from the YAML
     "routing/router.py": 430,  # the strategies
 }
 """Core modules allowed past MAX_MODULE_LINES, each capped where it is now: they may shrink."""

@@ -69,6 +69,33 @@ class Specialist(abc.ABC):
 # --------------------------------------------------------------------------- prompts
 
 
+TEMPLATE_VARIABLES = frozenset(
+    {
+        "request",
+        "request_block",
+        "instruction",
+        "capability",
+        "context",
+        "acceptance",
+        "draft",
+        "capabilities",
+        "schema",
+    }
+)
+"""What a prompt template may use (``$name`` or ``${name}``)."""
+
+
+def check_template(text: str, where: str) -> None:
+    """A ConfigError naming any ``$variable`` a template uses that is never filled in."""
+    unknown = sorted(set(Template(text).get_identifiers()) - TEMPLATE_VARIABLES)
+    if unknown:
+        raise ConfigError(
+            f"{where} uses unknown variable(s) {', '.join('$' + u for u in unknown)}; "
+            f"a template may use {', '.join('$' + v for v in sorted(TEMPLATE_VARIABLES))} "
+            "(write $$ for a literal $)"
+        )
+
+
 def load_prompt(capability: str) -> str:
     """The bundled template for a capability (``prompts/<capability>.txt``) or the default."""
     folder = resources.files("rede.agents") / "prompts"
@@ -106,12 +133,16 @@ def parse_json_object(text: str) -> dict[str, Any]:
     stripped = re.sub(r"^```(?:json)?\s*|\s*```$", "", text.strip())
     try:
         value = json.loads(stripped)
+    except RecursionError:
+        raise ValueError(f"the reply's JSON is nested too deeply: {text[:60]!r}...") from None
     except json.JSONDecodeError:
         start, end = text.find("{"), text.rfind("}")
         if start < 0 or end <= start:
             raise ValueError(f"no JSON object in the reply: {text[:200]!r}") from None
         try:
             value = json.loads(text[start : end + 1])
+        except RecursionError:
+            raise ValueError(f"the reply's JSON is nested too deeply: {text[:60]!r}...") from None
         except json.JSONDecodeError as exc:
             raise ValueError(
                 f"the reply's JSON does not parse ({exc.msg}): {text[:200]!r}"

@@ -277,8 +277,11 @@ def trace(
     """Show every decision and envelope of a recorded run."""
     if not Path(ledger).exists():
         raise _fail(f"no ledger at {ledger}; run something first or pass --ledger")
-    store = SQLiteLedger(ledger)
-    runs = store.runs()
+    try:
+        store = SQLiteLedger(ledger)
+        runs = store.runs()
+    except RedeError as exc:
+        raise _fail(str(exc)) from None
     if not runs:
         raise _fail(f"the ledger {ledger} holds no runs")
     rid = run_id or runs[-1]

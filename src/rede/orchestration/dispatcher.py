@@ -15,10 +15,9 @@ import re
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
-from rede.config import LimitsConfig
+from rede.config import META_CAPABILITIES, LimitsConfig
 from rede.errors import PlanError, UnknownCapability
 from rede.orchestration.plan import (
-    META_CAPABILITIES,
     Plan,
     Step,
     parse_plan,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from rede.errors import ConfigError
 from rede.protocol.messages import ENVELOPE_ADAPTER, Envelope
 
 EntryKind = Literal["envelope", "decision"]
@@ -89,15 +90,21 @@ class SQLiteLedger(Ledger):
         super().__init__()
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS ledger (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
-            "run_id TEXT, at REAL, kind TEXT, name TEXT, data TEXT)"
-        )
-        self._db.execute("CREATE INDEX IF NOT EXISTS ledger_run ON ledger(run_id)")
-        self._db.commit()
+        try:
+            self._db = sqlite3.connect(self.path)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS ledger (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+                "run_id TEXT, at REAL, kind TEXT, name TEXT, data TEXT)"
+            )
+            self._db.execute("CREATE INDEX IF NOT EXISTS ledger_run ON ledger(run_id)")
+            self._db.commit()
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError(
+                f"{self.path} is not a Rede ledger (a SQLite file it can write): {exc}; "
+                "give the path of a ledger file, such as .rede/ledger.db"
+            ) from None
 
     def _append(self, entry: Entry) -> None:
         self._db.execute(

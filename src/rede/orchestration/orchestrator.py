@@ -116,14 +116,21 @@ class _Run:
                 raise RunLimitExceeded("wall_time_s", s.limits.wall_time_s, s.elapsed()) from None
             s.record.status = "ok"
         except RedeError as exc:
-            s.record.status = "failed"
-            s.record.error = str(exc)
-            s.decide("run_failed", error=str(exc), error_type=type(exc).__name__)
+            self._failed(exc)
             exc.run = s.record
+            raise
+        except Exception as exc:  # a bug, not a user's error: still recorded as the run's end
+            self._failed(exc)
             raise
         finally:
             await self._close(sub)
         return s.record
+
+    def _failed(self, exc: Exception) -> None:
+        s = self.s
+        s.record.status = "failed"
+        s.record.error = str(exc) or type(exc).__name__
+        s.decide("run_failed", error=s.record.error, error_type=type(exc).__name__)
 
     async def _close(self, sub: Any) -> None:
         s = self.s

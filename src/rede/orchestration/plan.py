@@ -19,7 +19,6 @@ from rede.agents.specialists import parse_json_object
 from rede.errors import PlanError, UnknownCapability, UnknownStep
 from rede.protocol.codec import describe_validation_error
 
-META_CAPABILITIES = frozenset({"plan", "critique", "synthesise"})
 RESERVED_STEP_IDS = frozenset({"plan", "synthesis"})
 """The ids of the orchestrator's own steps in a run record."""
 

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from rede.backoff import doubling
-from rede.bus import Bus
+from rede.bus import Bus, BusOptions
 from rede.config import NetworkConfig
 from rede.errors import ConfigError, RedeError
 from rede.runtime.registry import Registry
@@ -50,6 +50,8 @@ class Served(Host, Protocol):
     this process): its bus and registry follow the agent processes."""
 
     bus: Bus | None
+
+    def bus_options(self) -> BusOptions: ...
 
     async def start(self) -> None: ...
 
@@ -298,6 +300,7 @@ async def up(
     serving no agent itself (``Network.from_yaml(file, bus=url).serve_only(set())``): its
     registry and ledger serve the spawner. ``extra_args`` go to every ``rede agent`` command."""
     Backoff(restart_s, restart_max_s, quick_s)  # invalid: fail before starting anything
+    net.bus_options()  # so does an empty signing key variable, which every agent would need
     conf = net.config
     scaled = templates(conf)
     fixed = [a.name for a in conf.agents if a.name not in scaled]

@@ -29,9 +29,9 @@ import json
 import random
 from typing import Any
 
+from rede.config import META_CAPABILITIES
 from rede.models._base import ModelRequest
 from rede.models.sim import SimModel, SimProfile
-from rede.orchestration.plan import META_CAPABILITIES
 from rede.sim.workload import Part, SimTask, normalise, parse_answers
 
 TASK_KEY = "sim_task"

@@ -1,43 +1,18 @@
-"""The network description: YAML loaded once into validated pydantic models.
-
-name: research-team
-models:
-  small: {spec: "sim:7b", seed: 1}
-  local: {spec: "openai:llama3.1:8b", base_url: "http://127.0.0.1:11434/v1",
-          price: {input_per_1k: 0.0, output_per_1k: 0.0}}
-agents:
-  - {name: planner, capabilities: [plan], model: small}
-  - {name: calculator, tool: arithmetic, capabilities: [arithmetic]}
-routing: {strategy: cheapest}
-limits: {max_steps: 20, max_refine_rounds: 2, wall_time_s: 120, max_cost_usd: 0.5}
-"""
+"""The sections of a network description: models, agents, routing, limits, spawning, bus."""
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
-from rede.errors import ConfigError
+from rede.config._base import NAME, _Conf
 from rede.models._base import Price
-from rede.protocol.codec import describe_validation_error
-
-NAME = r"^[A-Za-z0-9_\-]+$"
-M = TypeVar("M", bound=BaseModel)
-
-
-class _Conf(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class ModelConfig(_Conf):
@@ -283,100 +258,3 @@ class BusConfig(_Conf):
     ephemeral_ttl_s: float = Field(3600, gt=0)
     """How long a reply or inbox stream outlives its last live subscriber when no one deletes
     it (a killed agent's inbox): live subscribers renew it, publishes never do."""
-
-
-class NetworkConfig(_Conf):
-    name: str = "network"
-    description: str = ""
-    models: dict[str, ModelConfig] = Field(default_factory=dict)
-    agents: list[AgentConfig] = Field(min_length=1)
-    routing: RoutingConfig = Field(default_factory=RoutingConfig)
-    limits: LimitsConfig = Field(default_factory=LimitsConfig)
-    spawn: SpawnConfig | None = None
-    bus: BusConfig = Field(default_factory=BusConfig)
-    heartbeat_s: float = Field(2.0, gt=0)
-    agent_ttl_s: float = Field(10.0, gt=0)
-    base_dir: Path | None = Field(None, exclude=True)
-
-    @model_validator(mode="after")
-    def _references(self) -> NetworkConfig:
-        names = [a.name for a in self.agents]
-        dupes = {n for n in names if names.count(n) > 1}
-        if dupes:
-            raise ValueError(f"agent names must be unique; repeated: {', '.join(sorted(dupes))}")
-        for agent in self.agents:
-            if agent.model is not None and agent.model not in self.models:
-                raise ValueError(
-                    f"agent {agent.name!r} uses model {agent.model!r}, which is not in 'models' "
-                    f"(known: {', '.join(sorted(self.models)) or 'none'})"
-                )
-        return self
-
-    @model_validator(mode="after")
-    def _spawn_and_manager(self) -> NetworkConfig:
-        names = {a.name for a in self.agents}
-        unknown = set(self.spawn.templates) - names if self.spawn else set()
-        if unknown:
-            raise ValueError(
-                f"spawn.templates names unknown agent(s) {', '.join(sorted(unknown))}; "
-                f"agents: {', '.join(sorted(names))}"
-            )
-        for capability, agreement in self.routing.agreement.items():
-            for tier in agreement.tiers:
-                for name in tier.agents:
-                    agent = next((a for a in self.agents if a.name == name), None)
-                    if agent is None:
-                        raise ValueError(
-                            f"routing.agreement.{capability} names unknown agent {name!r}; "
-                            f"agents: {', '.join(sorted(names))}"
-                        )
-                    if capability not in agent.capabilities:
-                        raise ValueError(
-                            f"routing.agreement.{capability} names agent {name!r}, which does "
-                            f"not serve {capability!r} (it serves {', '.join(agent.capabilities)})"
-                        )
-        if self.routing.manager is not None and self.routing.manager not in names:
-            raise ValueError(
-                f"routing.manager {self.routing.manager!r} is not an agent; "
-                f"agents: {', '.join(sorted(names))}"
-            )
-        return self
-
-    @property
-    def capabilities(self) -> set[str]:
-        return {c for a in self.agents for c in a.capabilities}
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> NetworkConfig:
-        p = Path(path)
-        return cls.from_dict(read_yaml(p, "network"), source=str(p), base_dir=p.parent)
-
-    @classmethod
-    def from_dict(
-        cls, data: Any, *, source: str = "network", base_dir: Path | None = None
-    ) -> NetworkConfig:
-        conf = validate_mapping(cls, data, source=source, what="a network", key="agents")
-        conf.base_dir = base_dir
-        return conf
-
-
-def read_yaml(path: Path, what: str) -> Any:
-    """The parsed content of a YAML file; a ConfigError naming the file if it cannot be."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"cannot read {what} file {path}: {exc.strerror}") from exc
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
-
-
-def validate_mapping(model: type[M], data: Any, *, source: str, what: str, key: str) -> M:
-    """``data`` validated as ``model``; a ConfigError that names ``source`` and the field."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: {what} must be a mapping with {key!r}")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(f"{source}: {describe_validation_error(exc)}") from exc

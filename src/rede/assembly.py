@@ -1,0 +1,219 @@
+"""How a network description becomes its parts: models, tools, and each agent's spec.
+
+:class:`Assembly` is what :class:`~rede.network.Network` builds from; it reads the YAML's
+sections once, checks what it can before anything runs (tools against agents, prompt
+templates' variables) and builds models on first use.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from rede.agents.confidence import llm_specialist
+from rede.agents.specialists import SpecialistSpec, check_template
+from rede.agents.tools import Tool, ToolFn, ToolSpecialist, resolve_tool
+from rede.bus import BusOptions
+from rede.config import AgentConfig, ModelConfig, NetworkConfig
+from rede.errors import ConfigError
+from rede.models import ChatModel, model_from_spec
+from rede.models._structured import DialectMemory
+from rede.models.sim import SimModel
+from rede.protocol.codec import describe_validation_error
+
+
+class Assembly:
+    """Models, tools and agent specs of one network description."""
+
+    def __init__(
+        self,
+        config: NetworkConfig,
+        *,
+        models: dict[str, ChatModel] | None = None,
+        tools: Iterable[Tool | ToolFn] = (),
+        base_url: str | None = None,
+        model_override: str | None = None,
+        api_key: str | None = None,
+        time_scale: float | None = None,
+    ) -> None:
+        self.config = config
+        self.models: dict[str, ChatModel] = dict(models or {})
+        self.base_url = base_url
+        self.model_override = model_override
+        self.api_key = api_key
+        self.time_scale = time_scale
+        self.dialects = DialectMemory()
+        self.tools = self._add_tools(tools)
+        for agent in config.agents:  # a template's mistakes show now, not in the first run
+            self.prompts(agent)
+
+    def _add_tools(self, given: Iterable[Tool | ToolFn]) -> dict[str, Tool]:
+        tools: dict[str, Tool] = {}
+        for fn in given:
+            t = fn if isinstance(fn, Tool) else Tool(fn)
+            if t.name in tools:
+                raise ConfigError(f"two tools are named {t.name!r}; give one another name")
+            tools[t.name] = t
+        named = {a.tool for a in self.config.agents if a.tool is not None}
+        agents = {a.name for a in self.config.agents}
+        for t in tools.values():
+            if t.name in named:
+                continue
+            if t.name in agents:
+                raise ConfigError(
+                    f"tool {t.name!r} would get an agent of its own, but the network already "
+                    f"has an agent {t.name!r}; name the tool in that agent's 'tool:' or rename it"
+                )
+            try:
+                agent = AgentConfig(name=t.name, capabilities=[t.capability], tool=t.name)
+            except ValidationError as exc:
+                raise ConfigError(f"tool {t.name!r}: {describe_validation_error(exc)}") from None
+            self.config.agents.append(agent)
+        return tools
+
+    def bus_options(self) -> BusOptions:
+        b = self.config.bus
+        key = None
+        if b.signing_key_env:
+            key = os.environ.get(b.signing_key_env)
+            if not key:
+                raise ConfigError(
+                    f"bus.signing_key_env names {b.signing_key_env!r}, "
+                    "but that environment variable is empty"
+                )
+        return BusOptions(
+            max_message_bytes=b.max_message_bytes,
+            visibility_timeout_s=b.visibility_timeout_s,
+            max_deliveries=b.max_deliveries,
+            maxlen=b.maxlen,
+            signing_key=key,
+            ephemeral_ttl_s=b.ephemeral_ttl_s,
+        )
+
+    def model(self, name: str) -> ChatModel:
+        if name in self.models:
+            return self.models[name]
+        conf = self.config.models[name]
+        self.models[name] = built = self._build_model(name, conf)
+        return built
+
+    def _build_model(self, name: str, conf: ModelConfig) -> ChatModel:
+        backend = conf.spec.partition(":")[0]
+        if self.base_url is not None or self.model_override is not None:
+            if backend != "replay":
+                if self.model_override is None and backend != "openai":
+                    raise ConfigError(
+                        f"--base-url points model {name!r} ({conf.spec}) at a server, but no "
+                        "model name was given: add --model NAME (the server's model id)"
+                    )
+                model_name = self.model_override or conf.spec.partition(":")[2]
+                return model_from_spec(
+                    f"openai:{model_name}",
+                    base_url=self.base_url,
+                    api_key=self.api_key or conf.api_key,
+                    price=conf.price,
+                    dialects=self.dialects,
+                    **self._openai_options(conf, backend),
+                )
+        options: dict[str, Any] = {}
+        if backend == "replay":
+            path = Path(os.path.expandvars(conf.spec.partition(":")[2])).expanduser()
+            if not path.is_absolute() and self.config.base_dir is not None:
+                path = self.config.base_dir / path  # relative to the network's YAML file
+            return model_from_spec(f"replay:{path}", price=conf.price)
+        if backend == "sim":
+            scale = self.time_scale if self.time_scale is not None else conf.time_scale
+            options = {"seed": conf.seed, "overrides": conf.sim, "name": name}
+            if scale is not None:
+                options["time_scale"] = scale
+        elif backend == "openai":
+            options = {
+                k: v
+                for k, v in {
+                    "base_url": conf.base_url,
+                    "api_key": self.api_key or conf.api_key,
+                    "price": conf.price,
+                    "timeout_s": conf.timeout_s,
+                }.items()
+                if v is not None
+            }
+            options.update(self._openai_options(conf, backend), dialects=self.dialects)
+        return model_from_spec(conf.spec, **options)
+
+    @staticmethod
+    def _openai_options(conf: ModelConfig, backend: str) -> dict[str, Any]:
+        """Structured output and seed of a model served over the OpenAI protocol. A sim
+        model's seed seeds the simulator, not a server: it is sent only from openai models
+        whose YAML sets it."""
+        options: dict[str, Any] = {}
+        if conf.structured is not None:
+            options["structured"] = conf.structured
+        if conf.json_mode is not None:
+            options["json_mode"] = conf.json_mode
+        if backend == "openai" and "seed" in conf.model_fields_set:
+            options["seed"] = conf.seed
+        return options
+
+    def spec(self, agent: AgentConfig) -> SpecialistSpec:
+        if agent.tool is not None:
+            return SpecialistSpec(
+                name=agent.name,
+                capabilities=agent.capabilities,
+                specialist=ToolSpecialist(agent.tool, resolve_tool(agent.tool, self.tools)),
+                quality=agent.quality if agent.quality is not None else 0.99,
+                tier=agent.tier,
+                concurrency=agent.concurrency,
+            )
+        assert agent.model is not None
+        model = self.model(agent.model)
+        quality = agent.quality
+        if quality is None:
+            quality = (
+                (
+                    sum(model.profile.quality_for(c) for c in agent.capabilities)
+                    / len(agent.capabilities)
+                )
+                if isinstance(model, SimModel)
+                else 0.5
+            )
+        prompts = self.prompts(agent)
+        window = agent.context_window or (
+            model.profile.context_window if isinstance(model, SimModel) else 8192
+        )
+        return SpecialistSpec(
+            name=agent.name,
+            capabilities=agent.capabilities,
+            specialist=llm_specialist(model, prompts, agent.confidence),
+            price_in_per_1k=model.price.input_per_1k,
+            price_out_per_1k=model.price.output_per_1k,
+            quality=quality,
+            tier=agent.tier,
+            context_window=window,
+            concurrency=agent.concurrency,
+        )
+
+    def prompts(self, agent: AgentConfig) -> dict[str, str]:
+        """An agent's own prompt templates by capability, each checked for variables that
+        would never be filled in."""
+        prompts = {cap: self._prompt_text(text) for cap, text in agent.prompts.items()}
+        for cap, text in prompts.items():
+            check_template(text, f"the {cap!r} prompt of agent {agent.name!r}")
+        return prompts
+
+    def _prompt_text(self, value: str) -> str:
+        if "\n" not in value and value.endswith((".txt", ".md")):
+            path = Path(value)
+            if not path.is_absolute() and self.config.base_dir is not None:
+                path = self.config.base_dir / path
+            try:
+                return path.read_text()
+            except OSError as exc:
+                raise ConfigError(f"cannot read prompt file {path}: {exc.strerror}") from exc
+        return value
+
+
+__all__ = ["Assembly"]

@@ -1,0 +1,64 @@
+"""What every part of the configuration shares: names, the base model, YAML reading."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    ValidationError,
+)
+
+from rede.errors import ConfigError
+from rede.protocol.codec import describe_validation_error
+
+NAME = r"^[A-Za-z0-9_\-]+$"
+META_CAPABILITIES = frozenset({"plan", "critique", "synthesise"})
+"""Capabilities the orchestrator itself calls on: planning, review, the final answer."""
+WELL_KNOWN = META_CAPABILITIES | {"research", "write", "arithmetic"}
+"""Capabilities with a bundled prompt or tool: a name just short of one is a misspelling."""
+
+
+def misspelt(capability: str) -> str | None:
+    """The well-known capability ``capability`` looks like a misspelling of, if any."""
+    if capability in WELL_KNOWN:
+        return None
+    for known in sorted(WELL_KNOWN):
+        if capability.startswith(known) or known.startswith(capability):
+            continue  # 'writer', 'researching': another name, not a typo
+        if difflib.SequenceMatcher(None, capability, known).ratio() >= 0.85:
+            return known
+    return None
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class _Conf(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def read_yaml(path: Path, what: str) -> Any:
+    """The parsed content of a YAML file; a ConfigError naming the file if it cannot be."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} file {path}: {exc.strerror}") from exc
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+
+
+def validate_mapping(model: type[M], data: Any, *, source: str, what: str, key: str) -> M:
+    """``data`` validated as ``model``; a ConfigError that names ``source`` and the field."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: {what} must be a mapping with {key!r}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {describe_validation_error(exc)}") from exc
