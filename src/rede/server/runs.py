@@ -149,6 +149,39 @@ def _usage(usage: Usage) -> dict[str, Any]:
     }
 
 
+def describe(ledger: Ledger, run_id: str) -> dict[str, Any]:
+    """A recorded run's summary: its ``served`` entry, else what its entries tell (runs of
+    ``rede run`` or of another process)."""
+    served = ledger.decisions(run_id, SERVED)
+    if served:
+        return {**served[-1].data, "id": run_id}
+    entries = ledger.entries(run_id)
+    if not entries:
+        raise UnknownRun(run_id)
+    request = next(
+        (
+            e.data["payload"].get("request")
+            for e in entries
+            if e.kind == "envelope" and e.data.get("payload", {}).get("kind") == "task"
+        ),
+        None,
+    )
+    failed = any(e.name == "run_failed" for e in entries)
+    return {
+        "id": run_id,
+        "object": "rede.run",
+        "model": None,
+        "source": "ledger",
+        "created": int(entries[0].at),
+        "request": request,
+        "status": "failed" if failed else "unknown",
+        "error": next((e.data.get("error") for e in entries if e.name == "run_failed"), None),
+        "answer": None,
+        "usage": None,
+        "wall_time_s": entries[-1].at - entries[0].at,
+    }
+
+
 Hook = Callable[[ServedRun], None]
 
 
@@ -269,34 +302,7 @@ class RunManager:
         live = self.runs.get(run_id)
         if live is not None:
             return live.summary()
-        served = self.ledger.decisions(run_id, SERVED)
-        if served:
-            return {**served[-1].data, "id": run_id}
-        entries = self.ledger.entries(run_id)
-        if not entries:
-            raise UnknownRun(run_id)
-        request = next(
-            (
-                e.data["payload"].get("request")
-                for e in entries
-                if e.kind == "envelope" and e.data.get("payload", {}).get("kind") == "task"
-            ),
-            None,
-        )
-        failed = any(e.name == "run_failed" for e in entries)
-        return {
-            "id": run_id,
-            "object": "rede.run",
-            "model": None,
-            "source": "ledger",
-            "created": int(entries[0].at),
-            "request": request,
-            "status": "failed" if failed else "unknown",
-            "error": next((e.data.get("error") for e in entries if e.name == "run_failed"), None),
-            "answer": None,
-            "usage": None,
-            "wall_time_s": entries[-1].at - entries[0].at,
-        }
+        return describe(self.ledger, run_id)
 
     def decisions(self, run_id: str) -> list[dict[str, Any]]:
         return [
