@@ -14,22 +14,19 @@ from rede import ModelRequest, Network, ScriptedModel
 
 
 class Gate:
-    """Model calls wait here until the test opens the gate; each opening lets the calls
-    waiting then through, and later calls wait for the next opening. Lives on the server's
-    event loop: open it with ``server.call(gate.open)``."""
+    """Each model call waits here for a permit; each ``open()`` gives one (so an opening
+    that comes before the call is not lost). Used on the server's event loop: open it with
+    ``server.call(gate.open)``."""
 
     def __init__(self) -> None:
-        self._event: asyncio.Event | None = None
+        self._permits = asyncio.Semaphore(0)
 
     async def wait(self) -> None:
-        if self._event is None:
-            self._event = asyncio.Event()
-        await self._event.wait()
+        await self._permits.acquire()
 
-    def open(self) -> None:
-        if self._event is not None:
-            self._event.set()
-        self._event = None
+    def open(self, n: int = 1) -> None:
+        for _ in range(n):
+            self._permits.release()
 
 
 def gated_network(gate: Gate, name: str = "gated") -> Network:

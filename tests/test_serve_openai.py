@@ -11,12 +11,12 @@ import httpx
 import openai
 import pytest
 from langchain_openai import ChatOpenAI
-from serve_support import Gate, gated_network, sse_events, wait_closed
 
 from rede import Network, SQLiteLedger
 from rede.cli import demo_network_path
 from rede.server import ServerSettings, create_app
 from rede.server.live import LiveServer, free_port
+from serve_support import Gate, gated_network, sse_events, wait_closed
 
 DEMO = "research-team"
 
@@ -38,7 +38,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, gate: Gate) -> Iterator[Liv
     app = create_app(nets, ServerSettings(port=port), ledger=ledger)
     with LiveServer(app, port=port) as live:
         yield live
-        live.call(gate.open)
+        live.call(lambda: gate.open(8))
 
 
 @pytest.fixture
@@ -71,9 +71,7 @@ def test_chat_completion_answers_with_the_runs_usage_and_id(
     assert completion.usage is not None
     # usage is the sum over every model call of the run
     assert completion.usage.prompt_tokens == sum(s["usage"]["prompt_tokens"] for s in steps)
-    assert completion.usage.completion_tokens == sum(
-        s["usage"]["completion_tokens"] for s in steps
-    )
+    assert completion.usage.completion_tokens == sum(s["usage"]["completion_tokens"] for s in steps)
     assert completion.usage.total_tokens == record["usage"]["total_tokens"] > 0
     assert record["usage"]["calls"] >= 5
 
@@ -196,9 +194,7 @@ def test_openapi_document_describes_the_api(server: LiveServer) -> None:
         assert path in doc["paths"], path
 
 
-def test_metrics_count_runs_tokens_and_requests(
-    client: openai.OpenAI, server: LiveServer
-) -> None:
+def test_metrics_count_runs_tokens_and_requests(client: openai.OpenAI, server: LiveServer) -> None:
     client.chat.completions.create(model=DEMO, messages=[{"role": "user", "content": "1+1"}])
     text = httpx.get(f"{server.url}/metrics").text
     assert 'rede_runs_total{model="research-team",source="openai",status="ok"}' in text
