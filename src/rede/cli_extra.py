@@ -103,19 +103,19 @@ STARTER = """\
 # Serve it:                   rede serve network.yaml
 # Real models: change a spec to "openai:MODEL" with a base_url (Ollama, vLLM, llama.cpp, ...):
 #   local: {spec: "openai:llama3.1:8b", base_url: "http://127.0.0.1:11434/v1"}
-name: {name}
+name: @NAME@
 description: Plans a request, researches its parts, writes, critiques and synthesises.
 models:
-  small: {{spec: "sim:3b", seed: 1}}
-  medium: {{spec: "sim:8b", seed: 2}}
+  small: {spec: "sim:3b", seed: 1}
+  medium: {spec: "sim:8b", seed: 2}
 agents:
-  - {{name: planner, capabilities: [plan], model: small}}
-  - {{name: researcher, capabilities: [research], model: medium,
-     prompts: {{research: prompts/research.txt}}}}
-  - {{name: writer, capabilities: [write], model: medium, prompts: {{write: prompts/write.txt}}}}
-  - {{name: critic, capabilities: [critique], model: medium}}
-  - {{name: synthesiser, capabilities: [synthesise], model: small}}
-  - {{name: calculator, capabilities: [arithmetic], tool: arithmetic}}
+  - {name: planner, capabilities: [plan], model: small}
+  - {name: researcher, capabilities: [research], model: medium,
+     prompts: {research: prompts/research.txt}}
+  - {name: writer, capabilities: [write], model: medium, prompts: {write: prompts/write.txt}}
+  - {name: critic, capabilities: [critique], model: medium}
+  - {name: synthesiser, capabilities: [synthesise], model: small}
+  - {name: calculator, capabilities: [arithmetic], tool: arithmetic}
 routing:
   strategy: cheapest
 limits:
@@ -136,7 +136,7 @@ def init(
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
 ) -> None:
     """Write a starter network (network.yaml) and its prompt files, ready to run."""
-    files = {Path("network.yaml"): STARTER.format(name=name)}
+    files = {Path("network.yaml"): STARTER.replace("@NAME@", name)}
     bundled = resources.files("rede") / "prompts"
     for cap in ("research", "write"):
         files[Path("prompts") / f"{cap}.txt"] = (bundled / f"{cap}.txt").read_text()
@@ -173,8 +173,9 @@ def runs(
         console.print_json(json.dumps(rows, default=str))
         return
     table = Table(title=f"runs in {ledger}")
-    for col in ("run", "started", "status", "source", "tokens", "cost", "request"):
-        table.add_column(col)
+    for col in ("run", "started", "status", "source", "tokens", "cost"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("request")
     for r in rows:
         usage = r.get("usage") or {}
         started = datetime.fromtimestamp(r["created"]).strftime("%Y-%m-%d %H:%M:%S")
