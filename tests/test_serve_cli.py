@@ -125,3 +125,40 @@ def test_serve_process_answers_and_sigterm_lets_a_run_finish(tmp_path: Path) -> 
     served = SQLiteLedger(ledger).decisions(run_id, "served")
     assert served and served[-1].data["status"] == "ok"
     assert served[-1].data["answer"]
+
+
+def test_serve_on_redis_uses_agents_served_by_another_process(
+    tmp_path: Path, redis_server_factory
+) -> None:
+    import openai
+
+    from rede import Network
+    from rede.server import ServerSettings, create_app
+    from rede.server.live import LiveServer
+
+    redis = redis_server_factory()
+    network = tmp_path / "two.yaml"
+    network.write_text(
+        "name: two\nmodels:\n  m: {spec: 'sim:7b', seed: 1, time_scale: 0}\n"
+        "agents:\n  - {name: answerer, capabilities: [answer], model: m}\n"
+        "  - {name: calculator, capabilities: [arithmetic], tool: arithmetic}\n"
+    )
+    agents = subprocess.Popen(
+        [sys.executable, "-m", "rede", "agent", str(network), "--bus", redis.url],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        net = Network.from_yaml(network, bus=redis.url).serve_only(set())
+        port = free_port()
+        with LiveServer(create_app([net], ServerSettings(port=port)), port=port) as live:
+            client = openai.OpenAI(base_url=live.url + "/v1", api_key="-", max_retries=0)
+            reply = client.chat.completions.create(
+                model="two", messages=[{"role": "user", "content": "What is 6*7?"}]
+            )
+            assert reply.choices[0].message.content == "6*7 = 42"
+            agents_seen = httpx.get(f"{live.url}/v1/networks/two").json()["agents"]
+            assert all(a["healthy"] for a in agents_seen)
+    finally:
+        agents.terminate()
+        agents.wait(timeout=30)
