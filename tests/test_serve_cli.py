@@ -40,6 +40,13 @@ def test_boolean_options_are_flags_and_every_option_has_help() -> None:
                 assert len(line.split()) > 3, f"{command}: {line}"
 
 
+def test_serve_refuses_an_open_non_loopback_address(monkeypatch) -> None:
+    monkeypatch.delenv("REDE_API_KEYS", raising=False)
+    refused = runner.invoke(app, ["serve", "--host", "0.0.0.0", "--ledger", ""])
+    assert refused.exit_code == 1
+    assert "serving on 0.0.0.0 needs an API key" in refused.output
+
+
 def test_validate_checks_without_running(tmp_path: Path) -> None:
     ok = runner.invoke(app, ["validate", str(demo_network_path())])
     assert ok.exit_code == 0 and "network 'research-team', 7 agents" in ok.output

@@ -123,6 +123,7 @@ class NetworkExecutor(AgentExecutor):
             else:
                 await updater.failed(say(f"run {run.id} failed: {run.error}"))
         finally:
+            self.by_task.pop(task.id, None)
             if not run.done:  # the task was cancelled while the run went on
                 self.runs.cancel_nowait(run.id, "the A2A task was cancelled")
 
