@@ -58,9 +58,9 @@ agents:
 
 
 def team_yaml() -> str:
-    from rede.cli import demo_network_path
+    from importlib import resources
 
-    text = demo_network_path().read_text()
+    text = (resources.files("rede") / "networks" / "demo.yaml").read_text()
     # every model instant; the demo's names and plan shape otherwise unchanged
     text = re.sub(r"seed: (\d+)", r"seed: \1, time_scale: 0", text)
     return text.replace("name: research-team", "name: team")

@@ -6,11 +6,16 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from rede import ModelRequest, Network, ScriptedModel
+
+DEMO_YAML = Path(str(resources.files("rede") / "networks" / "demo.yaml"))
+"""The bundled demo network (found through the package, wherever the CLI module lives)."""
 
 
 class Gate:

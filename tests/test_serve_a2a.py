@@ -14,9 +14,9 @@ from a2a.helpers import get_artifact_text, new_text_message
 from a2a.types import Role, SendMessageRequest, TaskState
 
 from rede import Network
-from rede.cli import demo_network_path
 from rede.server import ServerSettings, create_app
 from rede.server.live import LiveServer, free_port
+from serve_support import DEMO_YAML
 
 DEMO = "research-team"
 
@@ -24,7 +24,7 @@ DEMO = "research-team"
 @pytest.fixture(scope="module")
 def server() -> AsyncIterator[LiveServer]:
     port = free_port()
-    net = Network.from_yaml(demo_network_path(), time_scale=0.0)
+    net = Network.from_yaml(DEMO_YAML, time_scale=0.0)
     with LiveServer(create_app([net], ServerSettings(port=port)), port=port) as live:
         yield live
 

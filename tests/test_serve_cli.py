@@ -14,10 +14,10 @@ from pathlib import Path
 import httpx
 from typer.testing import CliRunner
 
-from rede import SQLiteLedger, __version__
-from rede.cli import app, demo_network_path
+from rede import __version__
+from rede.cli import app
 from rede.server.live import free_port
-from serve_support import sse_events
+from serve_support import DEMO_YAML, sse_events
 
 runner = CliRunner()
 
@@ -48,11 +48,9 @@ def test_serve_refuses_an_open_non_loopback_address(monkeypatch) -> None:
 
 
 def test_validate_checks_without_running(tmp_path: Path) -> None:
-    ok = runner.invoke(app, ["validate", str(demo_network_path())])
+    ok = runner.invoke(app, ["validate", str(DEMO_YAML)])
     assert ok.exit_code == 0 and "network 'research-team', 7 agents" in ok.output
-    as_json = json.loads(
-        runner.invoke(app, ["validate", str(demo_network_path()), "--json"]).output
-    )
+    as_json = json.loads(runner.invoke(app, ["validate", str(DEMO_YAML), "--json"]).output)
     assert "plan" in as_json["capabilities"]
     bad = tmp_path / "bad.yaml"
     bad.write_text(
@@ -129,9 +127,9 @@ def test_serve_process_answers_and_sigterm_lets_a_run_finish(tmp_path: Path) -> 
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    served = SQLiteLedger(ledger).decisions(run_id, "served")
-    assert served and served[-1].data["status"] == "ok"
-    assert served[-1].data["answer"]
+    listed = runner.invoke(app, ["runs", "--ledger", str(ledger), "--json"])
+    (served,) = json.loads(listed.output)  # the run as the ledger recorded it
+    assert served["id"] == run_id and served["status"] == "ok" and served["answer"]
 
 
 def test_serve_on_redis_uses_agents_served_by_another_process(

@@ -12,11 +12,10 @@ import openai
 import pytest
 from langchain_openai import ChatOpenAI
 
-from rede import Network, SQLiteLedger
-from rede.cli import demo_network_path
+from rede import Network
 from rede.server import ServerSettings, create_app
 from rede.server.live import LiveServer, free_port
-from serve_support import Gate, gated_network, sse_events, wait_closed
+from serve_support import DEMO_YAML, Gate, gated_network, sse_events, wait_closed
 
 DEMO = "research-team"
 
@@ -28,14 +27,13 @@ def gate() -> Gate:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, gate: Gate) -> Iterator[LiveServer]:
-    ledger = SQLiteLedger(tmp_path_factory.mktemp("serve") / "ledger.db")
-    nets = [
-        Network.from_yaml(demo_network_path(), time_scale=0.0, ledger=ledger),
-        gated_network(gate),
-    ]
-    nets[1].ledger = ledger
+    demo = Network.from_yaml(
+        DEMO_YAML, time_scale=0.0, ledger=tmp_path_factory.mktemp("serve") / "ledger.db"
+    )
+    gated = gated_network(gate)
+    gated.ledger = demo.ledger  # one SQLite ledger for both, as `rede serve` does
     port = free_port()
-    app = create_app(nets, ServerSettings(port=port), ledger=ledger)
+    app = create_app([demo, gated], ServerSettings(port=port))
     with LiveServer(app, port=port) as live:
         yield live
         live.call(lambda: gate.open(8))

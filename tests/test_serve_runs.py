@@ -11,10 +11,9 @@ import openai
 import pytest
 
 from rede import Network
-from rede.cli import demo_network_path
 from rede.server import ServerSettings, create_app
 from rede.server.live import LiveServer, free_port
-from serve_support import Gate, gated_network, sse_events, wait_closed
+from serve_support import DEMO_YAML, Gate, gated_network, sse_events, wait_closed
 
 KEY = "test-key-123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -46,7 +45,7 @@ def strict(strict_gate: Gate) -> Iterator[LiveServer]:
     settings = ServerSettings(
         port=port, api_keys=[KEY], max_concurrent_runs=1, on_disconnect="finish"
     )
-    nets = [gated_network(strict_gate), Network.from_yaml(demo_network_path(), time_scale=0)]
+    nets = [gated_network(strict_gate), Network.from_yaml(DEMO_YAML, time_scale=0)]
     with LiveServer(create_app(nets, settings), port=port) as live:
         yield live
         live.call(lambda: strict_gate.open(8))

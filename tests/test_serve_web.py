@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from rede import Network
-from rede.cli import demo_network_path
 from rede.server import ServerSettings, create_app
 from rede.server.live import LiveServer, free_port
+from serve_support import DEMO_YAML
 
 CHROMIUM = os.environ.get("REDE_CHROMIUM", "/usr/bin/chromium")
 
@@ -33,7 +33,7 @@ def chromium() -> str:
 def server() -> Iterator[LiveServer]:
     port = free_port()
     # simulated latency scaled down: the run lasts long enough to be seen updating
-    net = Network.from_yaml(demo_network_path(), time_scale=0.05)
+    net = Network.from_yaml(DEMO_YAML, time_scale=0.05)
     with LiveServer(create_app([net], ServerSettings(port=port)), port=port) as live:
         yield live
 

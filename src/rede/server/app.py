@@ -22,7 +22,6 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 
 from rede import ConfigError, Network, __version__
-from rede.ledger import Ledger
 from rede.server import a2a, openai_api, runs_api
 from rede.server.http import AccessLog, APIError, BearerAuth, BodyLimit, error_response
 from rede.server.metrics import CONTENT_TYPE, Metrics
@@ -30,6 +29,7 @@ from rede.server.runs import (
     AtCapacity,
     Draining,
     EmptyRequest,
+    Ledger,
     RunManager,
     UnknownModel,
     UnknownRun,

@@ -137,8 +137,7 @@ def serve_command(
     their live events (/v1/runs), A2A (/.well-known/agent-card.json) and a web page (/)."""
     import uvicorn
 
-    from rede import Network, SQLiteLedger
-    from rede.ledger import Ledger
+    from rede import Network
     from rede.server import ServerSettings, create_app
     from rede.server.settings import keys_from_env
 
@@ -150,15 +149,14 @@ def serve_command(
     ]
     err = typer.echo
     try:
-        store: Ledger = SQLiteLedger(ledger) if ledger else Ledger()
-        nets = []
-        for path in paths:
+        nets: list[Network] = []
+        for path in paths:  # the first opens the ledger; every other network shares it
             net = Network.from_yaml(
                 path,
                 bus=bus,
                 base_url=base_url,
                 model=model,
-                ledger=store,
+                ledger=nets[0].ledger if nets else (ledger or None),
                 time_scale=0.0 if fast else None,
             )
             if bus and not bus.startswith("memory"):
@@ -175,7 +173,7 @@ def serve_command(
             shutdown_timeout_s=shutdown_timeout,
             public_url=public_url,
         )
-        app = create_app(nets, settings, ledger=store)
+        app = create_app(nets, settings)
     except RedeError as exc:
         err(f"error: {exc}", err=True)
         raise typer.Exit(1) from None

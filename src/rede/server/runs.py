@@ -11,18 +11,29 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from rede import Event, Network, RedeError, RunResult, Usage
-from rede.ledger import Ledger
-from rede.messages import new_id
 
 log = logging.getLogger("rede.server")
 
 RunStatus = Literal["running", "ok", "failed", "cancelled"]
+
+
+class Ledger(Protocol):
+    """What the server needs of a network's ledger (``net.ledger``): only its public
+    queries, so this package does not depend on where the ledger module lives."""
+
+    def record_decision(self, run_id: str, name: str, **data: Any) -> None: ...
+    def decisions(self, run_id: str, name: str | None = None) -> list[Any]: ...
+    def entries(self, run_id: str | None = None) -> list[Any]: ...
+    def runs(self) -> list[str]: ...
+
+
 SERVED = "served"
 """The ledger decision that closes a served run: its summary, for the history."""
 
@@ -223,7 +234,9 @@ class RunManager:
             raise Draining()
         if self.active >= self.max_concurrent:
             raise AtCapacity(self.max_concurrent)
-        run = ServedRun(id=new_id("run-"), model=model, request=request, source=source)
+        run = ServedRun(
+            id=f"run-{uuid.uuid4().hex[:16]}", model=model, request=request, source=source
+        )
         self.runs[run.id] = run
         self.active += 1
         run.task = asyncio.create_task(self._execute(net, run), name=f"rede-{run.id}")
