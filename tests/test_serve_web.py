@@ -18,6 +18,21 @@ from rede.server.live import LiveServer, free_port
 from serve_support import DEMO_YAML
 
 CHROMIUM = os.environ.get("REDE_CHROMIUM", "/usr/bin/chromium")
+WATCH = """
+window.__seen = {states: [], runningSteps: new Set()};
+document.addEventListener("DOMContentLoaded", () => {
+  const status = document.querySelector("#run-status");
+  new MutationObserver(() => window.__seen.states.push(status.dataset.state))
+    .observe(status, {attributes: true, attributeFilter: ["data-state"]});
+  new MutationObserver((records) => {
+    for (const r of records) for (const n of r.addedNodes)
+      if (n.dataset && n.dataset.state === "running")
+        window.__seen.runningSteps.add(n.dataset.step);
+  }).observe(document.querySelector("#graph"), {childList: true});
+});
+"""
+"""Records every state the run badge takes and every step drawn as running, so the test
+sees the graph update while the run goes on, however fast the run is."""
 
 
 def chromium() -> str:
@@ -49,16 +64,20 @@ def test_the_page_runs_a_request_and_draws_it_live(server: LiveServer, tmp_path:
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.add_init_script(WATCH)
             page.goto(server.url + "/")
             expect(page.locator("#agents tr[data-agent=planner]")).to_be_visible()
             expect(page.locator("#agents tr[data-agent=critic] .dot.up")).to_be_visible()
             page.fill("#request", "Compare Redis Streams and Kafka for a small team")
             page.click("#run")
-            expect(page.locator("#run-status")).to_have_attribute("data-state", "running")
-            expect(page.locator("#graph .node[data-step=plan]")).to_be_visible()
             expect(page.locator("#run-status")).to_have_attribute(
                 "data-state", "done", timeout=60_000
             )
+            seen = page.evaluate(
+                "({states: window.__seen.states, running: [...window.__seen.runningSteps]})"
+            )
+            assert seen["states"][0] == "running" and seen["states"][-1] == "done", seen
+            assert {"plan", "synthesis"} <= set(seen["running"]), seen  # drawn live
             nodes = page.locator("#graph .node")
             assert nodes.count() >= 5  # plan, research steps, write, synthesis
             assert page.locator("#graph .node[data-state=ok]").count() == nodes.count()
