@@ -13,6 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "rede"
 
 RANK = {
     "rede.cli": 10,
+    "rede.server": 9.5,
     "rede.network": 9,
     "rede.assembly": 8.5,
     "rede.scaling": 8,

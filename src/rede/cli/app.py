@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from rede.cli import extra as cli_extra
 from rede.cli.tui import LiveView, render_result
 from rede.errors import RedeError
 from rede.evals.cli import bench_app
@@ -20,12 +21,14 @@ from rede.network import Network
 from rede.orchestration.ledger import SQLiteLedger
 from rede.protocol.messages import protocol_schema
 from rede.scaling import supervisor
+from rede.server.cli import serve_command
 from rede.sim.cli import sim_command
 
 app = typer.Typer(
     help="Rede: networks of small LLM agents on a message bus.",
     no_args_is_help=True,
-    add_completion=False,
+    cls=cli_extra.RedeGroup,
+    context_settings=cli_extra.CONTEXT,
 )
 console = Console()
 err = Console(stderr=True)
@@ -208,8 +211,10 @@ async def _serve(net: Network, replicas: int | None) -> None:
 def up(
     network: Annotated[Path, typer.Argument(help="Network YAML.", exists=True, dir_okay=False)],
     bus: BusOpt,
-    base_url: Annotated[str | None, typer.Option()] = None,
-    model: Annotated[str | None, typer.Option()] = None,
+    base_url: Annotated[
+        str | None, typer.Option(help="OpenAI-compatible server for every LLM agent.")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="Model name on that server.")] = None,
     restart_s: Annotated[
         float,
         typer.Option(
@@ -272,7 +277,7 @@ def schema() -> None:
 def trace(
     run_id: Annotated[str | None, typer.Argument(help="Run id (default: the latest run).")] = None,
     ledger: Annotated[str, typer.Option(help="Ledger file.")] = DEFAULT_LEDGER,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the entries as JSON.")] = False,
 ) -> None:
     """Show every decision and envelope of a recorded run."""
     if not Path(ledger).exists():
@@ -327,6 +332,11 @@ def _short(value: Any) -> str:
 
 app.add_typer(bench_app, name="bench")
 app.command("sim")(sim_command)
+app.callback()(cli_extra.main_options)
+app.command("serve")(serve_command)
+app.command("validate")(cli_extra.validate)
+app.command("init")(cli_extra.init)
+app.command("runs")(cli_extra.runs)
 
 
 def main() -> None:

@@ -91,7 +91,9 @@ class SQLiteLedger(Ledger):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = sqlite3.connect(self.path)
+            # one event loop uses it at a time, but that loop may run in another thread than
+            # the one that opened it (an ASGI server's, a test's)
+            self._db = sqlite3.connect(self.path, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(
@@ -124,6 +126,11 @@ class SQLiteLedger(Ledger):
             else self._db.execute(q + " ORDER BY seq")
         )
         return [Entry(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
+
+    def runs(self) -> list[str]:
+        """Run ids in order of their first entry, read by an index, not every entry."""
+        rows = self._db.execute("SELECT run_id FROM ledger GROUP BY run_id ORDER BY MIN(seq)")
+        return [r[0] for r in rows]
 
     def close(self) -> None:
         self._db.close()

@@ -1,0 +1,191 @@
+"""What a user expects of a CLI, kept apart from the commands of :mod:`rede.cli.app`:
+``--version``, ``-h``, boolean options shown as flags, ``rede validate``, ``rede init`` and
+``rede runs``. Each is a small function that ``rede.cli.app`` registers in a line."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from typer.core import TyperGroup
+
+from rede.errors import RedeError
+
+console = Console()
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+
+
+def _flags(cmd: Any, ctx: Any) -> Any:
+    """Boolean options are shown as flags (``--fast``), not as ``--fast <bool>``."""
+    help_option = cmd.get_help_option(ctx)
+    for param in [*cmd.params, *([help_option] if help_option else [])]:
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+    for sub in getattr(cmd, "commands", {}).values():
+        _flags(sub, ctx)
+    return cmd
+
+
+class RedeGroup(TyperGroup):
+    def get_params(self, ctx: Any) -> Any:
+        _flags(self, ctx)
+        return super().get_params(ctx)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        cmd = super().get_command(ctx, cmd_name)
+        return cmd if cmd is None else _flags(cmd, ctx)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from rede import __version__
+
+        console.print(f"rede {__version__}")
+        raise typer.Exit()
+
+
+def main_options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            "-V",
+            is_eager=True,
+            callback=_print_version,
+            help="Print Rede's version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Rede: networks of small LLM agents on a message bus."""
+
+
+def validate(
+    network: Annotated[Path, typer.Argument(help="Network YAML.", exists=True, dir_okay=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Load and check a network without running it: the YAML, its models, prompts and tools."""
+    from rede.network import Network
+
+    try:
+        net = Network.from_yaml(network)
+        for agent in net.config.agents:
+            net.spec(agent)  # builds its model, reads its prompt files, resolves its tool
+    except RedeError as exc:
+        console.print(f"[red]invalid:[/red] {network}: {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    conf = net.config
+    summary = {
+        "network": conf.name,
+        "agents": [a.name for a in conf.agents],
+        "capabilities": sorted(conf.capabilities),
+        "models": {name: m.spec for name, m in conf.models.items()},
+        "routing": conf.routing.strategy,
+    }
+    if as_json:
+        console.print_json(json.dumps(summary))
+        return
+    console.print(
+        f"[green]ok[/green] {network}: network {conf.name!r}, {len(conf.agents)} agents "
+        f"({', '.join(summary['agents'])}), capabilities {', '.join(summary['capabilities'])}",
+        highlight=False,
+    )
+
+
+STARTER = """\
+# A starter network: a planner, a researcher, a writer, a critic and a synthesiser on
+# simulated models. Try it:   rede run network.yaml "Compare SQLite and Postgres" --fast
+# Serve it:                   rede serve network.yaml
+# Real models: change a spec to "openai:MODEL" with a base_url (Ollama, vLLM, llama.cpp, ...):
+#   local: {spec: "openai:llama3.1:8b", base_url: "http://127.0.0.1:11434/v1"}
+name: @NAME@
+description: Plans a request, researches its parts, writes, critiques and synthesises.
+models:
+  small: {spec: "sim:3b", seed: 1}
+  medium: {spec: "sim:8b", seed: 2}
+agents:
+  - {name: planner, capabilities: [plan], model: small}
+  - {name: researcher, capabilities: [research], model: medium,
+     prompts: {research: prompts/research.txt}}
+  - {name: writer, capabilities: [write], model: medium, prompts: {write: prompts/write.txt}}
+  - {name: critic, capabilities: [critique], model: medium}
+  - {name: synthesiser, capabilities: [synthesise], model: small}
+  - {name: calculator, capabilities: [arithmetic], tool: arithmetic}
+routing:
+  strategy: cheapest
+limits:
+  max_steps: 20
+  max_refine_rounds: 1
+  wall_time_s: 120
+  max_cost_usd: 0.05
+"""
+
+
+def init(
+    directory: Annotated[
+        Path, typer.Argument(help="Folder for the new network (created if missing).")
+    ] = Path("."),
+    name: Annotated[str, typer.Option(help="The network's name (its model id when served).")] = (
+        "my-network"
+    ),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
+) -> None:
+    """Write a starter network (network.yaml) and its prompt files, ready to run."""
+    files = {Path("network.yaml"): STARTER.replace("@NAME@", name)}
+    bundled = resources.files("rede.agents") / "prompts"
+    for cap in ("research", "write"):
+        files[Path("prompts") / f"{cap}.txt"] = (bundled / f"{cap}.txt").read_text()
+    existing = [p for p in files if (directory / p).exists()]
+    if existing and not force:
+        console.print(
+            f"[red]error:[/red] {', '.join(str(directory / p) for p in existing)} already "
+            "exist(s); pass --force to overwrite",
+            highlight=False,
+        )
+        raise typer.Exit(1)
+    for rel, text in files.items():
+        (directory / rel).parent.mkdir(parents=True, exist_ok=True)
+        (directory / rel).write_text(text)
+        console.print(f"wrote {directory / rel}", highlight=False)
+    console.print(f'next: [cyan]rede run {directory / "network.yaml"} "your request" --fast[/cyan]')
+
+
+def runs(
+    ledger: Annotated[str, typer.Option(help="Ledger file.")] = ".rede/ledger.db",
+    limit: Annotated[int, typer.Option(min=1, help="How many runs, newest first.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the runs as JSON.")] = False,
+) -> None:
+    """List recorded runs from the ledger, newest first."""
+    from rede.orchestration.ledger import SQLiteLedger
+    from rede.server.runs import describe
+
+    if not Path(ledger).exists():
+        console.print(f"[red]error:[/red] no ledger at {ledger}; run something first")
+        raise typer.Exit(1)
+    store = SQLiteLedger(ledger)
+    rows = [describe(store, rid) for rid in list(reversed(store.runs()))[:limit]]
+    if as_json:
+        console.print_json(json.dumps(rows, default=str))
+        return
+    table = Table(title=f"runs in {ledger}")
+    for col in ("run", "started", "status", "source", "tokens", "cost"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("request")
+    for r in rows:
+        usage = r.get("usage") or {}
+        started = datetime.fromtimestamp(r["created"]).strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row(
+            r["id"],
+            started,
+            str(r["status"]),
+            str(r.get("source") or ""),
+            str(usage.get("total_tokens", "")),
+            f"${usage['cost_usd']:.6f}" if "cost_usd" in usage else "",
+            (r.get("request") or "")[:60],
+        )
+    console.print(table)
