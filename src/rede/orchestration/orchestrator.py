@@ -107,6 +107,7 @@ class _Run:
             s.reply_topic, group="orchestrator", consumer=services.sender
         )
         s.reader = asyncio.create_task(read_replies(s, self.calls, sub))
+        s.reader.add_done_callback(s.reader_stopped)
         try:
             s.emit("run_started", request=s.request)
             try:

@@ -15,6 +15,7 @@ stream is gone is dropped.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -26,7 +27,9 @@ _SINGLE: tuple[TopicKind, ...] = ("registry", "events", "dead")
 _EPHEMERAL: frozenset[TopicKind] = frozenset({"reply", "inbox"})
 
 
+@functools.lru_cache(maxsize=4096)
 def _check_part(name: str, value: str) -> str:
+    """Cached: the same few capabilities, agents and runs make every topic of a network."""
     if not _PART.match(value):
         raise ValueError(
             f"invalid {name} {value!r} in a topic: use letters, digits, '_' and '-' only"
@@ -85,6 +88,10 @@ class Topic:
 
     @classmethod
     def from_str(cls, text: str) -> Topic:
+        return _parse(text)
+
+    @classmethod
+    def _parse(cls, text: str) -> Topic:
         pieces = text.split(".")
         if len(pieces) < 2 or pieces[0] != "rede":
             raise ValueError(f"not a Rede topic: {text!r} (expected 'rede.<kind>...')")
@@ -99,3 +106,7 @@ class Topic:
         if len(parts) != want:
             raise ValueError(f"topic {text!r} needs {want} part(s) after 'rede.{kind}'")
         return cls(kind, parts)  # type: ignore[arg-type]
+
+
+_parse = functools.lru_cache(maxsize=4096)(Topic._parse)
+"""``Topic.from_str``, cached: every task's reply topic is parsed by the agent that answers."""
