@@ -48,6 +48,9 @@ class Services:
     """The orchestrator's id: the sender of its envelopes and its reply consumer name."""
     network_budget: BudgetCap
     publish_events: bool = True
+    reply_topic: Topic | None = None
+    """Where every run's replies come back (one topic per orchestrator); None: a topic per
+    run, ``rede.reply.<run_id>``."""
 
 
 @dataclass
@@ -78,7 +81,7 @@ class RunState:
 
     def __post_init__(self) -> None:
         self.record = RunResult(run_id=self.run_id, request=self.request)
-        self.reply_topic = Topic.reply(self.run_id)
+        self.reply_topic = self.services.reply_topic or Topic.reply(self.run_id)
         limits = self.services.limits
         self.budget = BudgetCap("run", limits.max_cost_usd, limits.max_tokens)
 
