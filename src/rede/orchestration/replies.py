@@ -109,9 +109,7 @@ def read_reply(s: RunState, calls: Calls, env: Envelope) -> None:
         s.decide("dead_lettered", step=env.step_id, attempt=env.attempt, reason=payload.message)
         future = s.futures.get((env.step_id or "", env.attempt))
         if future is not None and not future.done():
-            future.set_result(
-                Result(status="failed", error=f"dead-lettered: {payload.message}")
-            )
+            future.set_result(Result(status="failed", error=f"dead-lettered: {payload.message}"))
     elif isinstance(payload, Event) and payload.name == "redelivered":
         # an agent took over a task whose first holder died or stalled
         s.decide(
