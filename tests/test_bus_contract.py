@@ -477,13 +477,25 @@ async def test_a_clean_agent_stop_deletes_its_inbox_and_a_killed_ones_expires(
 
 
 async def test_memory_bus_sweeps_ephemeral_streams_nobody_touches_again() -> None:
-    bus = MemoryBus(BusOptions(ephemeral_ttl_s=0.05))
+    # a TTL well above the time 400 subscribes take on a loaded machine (0.05 s was not)
+    bus = MemoryBus(BusOptions(ephemeral_ttl_s=0.5))
     for i in range(200):
         await (await bus.subscribe(Topic.reply(f"run-{i}"), group="orchestrator")).aclose()
         await (await bus.subscribe(Topic.inbox(f"agent-{i}"))).aclose()
     await bus.publish(TOPIC, task(1))
     assert len(bus._streams) == 401
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0.6)
     await bus.publish(TOPIC, task(2))  # any publish sweeps (at most once per min(1 s, TTL))
     assert list(bus._streams) == [str(TOPIC)]
     assert not bus._ephemeral
+
+
+async def test_receivers_cannot_change_the_envelope_another_receiver_gets(bus_factory) -> None:
+    # the in-process bus hands every receiver the one envelope object: it must be frozen
+    bus = await bus_factory(FAST)
+    first, second = await bus.subscribe(Topic.events()), await bus.subscribe(Topic.events())
+    await bus.publish(Topic.events(), task(1))
+    got = await first.receive(timeout=1)
+    with pytest.raises(ValueError, match="frozen"):
+        got.envelope.step_id = "changed"  # type: ignore[misc]
+    assert (await second.receive(timeout=1)).envelope.step_id == "s1"

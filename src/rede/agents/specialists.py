@@ -9,6 +9,7 @@ replies are the :class:`~rede.agent.AgentRunner`'s job.
 from __future__ import annotations
 
 import abc
+import functools
 import json
 import math
 import re
@@ -96,8 +97,10 @@ def check_template(text: str, where: str) -> None:
         )
 
 
+@functools.cache
 def load_prompt(capability: str) -> str:
-    """The bundled template for a capability (``prompts/<capability>.txt``) or the default."""
+    """The bundled template for a capability (``prompts/<capability>.txt``) or the default.
+    Read once per capability: the files ship with the package and do not change under it."""
     folder = resources.files("rede.agents") / "prompts"
     for name in (f"{capability}.txt", "default.txt"):
         path = folder / name
@@ -178,10 +181,15 @@ class LLMSpecialist(Specialist):
         self.model_name = model.name
         self.simulated = model.source == "simulated"
         self._prompts = dict(prompts or {})
+        self._templates: dict[str, Template] = {}
         self.confidence = confidence
 
     def prompt(self, capability: str) -> Template:
-        return Template(self._prompts.get(capability) or load_prompt(capability))
+        template = self._templates.get(capability)
+        if template is None:  # parsed once per capability, not once per call
+            template = Template(self._prompts.get(capability) or load_prompt(capability))
+            self._templates[capability] = template
+        return template
 
     def _request(self, task: Task) -> ModelRequest:
         request = task.request or task.instruction

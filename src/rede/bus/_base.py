@@ -198,6 +198,13 @@ class Bus(abc.ABC):
         message_id = await self.publish_raw(topic, data)
         return message_id
 
+    def publish_now(self, topic: Topic, envelope: Envelope) -> str | None:
+        """Publish at once, without awaiting, where the bus can (the in-process one has no
+        I/O to wait for): the entry id as :meth:`publish` gives it. None where it cannot;
+        the caller then awaits :meth:`publish`. Observers' events take this path, so a run
+        need not start a task per event."""
+        return None
+
     @abc.abstractmethod
     async def publish_raw(self, topic: Topic, data: bytes) -> str:
         """Append bytes as they are. For bridges and tests: receivers still validate them."""

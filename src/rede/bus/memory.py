@@ -1,8 +1,12 @@
 """The in-process bus: asyncio, one event loop, the embedded default.
 
 It keeps the same semantics as the Redis bus (streams retained per topic, consumer groups
-with pending entries, redelivery after a visibility timeout, dead letters) and carries
-bytes, not objects, so size limits, validation and signing behave exactly as on the wire.
+with pending entries, redelivery after a visibility timeout, dead letters). Without a signing
+key, :meth:`MemoryBus.publish` carries the validated envelope object itself: its size is
+measured once against the limit (``MessageTooLarge`` before anything is sent, as on the
+wire), and receivers share the frozen envelope instead of each parsing bytes. With a signing
+key every envelope travels as signed bytes, and ``publish_raw`` always carries bytes,
+validated (and dead-lettered if bad) on receipt, exactly as on the wire.
 
 Ephemeral topics (reply, inbox) live as their Redis keys do: ``subscribe`` creates the
 stream, and publishing to one that does not exist drops the message (counted in
@@ -24,6 +28,9 @@ from rede.errors import ClosedBusError
 from rede.protocol.messages import Envelope, new_id
 from rede.protocol.topics import Topic
 
+Entry = bytes | Envelope
+"""A stream entry: bytes from ``publish_raw`` (or a signing bus), else the envelope itself."""
+
 
 @dataclass
 class _Pending:
@@ -44,7 +51,7 @@ class _Stream:
         self.idle_since = now
         """When the last subscriber left (or the stream was made), on the event loop's
         clock: an ephemeral stream with no subscriber expires a TTL after it."""
-        self.entries: OrderedDict[int, bytes] = OrderedDict()
+        self.entries: OrderedDict[int, Entry] = OrderedDict()
         self.stamps: dict[int, float] = {}
         """When each entry was published (the event loop's clock)."""
         self.next_seq = first_seq
@@ -159,7 +166,19 @@ class MemoryBus(Bus):
         if self._closed:
             raise ClosedBusError("the memory bus is closed")
 
+    async def publish(self, topic: Topic, envelope: Envelope) -> str:
+        return self.publish_now(topic, envelope)
+
+    def publish_now(self, topic: Topic, envelope: Envelope) -> str:
+        if self.codec.signing:  # signed bytes, checked on receipt as on the wire
+            return self._append(topic, self.codec.encode(envelope))
+        self.codec.check_size(envelope)
+        return self._append(topic, envelope)
+
     async def publish_raw(self, topic: Topic, data: bytes) -> str:
+        return self._append(topic, data)
+
+    def _append(self, topic: Topic, data: Entry) -> str:
         self._check_open()
         if topic.ephemeral:
             found = self._existing(str(topic))
@@ -241,6 +260,14 @@ class MemoryBus(Bus):
             stream.notify()
 
 
+async def _envelope(bus: MemoryBus, topic: Topic, entry: Entry) -> Envelope | None:
+    """The entry's envelope: itself if carried as one, else its bytes decoded (and
+    dead-lettered, returning None, if they are not a valid envelope)."""
+    if isinstance(entry, Envelope):
+        return entry
+    return await bus._decode_or_dead_letter(topic, entry)
+
+
 class _FanoutSubscription(Subscription):
     def __init__(self, bus: MemoryBus, topic: Topic, stream: _Stream, consumer: str) -> None:
         self._bus = bus
@@ -248,7 +275,7 @@ class _FanoutSubscription(Subscription):
         self.topic = topic
         self.group = None
         self.consumer = consumer
-        self.queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue()
+        self.queue: asyncio.Queue[tuple[int, Entry]] = asyncio.Queue()
         self.closed = False
 
     async def receive(self, timeout: float | None = None) -> Delivery:
@@ -261,7 +288,7 @@ class _FanoutSubscription(Subscription):
                     await changed.wait()
                     continue
                 seq, raw = self.queue.get_nowait()
-                envelope = await self._bus._decode_or_dead_letter(self.topic, raw)
+                envelope = await _envelope(self._bus, self.topic, raw)
                 if envelope is None:
                     continue
                 self._bus.stats.delivered += 1
@@ -331,7 +358,7 @@ class _GroupSubscription(Subscription):
                 if seq is not None:
                     state.last = seq
                     raw = self._stream.entries[seq]
-                    envelope = await self._bus._decode_or_dead_letter(self.topic, raw)
+                    envelope = await _envelope(self._bus, self.topic, raw)
                     if envelope is None:
                         self._bus._trim(self._stream)
                         continue
@@ -363,7 +390,7 @@ class _GroupSubscription(Subscription):
                 del state.pending[seq]
                 await self._bus._give_up(
                     self.topic,
-                    raw,
+                    raw if isinstance(raw, bytes) else self._bus.codec.encode(raw),
                     f"not acknowledged after {pending.count} deliveries to group {self.group!r}",
                 )
                 self._bus._trim(self._stream)
@@ -371,7 +398,7 @@ class _GroupSubscription(Subscription):
             pending.count += 1
             pending.consumer = self.consumer
             pending.deadline = now + opts.visibility_timeout_s
-            envelope = self._bus.codec.decode(raw)  # it decoded on first delivery
+            envelope = raw if isinstance(raw, Envelope) else self._bus.codec.decode(raw)
             self._bus.stats.delivered += 1
             self._bus.stats.redelivered += 1
             return _MemoryDelivery(self, envelope, self.topic, seq, pending.count)

@@ -10,6 +10,7 @@ answer below its confidence threshold). Every choice is recorded as a decision.
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 from rede.errors import BusError, RunLimitExceeded, StepFailed
 from rede.models._base import tokens_for_chars
 from rede.orchestration.run import CallRecord, StepRecord
-from rede.orchestration.state import RunState
+from rede.orchestration.state import ReaderStopped, RunState
 from rede.protocol.messages import Budget, ContextItem, Critique, Envelope, Result, Task
 from rede.protocol.topics import Topic
 from rede.routing.auction import run_auction
@@ -316,26 +317,26 @@ class Calls:
             tier=route.tier,
         )
         services = s.services
+        if s.reader is not None and s.reader.done():  # no reply can come: say why, now
+            raise _reader_gone(s)
         await services.bus.publish(Topic.task(ask.capability, route.agent), env)
-        gone = asyncio.create_task(services.registry.wait_gone(route.agent))
-        waits = {future, gone} if s.reader is None else {future, gone, s.reader}
+        # one future, completed by whichever comes first: the reply (the reader), the agent
+        # vanishing (a registry callback), the timeout (a timer), the reader dying (its
+        # done callback, see RunState.reader_stopped); no task per call
+        loop = asyncio.get_running_loop()
+        lost = functools.partial(_fail, future)
+        timer = loop.call_later(timeout, lost, Lost(f"no reply within {timeout:g}s"))
+        unwatch = services.registry.on_gone(
+            route.agent, lambda: lost(Lost("agent vanished from the registry (missed heartbeats)"))
+        )
         try:
-            done, _ = await asyncio.wait(
-                waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
+            return await future
+        except ReaderStopped:
+            raise _reader_gone(s) from None
         finally:
-            gone.cancel()
+            timer.cancel()
+            unwatch()
             s.futures.pop(key, None)
-        if future in done:
-            return future.result()
-        future.cancel()
-        if s.reader is not None and s.reader in done:  # no reply can come: say why, now
-            error = None if s.reader.cancelled() else s.reader.exception()
-            why = f"{type(error).__name__}: {error}" if error else "the subscription was closed"
-            raise BusError(f"replies to run {s.run_id} can no longer be read ({why})")
-        if gone in done:
-            raise Lost("agent vanished from the registry (missed heartbeats)")
-        raise Lost(f"no reply within {timeout:g}s")
 
     def _task_envelope(self, rec: StepRecord, ask: Ask, attempt: int, timeout: float) -> Envelope:
         s = self.s
@@ -360,6 +361,19 @@ class Calls:
                 metadata={**s.metadata, **(ask.metadata or {})},
             ),
         )
+
+
+def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)
+
+
+def _reader_gone(s: RunState) -> BusError:
+    reader = s.reader
+    assert reader is not None
+    error = None if reader.cancelled() else reader.exception()
+    why = f"{type(error).__name__}: {error}" if error else "the subscription was closed"
+    return BusError(f"replies to run {s.run_id} can no longer be read ({why})")
 
 
 def expected_kind(capability: str, payload: Result | Critique) -> Result | Critique:

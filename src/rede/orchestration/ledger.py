@@ -30,11 +30,27 @@ class Entry:
     data: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class _KeptEnvelope:
+    """An envelope entry of the in-memory ledger, turned into JSON data only when read:
+    envelopes are frozen, so the one kept is the one that travelled."""
+
+    run_id: str
+    seq: int
+    at: float
+    name: str
+    envelope: Envelope
+
+    def entry(self) -> Entry:
+        data = ENVELOPE_ADAPTER.dump_python(self.envelope, mode="json")
+        return Entry(self.run_id, self.seq, self.at, "envelope", self.name, data)
+
+
 class Ledger:
     """In-memory ledger; subclasses persist."""
 
     def __init__(self) -> None:
-        self._entries: list[Entry] = []
+        self._entries: list[Entry | _KeptEnvelope] = []
 
     def _append(self, entry: Entry) -> None:
         self._entries.append(entry)
@@ -43,29 +59,27 @@ class Ledger:
         return len(self._entries)
 
     def record_envelope(self, direction: Literal["sent", "received"], env: Envelope) -> None:
-        data = json.loads(ENVELOPE_ADAPTER.dump_json(env))
-        self._append(
-            Entry(
-                env.run_id,
-                self._next_seq(),
-                time.time(),
-                "envelope",
-                f"{direction}:{env.kind}",
-                data,
-            )
-        )
+        self._append_envelope(env, time.time(), f"{direction}:{env.kind}")
+
+    def _append_envelope(self, env: Envelope, at: float, name: str) -> None:
+        """Keep the envelope itself; :meth:`entries` writes it out as data when asked."""
+        self._entries.append(_KeptEnvelope(env.run_id, self._next_seq(), at, name, env))
 
     def record_decision(self, run_id: str, name: str, **data: Any) -> None:
         self._append(Entry(run_id, self._next_seq(), time.time(), "decision", name, data))
 
     def entries(self, run_id: str | None = None) -> list[Entry]:
-        return [e for e in self._entries if run_id is None or e.run_id == run_id]
+        return [
+            e.entry() if isinstance(e, _KeptEnvelope) else e
+            for e in self._entries
+            if run_id is None or e.run_id == run_id
+        ]
 
     def envelopes(self, run_id: str) -> list[Envelope]:
         return [
-            ENVELOPE_ADAPTER.validate_python(e.data)
-            for e in self.entries(run_id)
-            if e.kind == "envelope"
+            e.envelope if isinstance(e, _KeptEnvelope) else ENVELOPE_ADAPTER.validate_python(e.data)
+            for e in self._entries
+            if e.run_id == run_id and (isinstance(e, _KeptEnvelope) or e.kind == "envelope")
         ]
 
     def decisions(self, run_id: str, name: str | None = None) -> list[Entry]:
@@ -117,6 +131,10 @@ class SQLiteLedger(Ledger):
 
     def _next_seq(self) -> int:
         return 0
+
+    def _append_envelope(self, env: Envelope, at: float, name: str) -> None:
+        data = ENVELOPE_ADAPTER.dump_python(env, mode="json")
+        self._append(Entry(env.run_id, 0, at, "envelope", name, data))
 
     def entries(self, run_id: str | None = None) -> list[Entry]:
         q = "SELECT run_id, seq, at, kind, name, data FROM ledger"

@@ -18,7 +18,6 @@ the run's :class:`~rede.orchestration.state.RunState`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import graphlib
 import time
@@ -34,7 +33,7 @@ from rede.orchestration.call import Ask, Calls
 from rede.orchestration.dispatcher import Dispatcher
 from rede.orchestration.ledger import Ledger
 from rede.orchestration.plan import Plan, Step, validate_plan
-from rede.orchestration.replies import read_replies
+from rede.orchestration.replies import SharedReplies
 from rede.orchestration.review import review
 from rede.orchestration.run import RunResult, StepRecord, critical_path
 from rede.orchestration.state import Observer, RunState, Services
@@ -66,8 +65,18 @@ class Orchestrator:
         self.dispatcher = Dispatcher(limits)
         self.budget = BudgetCap("network", limits.network_max_cost_usd, limits.network_max_tokens)
         """What every run of this network together has spent, against the network caps."""
+        self.replies = SharedReplies(bus, Topic.reply(self.id), self.id)
+        """One reply topic and reader for all this orchestrator's live runs."""
         self.services = Services(
-            bus, registry, router, ledger, limits, self.id, self.budget, publish_events
+            bus,
+            registry,
+            router,
+            ledger,
+            limits,
+            self.id,
+            self.budget,
+            publish_events,
+            self.replies.topic,
         )
 
     async def run(
@@ -87,26 +96,23 @@ class Orchestrator:
                 f"invalid run_id {run_id!r}: use letters, digits, '_' and '-' only"
             ) from None
         state = RunState(self.services, run_id, request, metadata or {}, observer)
-        return await _Run(state, self.dispatcher).execute(plan)
+        return await _Run(state, self.dispatcher, self.replies).execute(plan)
 
 
 class _Run:
     """One run: plan, run the plan's steps as they become ready, synthesise."""
 
-    def __init__(self, state: RunState, dispatcher: Dispatcher) -> None:
+    def __init__(self, state: RunState, dispatcher: Dispatcher, replies: SharedReplies) -> None:
         self.s = state
         self.dispatcher = dispatcher
         self.calls = Calls(state)
+        self.replies = replies
 
     async def execute(self, plan: Plan | None) -> RunResult:
         s = self.s
         s.t0 = time.perf_counter()
         s.record.started_at = datetime.now(UTC)
-        services = s.services
-        sub = await services.bus.subscribe(
-            s.reply_topic, group="orchestrator", consumer=services.sender
-        )
-        s.reader = asyncio.create_task(read_replies(s, self.calls, sub))
+        s.reader = await self.replies.join(s, self.calls)
         try:
             s.emit("run_started", request=s.request)
             try:
@@ -123,7 +129,7 @@ class _Run:
             self._failed(exc)
             raise
         finally:
-            await self._close(sub)
+            await self._close()
         return s.record
 
     def _failed(self, exc: Exception) -> None:
@@ -132,18 +138,14 @@ class _Run:
         s.record.error = str(exc) or type(exc).__name__
         s.decide("run_failed", error=s.record.error, error_type=type(exc).__name__)
 
-    async def _close(self, sub: Any) -> None:
+    async def _close(self) -> None:
         s = self.s
-        assert s.reader is not None
-        s.reader.cancel()
         for helper in list(s.helpers):
             helper.cancel()
-        await asyncio.gather(s.reader, *s.helpers, return_exceptions=True)
+        await asyncio.gather(*s.helpers, return_exceptions=True)
         # the last events (the final step's) still go out to the bus's observers
         await asyncio.gather(*s.events, return_exceptions=True)
-        await sub.aclose()
-        with contextlib.suppress(RedeError):
-            await s.services.bus.delete(s.reply_topic)
+        await asyncio.shield(self.replies.leave(s))
         s.record.wall_time_s = s.elapsed()
         s.record.critical_path, s.record.critical_path_s = critical_path(s.record)
         usage = s.record.usage

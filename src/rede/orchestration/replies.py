@@ -1,4 +1,11 @@
-"""The run's reply reader: every envelope that comes back on the run's reply topic.
+"""The reply reader: every envelope that comes back to an orchestrator's runs.
+
+An orchestrator has one reply topic (``rede.reply.<orchestrator id>``) and one reader for
+all its live runs (:class:`SharedReplies`), which hands each envelope to its run by
+``run_id``. A reply topic and a blocking reader per run cost a stream, a consumer group and,
+on Redis, a connection per run: 150 concurrent runs exhausted the connection pool, starved
+the registry's reader and lost runs. The reader and the topic live while any run does; the
+last run to end deletes the topic, so a reply to an ended run is dropped as before.
 
 A result or critique completes the call waiting for its ``(step, attempt)``; one that no
 call waits for any more (late, or delivered twice) is recorded and its usage booked, never
@@ -11,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from rede.bus import Subscription
+from rede.bus import Bus, Subscription
 from rede.errors import RedeError, RunLimitExceeded, StepFailed
 from rede.orchestration.call import Ask, Calls
 from rede.orchestration.run import CallRecord
@@ -28,36 +35,94 @@ from rede.protocol.messages import (
 from rede.protocol.topics import Topic
 
 
-async def read_replies(s: RunState, calls: Calls, sub: Subscription) -> None:
-    """Read the run's replies until the subscription closes."""
-    async for delivery in sub:
-        env = delivery.envelope
-        s.received(env)
-        payload = env.payload
-        if isinstance(payload, Result | Critique):
-            _reply(s, env, payload)
-        elif isinstance(payload, ErrorPayload) and payload.code == "max_deliveries":
-            # the bus gave up on the task (its holders kept dying): the attempt failed
-            s.decide("dead_lettered", step=env.step_id, attempt=env.attempt, reason=payload.message)
-            future = s.futures.get((env.step_id or "", env.attempt))
-            if future is not None and not future.done():
-                future.set_result(
-                    Result(status="failed", error=f"dead-lettered: {payload.message}")
+class SharedReplies:
+    """One orchestrator's reply topic and its one reader, shared by its live runs."""
+
+    def __init__(self, bus: Bus, topic: Topic, consumer: str) -> None:
+        self.bus = bus
+        self.topic = topic
+        self.consumer = consumer
+        self.runs: dict[str, tuple[RunState, Calls]] = {}
+        self.reader: asyncio.Task[None] | None = None
+        self._sub: Subscription | None = None
+        self._lock = asyncio.Lock()
+
+    async def join(self, s: RunState, calls: Calls) -> asyncio.Task[None]:
+        """Route the replies to run ``s`` to it (opening the topic for the first live run);
+        returns the reader, whose end fails the run's waiting calls."""
+        async with self._lock:
+            if self.reader is None or self.reader.done():
+                await self._close()
+                self._sub = await self.bus.subscribe(
+                    self.topic, group="orchestrator", consumer=self.consumer
                 )
-        elif isinstance(payload, Event) and payload.name == "redelivered":
-            # an agent took over a task whose first holder died or stalled
-            s.decide(
-                "redelivered",
-                step=env.step_id,
-                attempt=env.attempt,
-                agent=env.sender,
-                delivery_count=payload.data.get("delivery_count"),
-            )
-        elif isinstance(payload, InputRequest):
-            task = asyncio.create_task(answer_input(s, calls, env, payload))
-            s.helpers.add(task)
-            task.add_done_callback(s.helpers.discard)
+                self.reader = asyncio.create_task(self._read(self._sub))
+                self.reader.add_done_callback(self._stopped)
+            self.runs[s.run_id] = (s, calls)
+            return self.reader
+
+    async def leave(self, s: RunState) -> None:
+        """Run ``s`` ended; the last one to end closes the reader and deletes the topic."""
+        async with self._lock:
+            self.runs.pop(s.run_id, None)
+            if not self.runs:
+                await self._close()
+
+    async def _close(self) -> None:
+        reader, sub = self.reader, self._sub
+        self.reader = self._sub = None
+        if reader is not None:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+        if sub is not None:
+            await sub.aclose()
+            with contextlib.suppress(RedeError):
+                await self.bus.delete(self.topic)
+
+    def _stopped(self, reader: asyncio.Task[None]) -> None:
+        for s, _ in list(self.runs.values()):
+            s.reader_stopped(reader)
+
+    async def _read(self, sub: Subscription) -> None:
+        async for delivery in sub:
+            run = self.runs.get(delivery.envelope.run_id)
+            if run is not None:  # else the run ended: nothing waits for this any more
+                read_reply(*run, delivery.envelope)
+            await delivery.ack()
+
+
+async def read_replies(s: RunState, calls: Calls, sub: Subscription) -> None:
+    """Read one run's replies from its own subscription until it closes."""
+    async for delivery in sub:
+        read_reply(s, calls, delivery.envelope)
         await delivery.ack()
+
+
+def read_reply(s: RunState, calls: Calls, env: Envelope) -> None:
+    """Record one envelope that came back to run ``s`` and act on it."""
+    s.received(env)
+    payload = env.payload
+    if isinstance(payload, Result | Critique):
+        _reply(s, env, payload)
+    elif isinstance(payload, ErrorPayload) and payload.code == "max_deliveries":
+        # the bus gave up on the task (its holders kept dying): the attempt failed
+        s.decide("dead_lettered", step=env.step_id, attempt=env.attempt, reason=payload.message)
+        future = s.futures.get((env.step_id or "", env.attempt))
+        if future is not None and not future.done():
+            future.set_result(Result(status="failed", error=f"dead-lettered: {payload.message}"))
+    elif isinstance(payload, Event) and payload.name == "redelivered":
+        # an agent took over a task whose first holder died or stalled
+        s.decide(
+            "redelivered",
+            step=env.step_id,
+            attempt=env.attempt,
+            agent=env.sender,
+            delivery_count=payload.data.get("delivery_count"),
+        )
+    elif isinstance(payload, InputRequest):
+        task = asyncio.create_task(answer_input(s, calls, env, payload))
+        s.helpers.add(task)
+        task.add_done_callback(s.helpers.discard)
 
 
 def _reply(s: RunState, env: Envelope, payload: Result | Critique) -> None:
@@ -124,4 +189,4 @@ async def answer_input(s: RunState, calls: Calls, env: Envelope, request: InputR
         await s.services.bus.publish(Topic.from_str(env.reply_to), out)
 
 
-__all__ = ["account_late", "answer_input", "read_replies"]
+__all__ = ["SharedReplies", "account_late", "answer_input", "read_replies", "read_reply"]

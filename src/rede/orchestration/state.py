@@ -28,6 +28,11 @@ from rede.routing.router import Route, Router
 from rede.runtime.registry import Registry
 
 Observer = Callable[[Event], None]
+EVENTS = Topic.events()
+
+
+class ReaderStopped(Exception):
+    """Set on the calls waiting for replies when the run's reply reader ends."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,9 @@ class Services:
     """The orchestrator's id: the sender of its envelopes and its reply consumer name."""
     network_budget: BudgetCap
     publish_events: bool = True
+    reply_topic: Topic | None = None
+    """Where every run's replies come back (one topic per orchestrator); None: a topic per
+    run, ``rede.reply.<run_id>``."""
 
 
 @dataclass
@@ -73,7 +81,7 @@ class RunState:
 
     def __post_init__(self) -> None:
         self.record = RunResult(run_id=self.run_id, request=self.request)
-        self.reply_topic = Topic.reply(self.run_id)
+        self.reply_topic = self.services.reply_topic or Topic.reply(self.run_id)
         limits = self.services.limits
         self.budget = BudgetCap("run", limits.max_cost_usd, limits.max_tokens)
 
@@ -93,13 +101,25 @@ class RunState:
             self.observer(event)
         if self.services.publish_events:
             env = Envelope(run_id=self.run_id, sender=self.services.sender, payload=event)
+            try:
+                if self.services.bus.publish_now(EVENTS, env) is not None:
+                    return
+            except RedeError:
+                return  # as _publish_event: an observer's event never fails the run
             task = asyncio.create_task(self._publish_event(env))
             self.events.add(task)
             task.add_done_callback(self.events.discard)
 
     async def _publish_event(self, env: Envelope) -> None:
         with contextlib.suppress(RedeError):
-            await self.services.bus.publish(Topic.events(), env)
+            await self.services.bus.publish(EVENTS, env)
+
+    def reader_stopped(self, reader: asyncio.Task[None]) -> None:
+        """The reply reader ended (the bus failed or the subscription closed): every call
+        still waiting fails at once instead of waiting for its timeout."""
+        for future in list(self.futures.values()):
+            if not future.done():
+                future.set_exception(ReaderStopped())
 
     def decide(self, name: str, **data: Any) -> None:
         self.services.ledger.record_decision(self.run_id, name, **data)
@@ -168,4 +188,4 @@ class RunState:
         )
 
 
-__all__ = ["Observer", "RunState", "Services"]
+__all__ = ["Observer", "ReaderStopped", "RunState", "Services"]

@@ -8,7 +8,7 @@ payload models below, told apart by their ``kind`` field (a pydantic discriminat
 
 from __future__ import annotations
 
-import uuid
+import os
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -19,7 +19,7 @@ PROTOCOL_VERSION = "rede/1"
 
 def new_id(prefix: str = "") -> str:
     """A short random id, optionally prefixed (``run-3f2a...``)."""
-    return f"{prefix}{uuid.uuid4().hex[:16]}"
+    return f"{prefix}{os.urandom(8).hex()}"  # as random as uuid4's first 64 bits, 4x cheaper
 
 
 def utcnow() -> datetime:
@@ -234,7 +234,11 @@ Kind = Literal[
 
 
 class Envelope(_Model):
-    """Every message on the bus."""
+    """Every message on the bus. Frozen: one envelope object may be held by its sender, the
+    ledger and (on the in-process bus) every receiver, so none may change it for the others;
+    ``model_copy(update=...)`` makes a changed one."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     v: Literal["rede/1"] = PROTOCOL_VERSION
     id: str = Field(default_factory=new_id)

@@ -1,20 +1,22 @@
 """Topic names as small validated values, never strings formatted all over the code.
 
 rede.task.<capability>.<agent>   tasks for one agent (its replicas compete in one group)
-rede.reply.<run_id>              results and requests flowing back to a run's orchestrator
+rede.reply.<owner>               results and requests flowing back to an orchestrator (one
+                                 topic for all its live runs, told apart by ``run_id``)
 rede.inbox.<agent_id>            replies to one agent instance (input_reply)
 rede.bids.<capability>           calls for bids (fan-out to every agent with the capability)
 rede.runtime.registry                    heartbeats (fan-out)
 rede.events                      events for observers (fan-out)
 rede.dead                        dead letters: malformed, oversized, forged, or undeliverable
 
-Reply and inbox topics are *ephemeral* (:attr:`Topic.ephemeral`): each belongs to one run or
-one agent instance, whose subscription makes and keeps its stream; a publish to one whose
-stream is gone is dropped.
+Reply and inbox topics are *ephemeral* (:attr:`Topic.ephemeral`): each belongs to one
+orchestrator (while it has live runs) or one agent instance, whose subscription makes and
+keeps its stream; a publish to one whose stream is gone is dropped.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -26,7 +28,9 @@ _SINGLE: tuple[TopicKind, ...] = ("registry", "events", "dead")
 _EPHEMERAL: frozenset[TopicKind] = frozenset({"reply", "inbox"})
 
 
+@functools.lru_cache(maxsize=4096)
 def _check_part(name: str, value: str) -> str:
+    """Cached: the same few capabilities, agents and runs make every topic of a network."""
     if not _PART.match(value):
         raise ValueError(
             f"invalid {name} {value!r} in a topic: use letters, digits, '_' and '-' only"
@@ -60,8 +64,10 @@ class Topic:
         return cls("task", (capability, agent))
 
     @classmethod
-    def reply(cls, run_id: str) -> Topic:
-        return cls("reply", (run_id,))
+    def reply(cls, owner: str) -> Topic:
+        """The reply topic of ``owner``: an orchestrator's id (its runs share it), or any
+        one-off requester's (an auction's private topic, a run of one's own)."""
+        return cls("reply", (owner,))
 
     @classmethod
     def inbox(cls, agent_id: str) -> Topic:
@@ -85,6 +91,10 @@ class Topic:
 
     @classmethod
     def from_str(cls, text: str) -> Topic:
+        return _parse(text)
+
+    @classmethod
+    def _parse(cls, text: str) -> Topic:
         pieces = text.split(".")
         if len(pieces) < 2 or pieces[0] != "rede":
             raise ValueError(f"not a Rede topic: {text!r} (expected 'rede.<kind>...')")
@@ -99,3 +109,7 @@ class Topic:
         if len(parts) != want:
             raise ValueError(f"topic {text!r} needs {want} part(s) after 'rede.{kind}'")
         return cls(kind, parts)  # type: ignore[arg-type]
+
+
+_parse = functools.lru_cache(maxsize=4096)(Topic._parse)
+"""``Topic.from_str``, cached: every task's reply topic is parsed by the agent that answers."""

@@ -49,6 +49,45 @@ class _Context:
         return await self._runner.ask(self._envelope, capability, question)
 
 
+class _Lease:
+    """Touches a delivery three times per visibility timeout while its task runs. If the
+    bus says it is no longer ours (another replica took it over while this one stalled),
+    it stops: the work goes on, and the run keeps one answer per ``(step, attempt)``. A
+    touch that fails because the bus is unreachable ends the lease the same way; the task
+    may then be redelivered, which at-least-once delivery allows.
+
+    A timer, not a task, between touches: most tasks end long before the first touch, and
+    a task per task would be a large part of a fast hop's cost."""
+
+    def __init__(self, delivery: Delivery, every_s: float) -> None:
+        self._delivery = delivery
+        self._every = every_s
+        self._loop = asyncio.get_running_loop()
+        self._touching: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = self._loop.call_later(every_s, self._due)
+
+    def _due(self) -> None:
+        self._timer = None
+        self._touching = self._loop.create_task(self._touch())
+
+    async def _touch(self) -> None:
+        try:
+            if not await self._delivery.touch():
+                return
+        except RedeError:
+            return
+        self._timer = self._loop.call_later(self._every, self._due)
+
+    async def end(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._touching is not None:
+            self._touching.cancel()
+            await asyncio.gather(self._touching, return_exceptions=True)
+        if self._timer is not None:  # set again by a touch that finished as it was cancelled
+            self._timer.cancel()
+
+
 class AgentRunner:
     def __init__(
         self,
@@ -179,12 +218,11 @@ class AgentRunner:
                     data={"delivery_count": delivery.delivery_count, "topic": str(delivery.topic)},
                 )
                 await self.bus.publish(topic, env.reply(note, sender=self.id))
-            lease = asyncio.create_task(self._keep(delivery))
+            lease = _Lease(delivery, self.bus.options.visibility_timeout_s / 3)
             try:
                 reply_payload = await self._run_task(env)
             finally:
-                lease.cancel()
-                await asyncio.gather(lease, return_exceptions=True)
+                await lease.end()
             reply = env.reply(reply_payload, sender=self.id)
             try:
                 await self.bus.publish(topic, reply)
@@ -200,21 +238,6 @@ class AgentRunner:
         finally:
             self.in_flight -= 1
             self._slots.release()
-
-    async def _keep(self, delivery: Delivery) -> None:
-        """Touch the delivery three times per visibility timeout while its task runs. If the
-        bus says it is no longer ours (another replica took it over while this one stalled),
-        stop: the work goes on, and the run keeps one answer per ``(step, attempt)``. A touch
-        that fails because the bus is unreachable ends the lease the same way; the task may
-        then be redelivered, which at-least-once delivery allows."""
-        every = self.bus.options.visibility_timeout_s / 3
-        while True:
-            await asyncio.sleep(every)
-            try:
-                if not await delivery.touch():
-                    return
-            except RedeError:
-                return
 
     async def _run_task(self, env: Envelope):  # type: ignore[no-untyped-def]
         task = env.payload

@@ -42,6 +42,8 @@ class Registry:
         self._clock = clock
         self._cards: dict[str, tuple[AgentCard, float]] = {}
         self._changed = asyncio.Event()
+        self._gone_watchers: dict[str, dict[int, Callable[[], None]]] = {}
+        self._next_watch = 0
 
     # ------------------------------------------------------------------ updates
 
@@ -66,6 +68,11 @@ class Registry:
     def _notify(self) -> None:
         self._changed.set()
         self._changed = asyncio.Event()
+        if self._gone_watchers:
+            live = {card.name for card, _ in self._cards.values()}
+            for name in [n for n in self._gone_watchers if n not in live]:
+                for callback in self._gone_watchers.pop(name).values():
+                    callback()
 
     def expire(self) -> list[AgentCard]:
         """Drop cards whose last heartbeat is older than ``ttl_s``; return them."""
@@ -143,6 +150,27 @@ class Registry:
                 except TimeoutError:
                     self.expire()
 
+    def on_gone(self, name: str, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` once, when no replica of agent ``name`` is live any more (at
+        once if none is now); returns a function that cancels the watch. A callback, not a
+        task: a run watches every agent it sends to, and that must cost next to nothing.
+        Cards are expired on every registry change and, while :meth:`follow` runs, at
+        least every ``ttl_s / 2``."""
+        if not self.is_live(name):
+            callback()
+            return _nothing
+        key = self._next_watch
+        self._next_watch += 1
+        watchers = self._gone_watchers.setdefault(name, {})
+        watchers[key] = callback
+
+        def cancel() -> None:
+            watchers.pop(key, None)
+            if not watchers and self._gone_watchers.get(name) is watchers:
+                del self._gone_watchers[name]
+
+        return cancel
+
     async def wait_gone(self, name: str) -> None:
         """Return once no replica of agent ``name`` is live."""
         while True:
@@ -154,3 +182,7 @@ class Registry:
                     await changed.wait()
             except TimeoutError:
                 pass
+
+
+def _nothing() -> None:
+    return None
