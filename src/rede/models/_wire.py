@@ -1,6 +1,8 @@
-"""The OpenAI chat completions wire format, as servers really speak it: tool calls (whole
-and streamed in pieces), log-probabilities, and the servers' error bodies, whose words say
-whether a request overflowed the context or was refused as invalid."""
+"""The OpenAI chat completions wire format, as servers really speak it, on top of the SDK's
+own types: tool calls (whole and streamed in pieces), log-probabilities (the chat form and
+llama.cpp's legacy one), the servers' error bodies, whose words say whether a request
+overflowed the context or was refused as invalid, and the response hook that tells the SDK
+not to retry a 5xx that says so."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import openai
 
 from rede.errors import ConfigError
 from rede.models._base import ModelRequest, ToolCall
+from rede.models._structured import DIALECT_PARAMS, names_dialect
 
 CONTEXT_WORDS = re.compile(
     r"context[ _](length|window|size)|maximum context|exceeds? (the )?(model'?s? )?context"
@@ -42,52 +45,55 @@ def tool_params(request: ModelRequest) -> dict[str, Any]:
     return params
 
 
+def _text(value: Any) -> str:
+    """A function's ``arguments``: servers send a JSON text, a few (Ollama) the object."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
 def tool_calls(raw: Any) -> list[ToolCall]:
     """The ``tool_calls`` of a message; entries without a function name are skipped."""
     calls = []
     for item in raw if isinstance(raw, list) else []:
-        function = item.get("function") if isinstance(item, dict) else None
-        if isinstance(function, dict) and isinstance(function.get("name"), str):
-            arguments = function.get("arguments")
+        function = getattr(item, "function", None)
+        name = getattr(function, "name", None)
+        if isinstance(name, str):
+            arguments = _text(getattr(function, "arguments", None))
             calls.append(
-                ToolCall(
-                    id=str(item.get("id") or ""),
-                    name=function["name"],
-                    arguments=arguments if isinstance(arguments, str) else json.dumps(arguments),
-                )
+                ToolCall(id=str(getattr(item, "id", "") or ""), name=name, arguments=arguments)
             )
     return calls
 
 
 def add_tool_call_deltas(calls: dict[int, dict[str, str]], delta: Any) -> None:
     """Merge a stream chunk's ``tool_calls`` pieces (by ``index``) into ``calls``."""
-    raw = delta.get("tool_calls") if isinstance(delta, dict) else None
+    raw = getattr(delta, "tool_calls", None)
     for item in raw if isinstance(raw, list) else []:
-        if not isinstance(item, dict):
-            continue
+        index = getattr(item, "index", None)
         call = calls.setdefault(
-            int(item.get("index") or 0), {"id": "", "name": "", "arguments": ""}
+            index if isinstance(index, int) else 0, {"id": "", "name": "", "arguments": ""}
         )
-        call["id"] = str(item.get("id") or call["id"])
-        function = item.get("function") or {}
-        call["name"] += str(function.get("name") or "")
-        call["arguments"] += str(function.get("arguments") or "")
+        call["id"] = str(getattr(item, "id", None) or call["id"])
+        function = getattr(item, "function", None)
+        call["name"] += str(getattr(function, "name", None) or "")
+        call["arguments"] += _text(getattr(function, "arguments", None))
 
 
 def arguments_text(calls: list[ToolCall]) -> str:
     return "".join(c.arguments for c in calls)
 
 
-def logprobs_of(choice: dict[str, Any]) -> list[float] | None:
+def logprobs_of(choice: Any) -> list[float] | None:
     """Per-token log-probabilities of a choice (chat ``content`` or legacy ``token_logprobs``)."""
-    raw = choice.get("logprobs")
-    if not isinstance(raw, dict):
+    raw = getattr(choice, "logprobs", None)
+    if raw is None:
         return None
-    content = raw.get("content")
+    content = getattr(raw, "content", None)
     if isinstance(content, list):
-        values = [t.get("logprob") for t in content if isinstance(t, dict)]
+        values = [getattr(t, "logprob", None) for t in content]
     else:
-        values = raw.get("token_logprobs") or []
+        values = getattr(raw, "token_logprobs", None) or []
     out = [float(v) for v in values if isinstance(v, int | float)]
     return out or None
 
@@ -100,9 +106,21 @@ def error_text(error: Any) -> str:
 
 def error_code(exc: openai.APIStatusError) -> str | None:
     body = exc.body
-    error = body.get("error") if isinstance(body, dict) else None
+    error = body.get("error", body) if isinstance(body, dict) else None
     code = error.get("code") if isinstance(error, dict) else None
     return code if isinstance(code, str) else None
+
+
+def message_of(body: Any) -> str:
+    """The server's own words in an error body, whatever its shape."""
+    if isinstance(body, dict):
+        return error_text(body.get("error") or body)
+    return str(body)[:300] if body else ""
+
+
+def server_message(exc: openai.APIStatusError) -> str:
+    """The server's own words for an error the SDK raised."""
+    return message_of(exc.body) or exc.message
 
 
 def is_invalid_request(exc: openai.APIStatusError) -> bool:
@@ -111,11 +129,28 @@ def is_invalid_request(exc: openai.APIStatusError) -> bool:
     return exc.status_code >= 500 and bool(INVALID_WORDS.search(server_message(exc)))
 
 
-def server_message(exc: openai.APIStatusError) -> str:
-    """The server's own words for an error, whatever the shape of its error body."""
-    body = exc.body
-    if isinstance(body, dict):
-        return error_text(body.get("error") or body)
-    if isinstance(body, str) and body:
-        return body[:300]
-    return exc.message
+def sends_dialect(params: dict[str, Any]) -> bool:
+    """Whether request parameters (or a JSON body) ask for a structured-output form."""
+    return any(p in params for p in DIALECT_PARAMS) or "format" in (params.get("extra_body") or {})
+
+
+def _json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw[:300].decode(errors="replace")
+
+
+async def mark_unretryable(response: Any) -> None:
+    """An HTTP client response hook: a 5xx whose body says the request itself is wrong
+    (invalid, too long for the context, or refusing the structured-output form it asked
+    for) gets ``x-should-retry: false``, the SDK's own signal not to retry it. Sending the
+    same request again cannot help, and dialect detection must cost one request per form."""
+    if response.status_code < 500:
+        return
+    await response.aread()
+    message = message_of(_json(response.content))
+    sent = _json(response.request.content)
+    refuses = isinstance(sent, dict) and sends_dialect(sent) and names_dialect(message)
+    if INVALID_WORDS.search(message) or CONTEXT_WORDS.search(message) or refuses:
+        response.headers["x-should-retry"] = "false"
