@@ -1,18 +1,33 @@
-"""The OpenAI chat completions wire format, as servers really speak it, on top of the SDK's
-own types: tool calls (whole and streamed in pieces), log-probabilities (the chat form and
-llama.cpp's legacy one), the servers' error bodies, whose words say whether a request
-overflowed the context or was refused as invalid, and the response hook that tells the SDK
-not to retry a 5xx that says so."""
+"""The OpenAI chat completions wire format as servers really speak it, on top of the
+``openai`` client's own types: tool calls (whole and streamed in pieces), log-probabilities
+(the chat form and llama.cpp's legacy one), answers checked for what Rede needs (a body that
+is not a completion is a :class:`ModelResponseError` naming what was missing), and the
+servers' error bodies, whose words say whether a request overflowed the context or was
+refused as invalid, with the response hook that tells the client not to retry a 5xx that
+says so.
+
+``where`` in the functions below names the server and model in messages
+(``http://host/v1/chat/completions (model 'x')``)."""
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 
 import openai
+from openai.types.chat import ChatCompletionChunk
+from pydantic import BaseModel
 
-from rede.errors import ConfigError
+from rede.errors import (
+    ConfigError,
+    ContextLengthExceeded,
+    InvalidModelRequest,
+    ModelError,
+    ModelResponseError,
+    ModelUnavailable,
+)
 from rede.models._base import ModelRequest, ToolCall
 from rede.models._structured import DIALECT_PARAMS, names_dialect
 
@@ -21,6 +36,8 @@ CONTEXT_WORDS = re.compile(
     r"|too many tokens|prompt is too long",
     re.I,
 )
+DIALECT_REJECTION_STATUS = frozenset({400, 415, 422, 500, 501})
+"""Statuses with which servers refuse a structured-output form they do not know."""
 INVALID_WORDS = re.compile(
     r"validation error|validationerror|invalid request|invalid_request|unprocessable", re.I
 )
@@ -134,6 +151,24 @@ def sends_dialect(params: dict[str, Any]) -> bool:
     return any(p in params for p in DIALECT_PARAMS) or "format" in (params.get("extra_body") or {})
 
 
+def refuses_dialect(status: int, message: str, params: dict[str, Any]) -> bool:
+    """Whether an error answer is the server refusing the structured-output form it was sent."""
+    return (
+        sends_dialect(params)
+        and status in DIALECT_REJECTION_STATUS
+        and names_dialect(message)
+        and not CONTEXT_WORDS.search(message)
+    )
+
+
+def request_is_wrong(status: int, message: str, params: dict[str, Any]) -> bool:
+    """Whether an error answer says the request itself is wrong (invalid, too long for the
+    context, or refusing its structured-output form): sending it again cannot help."""
+    return bool(INVALID_WORDS.search(message) or CONTEXT_WORDS.search(message)) or (
+        refuses_dialect(status, message, params)
+    )
+
+
 def _json(raw: bytes) -> Any:
     try:
         return json.loads(raw)
@@ -142,15 +177,114 @@ def _json(raw: bytes) -> Any:
 
 
 async def mark_unretryable(response: Any) -> None:
-    """An HTTP client response hook: a 5xx whose body says the request itself is wrong
-    (invalid, too long for the context, or refusing the structured-output form it asked
-    for) gets ``x-should-retry: false``, the SDK's own signal not to retry it. Sending the
-    same request again cannot help, and dialect detection must cost one request per form."""
+    """An HTTP client response hook: a 5xx whose body says the request itself is wrong gets
+    ``x-should-retry: false``, the ``openai`` client's own signal not to retry it (which it
+    would: llama-cpp-python answers its validation errors and the structured-output forms it
+    does not know with HTTP 500). Dialect detection so costs one request per refused form."""
     if response.status_code < 500:
         return
     await response.aread()
-    message = message_of(_json(response.content))
     sent = _json(response.request.content)
-    refuses = isinstance(sent, dict) and sends_dialect(sent) and names_dialect(message)
-    if INVALID_WORDS.search(message) or CONTEXT_WORDS.search(message) or refuses:
+    message = message_of(_json(response.content))
+    if request_is_wrong(response.status_code, message, sent if isinstance(sent, dict) else {}):
         response.headers["x-should-retry"] = "false"
+
+
+# --------------------------------------------------------------------------- answers
+
+
+def malformed(where: str, what: str, data: Any = None) -> ModelResponseError:
+    seen = ""
+    if isinstance(data, BaseModel):
+        keys = data.model_fields_set | set(data.model_extra or {})
+        seen = f" (it has: {', '.join(sorted(keys)) or 'nothing'})"
+    return ModelResponseError(
+        f"{where} answered with something that is not a chat completion: {what}{seen}"
+    )
+
+
+def not_an_object(where: str, data: Any) -> ModelResponseError:
+    """The error for a body the client could not make a completion of."""
+    if isinstance(data, str):  # the client hands back bodies it cannot read as text
+        return malformed(where, f"the body is not JSON: {data[:200]!r}")
+    return malformed(where, f"the body is a JSON {type(data).__name__}, not an object")
+
+
+def first_choice(
+    where: str, data: Any, part: str
+) -> tuple[Any, str, str | None, list[float] | None]:
+    """``(message or delta, text, finish_reason, logprobs)`` of a completion's (or a
+    chunk's) ``choices[0]``; ``part`` is ``message`` or ``delta``."""
+    error = getattr(data, "error", None)
+    if data.choices is None and error is not None:
+        raise ModelError(f"{where} answered with an error: {error_text(error)}")
+    if not isinstance(data.choices, list) or not data.choices:
+        raise malformed(where, "no 'choices'", data)
+    choice = data.choices[0]
+    if not isinstance(choice, BaseModel):
+        raise malformed(where, "'choices[0]' is not an object")
+    body = getattr(choice, part, None)
+    if part == "delta" and body is None:
+        body = {}  # some servers send the finishing chunk without a delta
+    elif not isinstance(body, BaseModel):
+        raise malformed(where, f"'choices[0]' has no '{part}'", choice)
+    content = getattr(body, "content", None)
+    if part == "message" and not isinstance(content, str) and not body.tool_calls:
+        raise malformed(where, "'choices[0].message' has no 'content'", body)
+    finish = choice.finish_reason
+    text = content if isinstance(content, str) else ""
+    return body, text, finish if isinstance(finish, str) else None, logprobs_of(choice)
+
+
+async def chunks(where: str, events: Any) -> AsyncIterator[ChatCompletionChunk]:
+    """The chunks of the client's stream; what breaks it becomes Rede's errors."""
+    iterator = aiter(events)
+    while True:
+        try:
+            chunk = await anext(iterator)
+        except StopAsyncIteration:
+            return
+        except openai.APIError as exc:  # an error event in the stream
+            raise ModelError(f"{where} sent an error mid-stream: {exc.message}") from exc
+        except json.JSONDecodeError as exc:
+            raise malformed(where, f"a stream event is not JSON: {exc.doc[:200]!r}") from None
+        except Exception as exc:  # the transport's own errors (httpx or httpx2)
+            raise ModelUnavailable(f"the stream from {where} broke: {exc!r}") from exc
+        if not isinstance(chunk, ChatCompletionChunk):
+            raise malformed(where, "a stream event is not a JSON object")
+        yield chunk
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+def rejection(
+    exc: openai.APIStatusError, where: str, structured: str, refuses_dialect: bool
+) -> ModelError:
+    """Rede's error for an answer that refuses the request (the client did not retry it):
+    ``refuses_dialect`` when it refuses the structured-output form sent as ``structured``."""
+    message = server_message(exc)
+    said = f"{where} rejected the request with HTTP {exc.status_code}"
+    if refuses_dialect:
+        return InvalidModelRequest(
+            f"{said}: {message}; it does not take structured output as "
+            f"{structured!r}: set 'structured' to the form this server takes "
+            "(json_schema, json_object_schema, ollama_format, json_object, none) or to "
+            "auto to detect it"
+        )
+    if CONTEXT_WORDS.search(message) or error_code(exc) == "context_length_exceeded":
+        return ContextLengthExceeded(
+            f"{said}: the prompt and max_tokens do not fit the model's context window "
+            f"({message}); send less context (shorter or fewer dependency results), "
+            "lower max_tokens, or serve the model with a larger context (llama.cpp: "
+            "--n_ctx / -c, vLLM: --max-model-len, Ollama: num_ctx)"
+        )
+    if exc.status_code >= 500 and is_invalid_request(exc):
+        return InvalidModelRequest(
+            f"{said}, which this server uses for requests it cannot parse: {message}; "
+            "the request is not retried (check the model name and the options sent: "
+            "temperature, max_tokens, stop, logprobs, structured)"
+        )
+    if 400 <= exc.status_code < 500 and exc.status_code not in (401, 403, 404):
+        return InvalidModelRequest(f"{said}: {message}")
+    return ModelError(f"{said}: {message}")

@@ -26,32 +26,24 @@ tests). Rede owns what happens around the calls:
 - usage from the server, or estimated (and marked so) when the server reports none.
 
 With ``REDE_LOOPBACK_ONLY=1`` in the environment (the test suite sets it) a model refuses any
-base URL that is not loopback, so no test reaches a real API by accident.
+base URL that is not loopback (:mod:`rede.models._endpoint`), so no test reaches a real API
+by accident. What the answers must hold and what the servers' errors mean is in
+:mod:`rede.models._wire`.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import os
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import openai
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
-from pydantic import BaseModel
+from openai.types.chat import ChatCompletion
 
-from rede.errors import (
-    ConfigError,
-    ContextLengthExceeded,
-    InvalidModelRequest,
-    ModelError,
-    ModelResponseError,
-    ModelUnavailable,
-)
+from rede.errors import ConfigError, ModelError, ModelResponseError, ModelUnavailable
 from rede.models._base import (
     ChatModel,
     ModelRequest,
@@ -61,24 +53,26 @@ from rede.models._base import (
     ToolCall,
     estimate_tokens,
 )
+from rede.models._endpoint import DEFAULT_BASE_URL, LOOPBACK_ENV, checked_url, is_loopback
 from rede.models._structured import (
-    MODES,
     Dialect,
     DialectMemory,
     StructuredMode,
     apply_dialect,
-    names_dialect,
+    structured_mode,
 )
 from rede.models._wire import (
     CONTEXT_WORDS,
     add_tool_call_deltas,
     arguments_text,
-    error_code,
-    error_text,
-    is_invalid_request,
-    logprobs_of,
+    chunks,
+    first_choice,
+    malformed,
     mark_unretryable,
-    sends_dialect,
+    not_an_object,
+    refuses_dialect,
+    rejection,
+    request_is_wrong,
     server_message,
     tool_calls,
     tool_params,
@@ -88,71 +82,15 @@ from rede.protocol.messages import Usage
 if TYPE_CHECKING:
     import httpx2
 
+__all__ = ["DEFAULT_BASE_URL", "LOOPBACK_ENV", "OpenAIModel", "is_loopback"]
+
 log = logging.getLogger(__name__)
 
-DEFAULT_BASE_URL = "http://127.0.0.1:11434/v1"
-"""Ollama's OpenAI-compatible endpoint on this machine."""
-LOOPBACK_ENV = "REDE_LOOPBACK_ONLY"
-LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 OPTIONAL_PARAMS = ("stream_options",)
 """Parameters dropped (and remembered as unsupported) when a server rejects them with a 400."""
-DIALECT_REJECTION_STATUS = frozenset({400, 415, 422, 500, 501})
-"""Statuses with which servers refuse a structured-output form they do not know."""
 TRANSIENT_STATUS = frozenset({408, 409, 429})
 """Besides every 5xx, the statuses the client retries: failing with one, a server is
 unavailable rather than refusing the request."""
-
-
-def is_loopback(url: str) -> bool:
-    """Whether a URL's host is this machine (``localhost``, ``127.0.0.0/8``, ``::1``)."""
-    host = (urlsplit(url).hostname or "").lower()
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _loopback_only() -> bool:
-    return os.environ.get(LOOPBACK_ENV, "").strip().lower() not in ("", "0", "false", "no")
-
-
-def _checked_url(model: str, base_url: str | None) -> str:
-    """The server's base URL: given, else ``OPENAI_BASE_URL``, else OpenAI's; an http(s) URL
-    with a host, and loopback when ``REDE_LOOPBACK_ONLY`` is set."""
-    url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(
-            f"base URL {url!r} for model {model!r} is not an http(s) URL with a host; "
-            f"expected e.g. {DEFAULT_BASE_URL!r}"
-        )
-    if _loopback_only() and not is_loopback(url):
-        raise ConfigError(
-            f"base URL {url!r} for model {model!r} is not loopback, and "
-            f"{LOOPBACK_ENV} is set: only 127.0.0.1, localhost or ::1 may be reached "
-            f"(unset {LOOPBACK_ENV} to allow other hosts)"
-        )
-    return url
-
-
-def _structured_mode(
-    model: str, structured: StructuredMode | None, json_mode: bool | None
-) -> StructuredMode:
-    if structured is not None and json_mode is not None:
-        raise ConfigError(
-            f"model {model!r}: give 'structured' or the older 'json_mode', not both "
-            f"(json_mode: true is structured: json_object; false is structured: none)"
-        )
-    if structured is None:
-        structured = {True: "json_object", False: "none", None: "auto"}[json_mode]  # type: ignore[assignment]
-    if structured not in MODES:
-        raise ConfigError(
-            f"model {model!r}: unknown structured output mode {structured!r}; "
-            f"use one of {', '.join(MODES)}"
-        )
-    return structured  # type: ignore[return-value]
 
 
 class OpenAIModel(ChatModel):
@@ -194,7 +132,7 @@ class OpenAIModel(ChatModel):
     ) -> None:
         if not model:
             raise ConfigError("an OpenAI model needs the server's model name, e.g. 'llama3.2'")
-        url = _checked_url(model, base_url)
+        url = checked_url(model, base_url)
         if timeout_s <= 0:
             raise ConfigError(f"timeout_s must be > 0, got {timeout_s}")
         if max_retries < 0:
@@ -204,7 +142,7 @@ class OpenAIModel(ChatModel):
         self.price = price or Price()
         self.timeout_s = timeout_s
         self.max_retries = max_retries
-        self.structured: StructuredMode = _structured_mode(model, structured, json_mode)
+        self.structured: StructuredMode = structured_mode(model, structured, json_mode)
         self.dialects = dialects if dialects is not None else DialectMemory()
         self.seed = seed
         self.unsupported: set[str] = set()
@@ -228,6 +166,11 @@ class OpenAIModel(ChatModel):
         """The chat completions endpoint, as named in errors."""
         return f"{self.base_url}/chat/completions"
 
+    @property
+    def where(self) -> str:
+        """The server and model, as errors name them."""
+        return f"{self.url} (model {self.name!r})"
+
     def __repr__(self) -> str:
         return f"OpenAIModel({self.name!r}, base_url={self.base_url!r})"
 
@@ -241,8 +184,8 @@ class OpenAIModel(ChatModel):
         start = time.perf_counter()
         completion, dialect = await self._send(request, stream=False)
         if not isinstance(completion, ChatCompletion):
-            raise self._not_an_object(completion)
-        message, text, finish, logprobs = self._choice(completion, "message")
+            raise not_an_object(self.where, completion)
+        message, text, finish, logprobs = first_choice(self.where, completion, "message")
         calls = tool_calls(getattr(message, "tool_calls", None))
         usage = self._usage(
             completion.usage, request, text + arguments_text(calls), time.perf_counter() - start
@@ -266,14 +209,14 @@ class OpenAIModel(ChatModel):
         choices_seen = 0
         calls: dict[int, dict[str, str]] = {}
         try:
-            async for chunk in self._chunks(events):
+            async for chunk in chunks(self.where, events):
                 usage = chunk.usage or usage
                 if not isinstance(chunk.choices, list):
-                    raise self._malformed("a stream chunk has no 'choices' list", chunk)
+                    raise malformed(self.where, "a stream chunk has no 'choices' list", chunk)
                 if not chunk.choices:
                     continue
                 choices_seen += 1
-                delta, text, chunk_finish, lps = self._choice(chunk, "delta")
+                delta, text, chunk_finish, lps = first_choice(self.where, chunk, "delta")
                 add_tool_call_deltas(calls, delta)
                 finish = chunk_finish or finish
                 logprobs.extend(lps or [])
@@ -283,9 +226,7 @@ class OpenAIModel(ChatModel):
         finally:
             await events.close()
         if not choices_seen:
-            raise ModelResponseError(
-                f"{self.url} (model {self.name!r}) ended the stream without any choice"
-            )
+            raise ModelResponseError(f"{self.where} ended the stream without any choice")
         text = "".join(parts)
         streamed_calls = [ToolCall(**calls[i]) for i in sorted(calls)]
         response = ModelResponse(
@@ -372,17 +313,11 @@ class OpenAIModel(ChatModel):
                 log.info("%s: structured output as %s", self.url, dialect)
                 return result, dialect
         raise ModelError(  # unreachable: 'none' sends no structured parameter to refuse
-            f"{self.url} (model {self.name!r}) refused every structured output form"
+            f"{self.where} refused every structured output form"
         )
 
     def _refuses_dialect(self, exc: openai.APIStatusError, params: dict[str, Any]) -> bool:
-        """Whether an error is the server refusing the structured-output form it was sent."""
-        return (
-            sends_dialect(params)
-            and exc.status_code in DIALECT_REJECTION_STATUS
-            and names_dialect(server_message(exc))
-            and not CONTEXT_WORDS.search(server_message(exc))
-        )
+        return refuses_dialect(exc.status_code, server_message(exc), params)
 
     async def _create(self, params: dict[str, Any], *, probing: bool = False) -> Any:
         """Send; on a 400, once more without the optional parameters.
@@ -423,7 +358,9 @@ class OpenAIModel(ChatModel):
             return await self._client.chat.completions.create(**params)
         except openai.APIStatusError as exc:
             status = exc.status_code
-            if (status in TRANSIENT_STATUS or status >= 500) and not self._wrong(exc, params):
+            if (status in TRANSIENT_STATUS or status >= 500) and not request_is_wrong(
+                status, server_message(exc), params
+            ):
                 raise self._unavailable(f"HTTP {status}: {server_message(exc)}", exc) from exc
             raise
         except openai.APITimeoutError as exc:
@@ -431,15 +368,7 @@ class OpenAIModel(ChatModel):
         except openai.APIConnectionError as exc:
             raise self._unavailable(f"connection failed: {exc.__cause__ or exc}", exc) from exc
         except json.JSONDecodeError as exc:
-            raise self._malformed(f"the body is not JSON: {exc.doc[:200]!r}") from None
-
-    def _wrong(self, exc: openai.APIStatusError, params: dict[str, Any]) -> bool:
-        """Whether a 5xx says the request itself is wrong (not retried: see the hook)."""
-        return (
-            is_invalid_request(exc)
-            or bool(CONTEXT_WORDS.search(server_message(exc)))
-            or self._refuses_dialect(exc, params)
-        )
+            raise malformed(self.where, f"the body is not JSON: {exc.doc[:200]!r}") from None
 
     def _unavailable(self, failure: str, exc: openai.APIError) -> ModelUnavailable:
         retries = exc.request.headers.get("x-stainless-retry-count", "")
@@ -451,94 +380,9 @@ class OpenAIModel(ChatModel):
         )
 
     def _rejected(self, exc: openai.APIStatusError, params: dict[str, Any]) -> ModelError:
-        message = server_message(exc)
-        said = f"{self.url} (model {self.name!r}) rejected the request with HTTP {exc.status_code}"
-        if self._refuses_dialect(exc, params):
-            return InvalidModelRequest(
-                f"{said}: {message}; it does not take structured output as "
-                f"{self.structured!r}: set 'structured' to the form this server takes "
-                "(json_schema, json_object_schema, ollama_format, json_object, none) or to "
-                "auto to detect it"
-            )
-        if CONTEXT_WORDS.search(message) or error_code(exc) == "context_length_exceeded":
-            return ContextLengthExceeded(
-                f"{said}: the prompt and max_tokens do not fit the model's context window "
-                f"({message}); send less context (shorter or fewer dependency results), "
-                "lower max_tokens, or serve the model with a larger context (llama.cpp: "
-                "--n_ctx / -c, vLLM: --max-model-len, Ollama: num_ctx)"
-            )
-        if exc.status_code >= 500 and is_invalid_request(exc):
-            return InvalidModelRequest(
-                f"{said}, which this server uses for requests it cannot parse: {message}; "
-                "the request is not retried (check the model name and the options sent: "
-                "temperature, max_tokens, stop, logprobs, structured)"
-            )
-        if 400 <= exc.status_code < 500 and exc.status_code not in (401, 403, 404):
-            return InvalidModelRequest(f"{said}: {message}")
-        return ModelError(f"{said}: {message}")
+        return rejection(exc, self.where, self.structured, self._refuses_dialect(exc, params))
 
-    # ---------------------------------------------------------------- checking the answers
-
-    def _malformed(self, what: str, data: Any = None) -> ModelResponseError:
-        seen = ""
-        if isinstance(data, BaseModel):
-            keys = data.model_fields_set | set(data.model_extra or {})
-            seen = f" (it has: {', '.join(sorted(keys)) or 'nothing'})"
-        return ModelResponseError(
-            f"{self.url} (model {self.name!r}) answered with something that is not a chat "
-            f"completion: {what}{seen}"
-        )
-
-    def _not_an_object(self, data: Any) -> ModelResponseError:
-        if isinstance(data, str):  # the client hands back bodies it cannot read as text
-            return self._malformed(f"the body is not JSON: {data[:200]!r}")
-        return self._malformed(f"the body is a JSON {type(data).__name__}, not an object")
-
-    def _choice(self, data: Any, part: str) -> tuple[Any, str, str | None, list[float] | None]:
-        """``(message or delta, text, finish_reason, logprobs)`` of ``choices[0]``."""
-        error = getattr(data, "error", None)
-        if data.choices is None and error is not None:
-            raise ModelError(
-                f"{self.url} (model {self.name!r}) answered with an error: {error_text(error)}"
-            )
-        if not isinstance(data.choices, list) or not data.choices:
-            raise self._malformed("no 'choices'", data)
-        choice = data.choices[0]
-        if not isinstance(choice, BaseModel):
-            raise self._malformed("'choices[0]' is not an object")
-        body = getattr(choice, part, None)
-        if part == "delta" and body is None:
-            body = {}  # some servers send the finishing chunk without a delta
-        elif not isinstance(body, BaseModel):
-            raise self._malformed(f"'choices[0]' has no '{part}'", choice)
-        content = getattr(body, "content", None)
-        if part == "message" and not isinstance(content, str) and not body.tool_calls:
-            raise self._malformed("'choices[0].message' has no 'content'", body)
-        finish = choice.finish_reason
-        text = content if isinstance(content, str) else ""
-        return body, text, finish if isinstance(finish, str) else None, logprobs_of(choice)
-
-    async def _chunks(self, events: Any) -> AsyncIterator[ChatCompletionChunk]:
-        """The chunks of the client's stream; what breaks it becomes Rede's errors."""
-        iterator = aiter(events)
-        while True:
-            try:
-                chunk = await anext(iterator)
-            except StopAsyncIteration:
-                return
-            except openai.APIError as exc:  # an error event in the stream
-                raise ModelError(
-                    f"{self.url} (model {self.name!r}) sent an error mid-stream: {exc.message}"
-                ) from exc
-            except json.JSONDecodeError as exc:
-                raise self._malformed(f"a stream event is not JSON: {exc.doc[:200]!r}") from None
-            except Exception as exc:  # the transport's own errors (httpx or httpx2)
-                raise ModelUnavailable(
-                    f"the stream from {self.url} (model {self.name!r}) broke: {exc!r}"
-                ) from exc
-            if not isinstance(chunk, ChatCompletionChunk):
-                raise self._malformed("a stream event is not a JSON object")
-            yield chunk
+    # ---------------------------------------------------------------- usage
 
     def _usage(self, raw: Any, request: ModelRequest, text: str, latency_s: float) -> Usage:
         prompt = getattr(raw, "prompt_tokens", None)
