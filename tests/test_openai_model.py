@@ -591,6 +591,37 @@ async def test_malformed_stream_is_a_response_error(
         await collect(make_model(), ModelRequest.of("hello"))
 
 
+class _BrokenStream(httpx2.AsyncByteStream):
+    """One event, then the connection resets."""
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield b'data: {"choices": [{"index": 0, "delta": {"content": "a"}}]}\n\n'
+        raise httpx2.ReadError("connection reset")
+
+
+@pytest.mark.parametrize(
+    ("stream", "error", "words"),
+    [
+        (
+            httpx2.ByteStream(b'data: {"error": {"message": "out of memory"}}\n\n'),
+            ModelError,
+            "sent an error mid-stream: out of memory",
+        ),
+        (_BrokenStream(), ModelUnavailable, r"stream from .* broke: ReadError"),
+    ],
+)
+async def test_a_stream_that_fails_midway_is_an_error_in_redes_terms(
+    stream: httpx2.AsyncByteStream, error: type[Exception], words: str
+) -> None:
+    def handle(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, stream=stream, headers={"content-type": "text/event-stream"})
+
+    async with httpx2.AsyncClient(transport=httpx2.MockTransport(handle)) as http:
+        model = OpenAIModel("m", base_url="http://127.0.0.1:1/v1", http_client=http)
+        with pytest.raises(error, match=words):
+            await collect(model, ModelRequest.of("hello"))
+
+
 # --------------------------------------------------------------------------- usage
 
 

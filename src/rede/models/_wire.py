@@ -244,11 +244,15 @@ async def chunks(where: str, events: Any) -> AsyncIterator[ChatCompletionChunk]:
             chunk = await anext(iterator)
         except StopAsyncIteration:
             return
+        except openai.APIConnectionError as exc:
+            raise ModelUnavailable(
+                f"the stream from {where} broke: {exc.__cause__ or exc!r}"
+            ) from exc
         except openai.APIError as exc:  # an error event in the stream
             raise ModelError(f"{where} sent an error mid-stream: {exc.message}") from exc
         except json.JSONDecodeError as exc:
             raise malformed(where, f"a stream event is not JSON: {exc.doc[:200]!r}") from None
-        except Exception as exc:  # the transport's own errors (httpx or httpx2)
+        except Exception as exc:  # the transport's own errors, where the client lets them out
             raise ModelUnavailable(f"the stream from {where} broke: {exc!r}") from exc
         if not isinstance(chunk, ChatCompletionChunk):
             raise malformed(where, "a stream event is not a JSON object")
