@@ -1,20 +1,22 @@
 """The OpenAI-compatible backend against a real HTTP server on loopback.
 
-Every test talks HTTP to :class:`rede.testing.openai_server.FakeOpenAIServer`; nothing is
-mocked. Backoff is zero so retries cost no waiting."""
+Every test talks HTTP to :class:`rede.testing.openai_server.FakeOpenAIServer`, except one
+that swaps in an ``httpx`` ``MockTransport`` through ``http_client``; nothing is mocked. The
+``openai`` client does the retrying, with its own backoff (0.5 s, doubling), so the tests
+that retry keep to one or two retries."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import random
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
-from email.utils import formatdate
 from typing import Any
 
+import httpx2
 import pytest
 
 from rede.errors import (
@@ -33,7 +35,6 @@ from rede.models import (
     estimate_tokens,
     model_from_spec,
 )
-from rede.models._retry import RetryPolicy, is_retryable_status, parse_retry_after
 from rede.models._structured import DialectMemory, is_strict
 from rede.models.openai import DEFAULT_BASE_URL, OpenAIModel
 from rede.testing.openai_server import (
@@ -63,7 +64,6 @@ async def make_model(server: FakeOpenAIServer) -> AsyncIterator[MakeModel]:
     def make(name: str = "rede-fake", **kw: Any) -> OpenAIModel:
         kw.setdefault("base_url", server.base_url)
         kw.setdefault("api_key", "test-key")
-        kw.setdefault("backoff_s", 0.0)
         model = OpenAIModel(name, **kw)
         made.append(model)
         return model
@@ -436,11 +436,12 @@ async def test_retry_after_replaces_the_backoff(
     server: FakeOpenAIServer, make_model: MakeModel
 ) -> None:
     server.fail_next(429, retry_after=0.001)
-    model = make_model(backoff_s=600.0)  # a wait the server's Retry-After must override
-    async with asyncio.timeout(30):
-        response = await model.complete(ModelRequest.of("hello"))
+    model = make_model()
+    start = time.perf_counter()
+    response = await model.complete(ModelRequest.of("hello"))
     assert response.text
     assert server.stats()["total"]["requests"] == 2
+    assert time.perf_counter() - start < 0.3  # the client's own first wait is 0.375-0.5 s
 
 
 async def test_dropped_connection_is_retried(
@@ -505,34 +506,53 @@ async def test_other_4xx_is_a_model_error_with_the_servers_message(
     assert server.stats()["total"]["requests"] == 1
 
 
-def test_retry_policy_backs_off_exponentially_with_jitter_and_caps() -> None:
-    policy = RetryPolicy(backoff_s=0.5, max_backoff_s=3.0, jitter=0.1)
-    rng = random.Random(7)
-    delays = [policy.delay(n, rng=rng) for n in range(5)]
-    for n, delay in enumerate(delays):
-        base = min(0.5 * 2**n, 3.0)
-        assert base <= delay <= base * 1.1
-    assert policy.delay(2, retry_after=1.5) == 1.5
-    assert policy.delay(0, retry_after=3600) == policy.max_retry_after_s
-    with pytest.raises(ValueError, match="max_retries"):
-        RetryPolicy(max_retries=-1)
+async def test_a_server_that_keeps_failing_costs_max_retries_plus_one_attempts(
+    server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    server.fail_next(429, count=10, retry_after=0.001)
+    model = make_model(max_retries=3)
+    with pytest.raises(ModelUnavailable, match=r"after 4 attempt\(s\): HTTP 429"):
+        await model.complete(ModelRequest.of("hello"))
+    assert server.stats()["total"]["requests"] == 4
 
 
-def test_retry_after_headers_are_parsed() -> None:
-    assert parse_retry_after({"retry-after": "2"}) == 2.0
-    assert parse_retry_after({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
-    now = 1_000_000_000.0
-    assert parse_retry_after({"retry-after": formatdate(now + 30, usegmt=True)}, now=now) == 30
-    assert parse_retry_after({"retry-after": "soon"}) is None
-    assert parse_retry_after({}) is None
-    assert [is_retryable_status(s) for s in (429, 500, 503, 400, 401, 404)] == [
-        True,
-        True,
-        True,
-        False,
-        False,
-        False,
-    ]
+async def test_an_injected_http_client_carries_the_requests() -> None:
+    sent: list[dict[str, Any]] = []
+
+    def handle(request: httpx2.Request) -> httpx2.Response:
+        sent.append(json.loads(request.content))
+        reply = {"id": "x", "object": "chat.completion", "created": 0, "model": "m"}
+        message = {"role": "assistant", "content": '{"name": "Ada", "age": 36}'}
+        choice = {"index": 0, "message": message, "finish_reason": "stop"}
+        return httpx2.Response(200, json={**reply, "choices": [choice]})
+
+    http = httpx2.AsyncClient(transport=httpx2.MockTransport(handle))
+    model = OpenAIModel("m", base_url="http://127.0.0.1:1/v1", http_client=http)
+    response = await model.complete(ModelRequest.of("who?", json_schema=PERSON))
+    await model.aclose()
+
+    assert not http.is_closed  # the client belongs to whoever made it
+    await http.aclose()
+    assert sent[0]["response_format"]["type"] == "json_schema"
+    assert sent[0]["response_format"]["json_schema"]["schema"] == PERSON
+    assert json.loads(response.text) == {"name": "Ada", "age": 36}
+    assert response.usage.estimated is True  # the body had no usage
+    assert response.structured == "json_schema"
+
+
+async def test_a_5xx_validation_error_through_an_injected_client_is_not_retried() -> None:
+    calls = 0
+
+    def handle(request: httpx2.Request) -> httpx2.Response:
+        nonlocal calls
+        calls += 1
+        return httpx2.Response(500, json=error_body("1 validation error for Request", 500))
+
+    async with httpx2.AsyncClient(transport=httpx2.MockTransport(handle)) as http:
+        model = OpenAIModel("m", base_url="http://127.0.0.1:1/v1", http_client=http)
+        with pytest.raises(InvalidModelRequest, match="cannot parse"):
+            await model.complete(ModelRequest.of("hello"))
+    assert calls == 1
 
 
 # --------------------------------------------------------------------------- malformed
@@ -569,6 +589,37 @@ async def test_malformed_stream_is_a_response_error(
     server.malform_next()
     with pytest.raises(ModelResponseError, match=r"no 'choices'.*nonsense"):
         await collect(make_model(), ModelRequest.of("hello"))
+
+
+class _BrokenStream(httpx2.AsyncByteStream):
+    """One event, then the connection resets."""
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield b'data: {"choices": [{"index": 0, "delta": {"content": "a"}}]}\n\n'
+        raise httpx2.ReadError("connection reset")
+
+
+@pytest.mark.parametrize(
+    ("stream", "error", "words"),
+    [
+        (
+            httpx2.ByteStream(b'data: {"error": {"message": "out of memory"}}\n\n'),
+            ModelError,
+            "sent an error mid-stream: out of memory",
+        ),
+        (_BrokenStream(), ModelUnavailable, r"stream from .* broke: ReadError"),
+    ],
+)
+async def test_a_stream_that_fails_midway_is_an_error_in_redes_terms(
+    stream: httpx2.AsyncByteStream, error: type[Exception], words: str
+) -> None:
+    def handle(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, stream=stream, headers={"content-type": "text/event-stream"})
+
+    async with httpx2.AsyncClient(transport=httpx2.MockTransport(handle)) as http:
+        model = OpenAIModel("m", base_url="http://127.0.0.1:1/v1", http_client=http)
+        with pytest.raises(error, match=words):
+            await collect(model, ModelRequest.of("hello"))
 
 
 # --------------------------------------------------------------------------- usage

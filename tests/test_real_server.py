@@ -19,6 +19,7 @@ import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import httpx2
 import pytest
 import yaml
 
@@ -66,7 +67,7 @@ def tiny_url() -> Iterator[str]:
 
 @pytest.fixture
 async def tiny(tiny_url: str) -> AsyncIterator[OpenAIModel]:
-    model = OpenAIModel("tiny", base_url=tiny_url, seed=SEED, max_retries=1, backoff_s=0)
+    model = OpenAIModel("tiny", base_url=tiny_url, seed=SEED, max_retries=1)
     yield model
     await model.aclose()
 
@@ -134,10 +135,20 @@ async def test_dialect_is_detected_once_and_remembered(tiny_url: str) -> None:
         "required": ["ok"],
         "additionalProperties": False,
     }
-    async with _model(tiny_url, dialects=memory) as model:
+    sent: list[httpx2.Request] = []
+    async with (
+        counting_client(sent) as http,
+        _model(tiny_url, dialects=memory, max_retries=3, http_client=http) as model,
+    ):
         first = await model.complete(ModelRequest.of("Answer.", json_schema=schema, max_tokens=20))
         second = await model.complete(ModelRequest.of("Again.", json_schema=schema, max_tokens=20))
 
+    # the refused form cost one request (its HTTP 500 not retried), then one request a call
+    assert [json.loads(r.content)["response_format"]["type"] for r in sent] == [
+        "json_schema",
+        "json_object",
+        "json_object",
+    ]
     assert first.structured == second.structured == "json_object_schema"
     assert isinstance(json.loads(first.text)["ok"], bool)
     summary = memory.summary(tiny_url)
@@ -228,11 +239,14 @@ async def test_a_request_the_server_cannot_parse_is_not_retried(tiny_url: str) -
     # server does not know), as a client with a bug would send it.
     bad = ChatMessage.model_construct(role="nobody", content="x")
     request = ModelRequest.model_construct(**{**HELLO.__dict__, "messages": [bad]})
-    async with _model(tiny_url, max_retries=3, backoff_s=1.0) as model:
-        start = time.perf_counter()
+    sent: list[httpx2.Request] = []
+    async with (
+        counting_client(sent) as http,
+        _model(tiny_url, max_retries=3, http_client=http) as model,
+    ):
         with pytest.raises(InvalidModelRequest, match=r"HTTP 500.*cannot parse"):
             await model.complete(request)
-        assert time.perf_counter() - start < 1.0  # no backoff: not retried
+    assert len(sent) == 1  # not retried
 
 
 # --------------------------------------------------------------------------- a whole run
@@ -266,6 +280,15 @@ async def test_the_demo_network_runs_with_plan_and_critiques_valid_first_time(
     assert critiques, "no step was reviewed"
     assert all(c["data"] == {"structured": "json_object_schema"} for c in critiques)
     assert not [e for e in ledger.entries(result.run_id) if "critique" in str(e.data.get("error"))]
+
+
+def counting_client(sent: list[httpx2.Request]) -> httpx2.AsyncClient:
+    """An HTTP client for a model that notes every request it sends, retries included."""
+
+    async def note(request: httpx2.Request) -> None:
+        sent.append(request)
+
+    return httpx2.AsyncClient(event_hooks={"request": [note]})
 
 
 def _model(url: str, **kw: Any) -> _Closing:

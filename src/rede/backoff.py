@@ -1,8 +1,10 @@
-"""The one backoff rule: waits that double from a first wait up to a cap.
+"""The one backoff rule for what Rede retries by hand: waits that double from a first wait
+up to a cap.
 
-Model calls (:class:`rede.models._retry.RetryPolicy`), Redis reconnects
-(:mod:`rede.bus.redis`) and agent process restarts (:class:`rede.scaling.supervisor.Backoff`)
-each decide *when* to wait; how long is always this."""
+Redis reconnects (:mod:`rede.bus.redis`) and agent process restarts
+(:class:`rede.scaling.supervisor.Backoff`) each decide *when* to wait; how long is always
+this. Model calls over the OpenAI protocol are retried by the ``openai`` client itself
+(:mod:`rede.models.openai`), with its own doubling backoff and the server's ``Retry-After``."""
 
 from __future__ import annotations
 

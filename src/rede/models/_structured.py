@@ -26,6 +26,8 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
+from rede.errors import ConfigError
+
 Dialect = Literal["json_schema", "json_object_schema", "ollama_format", "json_object", "none"]
 StructuredMode = Literal[
     "auto", "json_schema", "json_object_schema", "ollama_format", "json_object", "none"
@@ -119,3 +121,22 @@ class DialectMemory:
             "dialect": self.found.get(url),
             "rejected": {d: e for d, e in self.rejected.get(url, [])},
         }
+
+
+def structured_mode(
+    model: str, structured: StructuredMode | None, json_mode: bool | None
+) -> StructuredMode:
+    """A model's mode from ``structured`` or the older ``json_mode`` switch."""
+    if structured is not None and json_mode is not None:
+        raise ConfigError(
+            f"model {model!r}: give 'structured' or the older 'json_mode', not both "
+            f"(json_mode: true is structured: json_object; false is structured: none)"
+        )
+    if structured is None:
+        structured = {True: "json_object", False: "none", None: "auto"}[json_mode]  # type: ignore[assignment]
+    if structured not in MODES:
+        raise ConfigError(
+            f"model {model!r}: unknown structured output mode {structured!r}; "
+            f"use one of {', '.join(MODES)}"
+        )
+    return structured  # type: ignore[return-value]

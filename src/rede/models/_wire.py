@@ -1,23 +1,43 @@
-"""The OpenAI chat completions wire format, as servers really speak it: tool calls (whole
-and streamed in pieces), log-probabilities, and the servers' error bodies, whose words say
-whether a request overflowed the context or was refused as invalid."""
+"""The OpenAI chat completions wire format as servers really speak it, on top of the
+``openai`` client's own types: tool calls (whole and streamed in pieces), log-probabilities
+(the chat form and llama.cpp's legacy one), answers checked for what Rede needs (a body that
+is not a completion is a :class:`ModelResponseError` naming what was missing), and the
+servers' error bodies, whose words say whether a request overflowed the context or was
+refused as invalid, with the response hook that tells the client not to retry a 5xx that
+says so.
+
+``where`` in the functions below names the server and model in messages
+(``http://host/v1/chat/completions (model 'x')``)."""
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 
 import openai
+from openai.types.chat import ChatCompletionChunk
+from pydantic import BaseModel
 
-from rede.errors import ConfigError
+from rede.errors import (
+    ConfigError,
+    ContextLengthExceeded,
+    InvalidModelRequest,
+    ModelError,
+    ModelResponseError,
+    ModelUnavailable,
+)
 from rede.models._base import ModelRequest, ToolCall
+from rede.models._structured import DIALECT_PARAMS, names_dialect
 
 CONTEXT_WORDS = re.compile(
     r"context[ _](length|window|size)|maximum context|exceeds? (the )?(model'?s? )?context"
     r"|too many tokens|prompt is too long",
     re.I,
 )
+DIALECT_REJECTION_STATUS = frozenset({400, 415, 422, 500, 501})
+"""Statuses with which servers refuse a structured-output form they do not know."""
 INVALID_WORDS = re.compile(
     r"validation error|validationerror|invalid request|invalid_request|unprocessable", re.I
 )
@@ -42,52 +62,55 @@ def tool_params(request: ModelRequest) -> dict[str, Any]:
     return params
 
 
+def _text(value: Any) -> str:
+    """A function's ``arguments``: servers send a JSON text, a few (Ollama) the object."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
 def tool_calls(raw: Any) -> list[ToolCall]:
     """The ``tool_calls`` of a message; entries without a function name are skipped."""
     calls = []
     for item in raw if isinstance(raw, list) else []:
-        function = item.get("function") if isinstance(item, dict) else None
-        if isinstance(function, dict) and isinstance(function.get("name"), str):
-            arguments = function.get("arguments")
+        function = getattr(item, "function", None)
+        name = getattr(function, "name", None)
+        if isinstance(name, str):
+            arguments = _text(getattr(function, "arguments", None))
             calls.append(
-                ToolCall(
-                    id=str(item.get("id") or ""),
-                    name=function["name"],
-                    arguments=arguments if isinstance(arguments, str) else json.dumps(arguments),
-                )
+                ToolCall(id=str(getattr(item, "id", "") or ""), name=name, arguments=arguments)
             )
     return calls
 
 
 def add_tool_call_deltas(calls: dict[int, dict[str, str]], delta: Any) -> None:
     """Merge a stream chunk's ``tool_calls`` pieces (by ``index``) into ``calls``."""
-    raw = delta.get("tool_calls") if isinstance(delta, dict) else None
+    raw = getattr(delta, "tool_calls", None)
     for item in raw if isinstance(raw, list) else []:
-        if not isinstance(item, dict):
-            continue
+        index = getattr(item, "index", None)
         call = calls.setdefault(
-            int(item.get("index") or 0), {"id": "", "name": "", "arguments": ""}
+            index if isinstance(index, int) else 0, {"id": "", "name": "", "arguments": ""}
         )
-        call["id"] = str(item.get("id") or call["id"])
-        function = item.get("function") or {}
-        call["name"] += str(function.get("name") or "")
-        call["arguments"] += str(function.get("arguments") or "")
+        call["id"] = str(getattr(item, "id", None) or call["id"])
+        function = getattr(item, "function", None)
+        call["name"] += str(getattr(function, "name", None) or "")
+        call["arguments"] += _text(getattr(function, "arguments", None))
 
 
 def arguments_text(calls: list[ToolCall]) -> str:
     return "".join(c.arguments for c in calls)
 
 
-def logprobs_of(choice: dict[str, Any]) -> list[float] | None:
+def logprobs_of(choice: Any) -> list[float] | None:
     """Per-token log-probabilities of a choice (chat ``content`` or legacy ``token_logprobs``)."""
-    raw = choice.get("logprobs")
-    if not isinstance(raw, dict):
+    raw = getattr(choice, "logprobs", None)
+    if raw is None:
         return None
-    content = raw.get("content")
+    content = getattr(raw, "content", None)
     if isinstance(content, list):
-        values = [t.get("logprob") for t in content if isinstance(t, dict)]
+        values = [getattr(t, "logprob", None) for t in content]
     else:
-        values = raw.get("token_logprobs") or []
+        values = getattr(raw, "token_logprobs", None) or []
     out = [float(v) for v in values if isinstance(v, int | float)]
     return out or None
 
@@ -100,9 +123,21 @@ def error_text(error: Any) -> str:
 
 def error_code(exc: openai.APIStatusError) -> str | None:
     body = exc.body
-    error = body.get("error") if isinstance(body, dict) else None
+    error = body.get("error", body) if isinstance(body, dict) else None
     code = error.get("code") if isinstance(error, dict) else None
     return code if isinstance(code, str) else None
+
+
+def message_of(body: Any) -> str:
+    """The server's own words in an error body, whatever its shape."""
+    if isinstance(body, dict):
+        return error_text(body.get("error") or body)
+    return str(body)[:300] if body else ""
+
+
+def server_message(exc: openai.APIStatusError) -> str:
+    """The server's own words for an error the SDK raised."""
+    return message_of(exc.body) or exc.message
 
 
 def is_invalid_request(exc: openai.APIStatusError) -> bool:
@@ -111,11 +146,149 @@ def is_invalid_request(exc: openai.APIStatusError) -> bool:
     return exc.status_code >= 500 and bool(INVALID_WORDS.search(server_message(exc)))
 
 
-def server_message(exc: openai.APIStatusError) -> str:
-    """The server's own words for an error, whatever the shape of its error body."""
-    body = exc.body
-    if isinstance(body, dict):
-        return error_text(body.get("error") or body)
-    if isinstance(body, str) and body:
-        return body[:300]
-    return exc.message
+def sends_dialect(params: dict[str, Any]) -> bool:
+    """Whether request parameters (or a JSON body) ask for a structured-output form."""
+    return any(p in params for p in DIALECT_PARAMS) or "format" in (params.get("extra_body") or {})
+
+
+def refuses_dialect(status: int, message: str, params: dict[str, Any]) -> bool:
+    """Whether an error answer is the server refusing the structured-output form it was sent."""
+    return (
+        sends_dialect(params)
+        and status in DIALECT_REJECTION_STATUS
+        and names_dialect(message)
+        and not CONTEXT_WORDS.search(message)
+    )
+
+
+def request_is_wrong(status: int, message: str, params: dict[str, Any]) -> bool:
+    """Whether an error answer says the request itself is wrong (invalid, too long for the
+    context, or refusing its structured-output form): sending it again cannot help."""
+    return bool(INVALID_WORDS.search(message) or CONTEXT_WORDS.search(message)) or (
+        refuses_dialect(status, message, params)
+    )
+
+
+def _json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw[:300].decode(errors="replace")
+
+
+async def mark_unretryable(response: Any) -> None:
+    """An HTTP client response hook: a 5xx whose body says the request itself is wrong gets
+    ``x-should-retry: false``, the ``openai`` client's own signal not to retry it (which it
+    would: llama-cpp-python answers its validation errors and the structured-output forms it
+    does not know with HTTP 500). Dialect detection so costs one request per refused form."""
+    if response.status_code < 500:
+        return
+    await response.aread()
+    sent = _json(response.request.content)
+    message = message_of(_json(response.content))
+    if request_is_wrong(response.status_code, message, sent if isinstance(sent, dict) else {}):
+        response.headers["x-should-retry"] = "false"
+
+
+# --------------------------------------------------------------------------- answers
+
+
+def malformed(where: str, what: str, data: Any = None) -> ModelResponseError:
+    seen = ""
+    if isinstance(data, BaseModel):
+        keys = data.model_fields_set | set(data.model_extra or {})
+        seen = f" (it has: {', '.join(sorted(keys)) or 'nothing'})"
+    return ModelResponseError(
+        f"{where} answered with something that is not a chat completion: {what}{seen}"
+    )
+
+
+def not_an_object(where: str, data: Any) -> ModelResponseError:
+    """The error for a body the client could not make a completion of."""
+    if isinstance(data, str):  # the client hands back bodies it cannot read as text
+        return malformed(where, f"the body is not JSON: {data[:200]!r}")
+    return malformed(where, f"the body is a JSON {type(data).__name__}, not an object")
+
+
+def first_choice(
+    where: str, data: Any, part: str
+) -> tuple[Any, str, str | None, list[float] | None]:
+    """``(message or delta, text, finish_reason, logprobs)`` of a completion's (or a
+    chunk's) ``choices[0]``; ``part`` is ``message`` or ``delta``."""
+    error = getattr(data, "error", None)
+    if data.choices is None and error is not None:
+        raise ModelError(f"{where} answered with an error: {error_text(error)}")
+    if not isinstance(data.choices, list) or not data.choices:
+        raise malformed(where, "no 'choices'", data)
+    choice = data.choices[0]
+    if not isinstance(choice, BaseModel):
+        raise malformed(where, "'choices[0]' is not an object")
+    body = getattr(choice, part, None)
+    if part == "delta" and body is None:
+        body = {}  # some servers send the finishing chunk without a delta
+    elif not isinstance(body, BaseModel):
+        raise malformed(where, f"'choices[0]' has no '{part}'", choice)
+    content = getattr(body, "content", None)
+    if part == "message" and not isinstance(content, str) and not body.tool_calls:
+        raise malformed(where, "'choices[0].message' has no 'content'", body)
+    finish = choice.finish_reason
+    text = content if isinstance(content, str) else ""
+    return body, text, finish if isinstance(finish, str) else None, logprobs_of(choice)
+
+
+async def chunks(where: str, events: Any) -> AsyncIterator[ChatCompletionChunk]:
+    """The chunks of the client's stream; what breaks it becomes Rede's errors."""
+    iterator = aiter(events)
+    while True:
+        try:
+            chunk = await anext(iterator)
+        except StopAsyncIteration:
+            return
+        except openai.APIConnectionError as exc:
+            raise ModelUnavailable(
+                f"the stream from {where} broke: {exc.__cause__ or exc!r}"
+            ) from exc
+        except openai.APIError as exc:  # an error event in the stream
+            raise ModelError(f"{where} sent an error mid-stream: {exc.message}") from exc
+        except json.JSONDecodeError as exc:
+            raise malformed(where, f"a stream event is not JSON: {exc.doc[:200]!r}") from None
+        except Exception as exc:  # the transport's own errors, where the client lets them out
+            raise ModelUnavailable(f"the stream from {where} broke: {exc!r}") from exc
+        if not isinstance(chunk, ChatCompletionChunk):
+            raise malformed(where, "a stream event is not a JSON object")
+        yield chunk
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+def rejection(
+    exc: openai.APIStatusError, where: str, structured: str, refuses_dialect: bool
+) -> ModelError:
+    """Rede's error for an answer that refuses the request (the client did not retry it):
+    ``refuses_dialect`` when it refuses the structured-output form sent as ``structured``."""
+    message = server_message(exc)
+    said = f"{where} rejected the request with HTTP {exc.status_code}"
+    if refuses_dialect:
+        return InvalidModelRequest(
+            f"{said}: {message}; it does not take structured output as "
+            f"{structured!r}: set 'structured' to the form this server takes "
+            "(json_schema, json_object_schema, ollama_format, json_object, none) or to "
+            "auto to detect it"
+        )
+    if CONTEXT_WORDS.search(message) or error_code(exc) == "context_length_exceeded":
+        return ContextLengthExceeded(
+            f"{said}: the prompt and max_tokens do not fit the model's context window "
+            f"({message}); send less context (shorter or fewer dependency results), "
+            "lower max_tokens, or serve the model with a larger context (llama.cpp: "
+            "--n_ctx / -c, vLLM: --max-model-len, Ollama: num_ctx)"
+        )
+    if exc.status_code >= 500 and is_invalid_request(exc):
+        return InvalidModelRequest(
+            f"{said}, which this server uses for requests it cannot parse: {message}; "
+            "the request is not retried (check the model name and the options sent: "
+            "temperature, max_tokens, stop, logprobs, structured)"
+        )
+    if 400 <= exc.status_code < 500 and exc.status_code not in (401, 403, 404):
+        return InvalidModelRequest(f"{said}: {message}")
+    return ModelError(f"{said}: {message}")
