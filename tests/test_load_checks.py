@@ -96,3 +96,40 @@ def test_rede_up_refuses_an_empty_signing_key_before_starting_agents(tmp_path: P
     )
     assert run.exit_code == 1
     assert "signing_key_env names 'REDE_TEST_EMPTY_KEY'" in run.output
+
+
+def review_network(critic: Any) -> Network:
+    """One writer whose step is reviewed by a scripted critic (no planner: a one-step run)."""
+    writer = ScriptedModel(lambda request: "a draft\nCONFIDENCE: 0.8")
+    return Network.from_dict(
+        conf(
+            {"name": "w", "capabilities": ["write"], "model": "writer"},
+            {"name": "c", "capabilities": ["critique"], "model": "critic"},
+            limits={"plan_repairs": 2, "step_retries": 0},
+        )
+        | {"models": {"writer": {"spec": "sim:7b"}, "critic": {"spec": "sim:7b"}}},
+        models={"writer": writer, "critic": ScriptedModel(critic)},
+    )
+
+
+@pytest.mark.parametrize("garbage", ["not json at all", "", '{"score": 5, "accepted": true}'])
+async def test_an_unreadable_critique_is_asked_again_and_the_run_goes_on(garbage: str) -> None:
+    replies = iter([garbage, '{"score": 0.9, "accepted": true, "issues": [], "advice": ""}'])
+    net = review_network(lambda request: next(replies))
+    async with net:
+        result = await net.ask("write a haiku")
+    assert result.status == "ok" and result.answer == "a draft"
+    names = [d["name"] for d in result.decisions]
+    assert "critique_invalid" in names and "accepted" in names
+    invalid = next(d for d in result.decisions if d["name"] == "critique_invalid")
+    assert "not a valid critique" in invalid["error"]  # the parse error, not "expected a critique"
+
+
+async def test_a_critic_that_never_answers_readably_leaves_the_draft_unreviewed() -> None:
+    net = review_network(lambda request: "score: five")
+    async with net:
+        result = await net.ask("write a haiku")
+    assert result.status == "ok" and result.answer == "a draft"
+    failed = [d for d in result.decisions if d["name"] == "critique_failed"]
+    assert len(failed) == 1 and failed[0]["action"] == "kept the draft unreviewed"
+    assert sum(d["name"] == "critique_invalid" for d in result.decisions) == 2

@@ -380,8 +380,8 @@ def expected_kind(capability: str, payload: Result | Critique) -> Result | Criti
     """A critic must answer with a critique and every other capability with a result; a
     reply of the other kind is a failed call, never trusted as it is."""
     expected = "critique" if capability == "critique" else "result"
-    if payload.kind == expected:
-        return payload
+    if payload.kind == expected or (isinstance(payload, Result) and payload.status == "failed"):
+        return payload  # a failed result keeps its own error (a critic's unreadable reply)
     return Result(
         status="failed",
         error=f"replied with a {payload.kind} to a {capability!r} task; expected a {expected}",

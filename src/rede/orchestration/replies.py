@@ -33,6 +33,7 @@ from rede.protocol.messages import (
     Result,
 )
 from rede.protocol.topics import Topic
+from rede.runtime.agent import reply_topic
 
 
 class SharedReplies:
@@ -186,7 +187,7 @@ async def answer_input(s: RunState, calls: Calls, env: Envelope, request: InputR
     out = env.reply(reply, sender=s.services.sender)
     s.sent(out)
     if env.reply_to:
-        await s.services.bus.publish(Topic.from_str(env.reply_to), out)
+        await s.services.bus.publish(reply_topic(env.reply_to), out)
 
 
 __all__ = ["SharedReplies", "account_late", "answer_input", "read_replies", "read_reply"]

@@ -8,7 +8,7 @@ the run. Critic scores feed the router's view of the agent that wrote the draft.
 
 from __future__ import annotations
 
-from rede.errors import RunLimitExceeded
+from rede.errors import RunLimitExceeded, StepFailed
 from rede.orchestration.call import Ask, Calls
 from rede.orchestration.plan import Step
 from rede.orchestration.run import StepRecord
@@ -28,6 +28,8 @@ async def review(
     rounds = 0
     while True:
         critique = await _critique(s, calls, rec, step, result, rounds)
+        if critique is None:  # no critic could give a readable review: the draft stands
+            return result
         if critique.accepted:
             s.decide("accepted", step=step.id, round=rounds, score=critique.score)
             return result
@@ -52,23 +54,42 @@ async def review(
 
 async def _critique(
     s: RunState, calls: Calls, rec: StepRecord, step: Step, result: Result, rounds: int
-) -> Critique:
+) -> Critique | None:
+    """The critic's review of the draft. A review that cannot be read (not JSON, a score out
+    of range, nothing at all) is asked for again with the error, up to ``plan_repairs``
+    times; after that None: the run goes on with the draft unreviewed, and says so."""
     draft = ContextItem(step_id=step.id, capability=step.capability, content=result.output)
-    critique = await calls.call(
-        rec,
-        Ask(
-            "critique",
-            f"Review the output of step {step.id!r}.",
-            [draft],
-            acceptance=step.acceptance,
-        ),
-    )
-    assert isinstance(critique, Critique)
-    rec.critiques.append(critique.model_dump(exclude={"usage"}))
-    if rec.agent:
-        s.services.router.observe_score(rec.agent, step.capability, critique.score)
-    s.emit("critique", step=step.id, score=critique.score, accepted=critique.accepted, round=rounds)
-    return critique
+    instruction = f"Review the output of step {step.id!r}."
+    for repair in range(s.limits.plan_repairs + 1):
+        try:
+            critique = await calls.call(
+                rec, Ask("critique", instruction, [draft], acceptance=step.acceptance)
+            )
+        except StepFailed as exc:
+            if repair == s.limits.plan_repairs:
+                s.decide(
+                    "critique_failed",
+                    step=step.id,
+                    round=rounds,
+                    error=exc.reason,
+                    action="kept the draft unreviewed",
+                )
+                return None
+            s.decide("critique_invalid", step=step.id, round=rounds, error=exc.reason)
+            instruction = (
+                f"Review the output of step {step.id!r}. Your last review could not be read "
+                f"({exc.reason[:300]}); answer with exactly the JSON object asked for."
+            )
+            continue
+        assert isinstance(critique, Critique)
+        rec.critiques.append(critique.model_dump(exclude={"usage"}))
+        if rec.agent:
+            s.services.router.observe_score(rec.agent, step.capability, critique.score)
+        s.emit(
+            "critique", step=step.id, score=critique.score, accepted=critique.accepted, round=rounds
+        )
+        return critique
+    return None
 
 
 def _round_limit(

@@ -88,6 +88,15 @@ class _Lease:
             self._timer.cancel()
 
 
+def reply_topic(text: str) -> Topic:
+    """Where a task's answer may go: a reply or inbox stream, never another agent's task
+    stream or any other topic (an injected task must not make an agent write there)."""
+    topic = Topic.from_str(text)
+    if topic.kind not in ("reply", "inbox"):
+        raise ValueError(f"{text!r} is not a reply or inbox topic")
+    return topic
+
+
 class AgentRunner:
     def __init__(
         self,
@@ -207,7 +216,7 @@ class AgentRunner:
                 await self._dead_letter(delivery, "not a task with a reply_to topic")
                 return
             try:
-                topic = Topic.from_str(env.reply_to)
+                topic = reply_topic(env.reply_to)
             except ValueError as exc:
                 reason = f"task with an invalid reply_to: {exc}"
                 await self._dead_letter(delivery, reason, "malformed")
@@ -310,7 +319,7 @@ class AgentRunner:
                 if env.deadline is not None and env.deadline < datetime.now(UTC):
                     continue  # too late to count
                 try:
-                    topic = Topic.from_str(env.reply_to or "")
+                    topic = reply_topic(env.reply_to or "")
                 except ValueError as exc:
                     await self._dead_letter(delivery, f"call for bids with no reply topic: {exc}")
                     continue
