@@ -195,7 +195,10 @@ def redis_server_binary() -> str:
 
 def pytest_report_header(config: pytest.Config) -> str:
     """Which server the Redis tests run against, in the header of every run."""
-    binary = redis_server_binary()
+    try:
+        binary = redis_server_binary()
+    except pytest.fail.Exception as exc:
+        return f"redis tests: {exc}"
     try:
         version = subprocess.run(
             [binary, "--version"], capture_output=True, text=True, timeout=10

