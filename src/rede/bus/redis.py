@@ -52,7 +52,10 @@ encoded envelope, so size limits, validation and signing behave exactly as on th
 
 Connection loss (``ConnectionError``/``TimeoutError`` from redis-py) never crashes a publisher
 or a consumer: the call is retried with exponential backoff for up to ``reconnect_timeout_s``
-(30 s by default) and then fails with :class:`~rede.errors.BusError`. Unacknowledged entries
+(30 s by default) and then fails with :class:`~rede.errors.BusError`. The first call that
+fails marks the bus unreachable and the first that works again marks it reachable (see
+:meth:`Bus.watch_reachability`); that one also wakes every other call waiting to retry, so
+they all resume at once instead of at the end of their own backoff. Unacknowledged entries
 stay in Redis's pending lists meanwhile, so nothing is lost; a publish retried after a lost
 reply may be stored twice (delivery is at least once, as with any redelivery).
 
@@ -161,6 +164,12 @@ class RedisBus(Bus):
         )
         self._closed = False
         self._closing = asyncio.Event()
+        self._reachable = True
+        self._wake = asyncio.Event()
+        """Set (and replaced) when the server answers again or the bus closes: wakes every
+        call waiting to retry."""
+        self._watchers: dict[int, Callable[[bool], None]] = {}
+        self._next_watch = 0
         self._subs: dict[str, set[_RedisSubscription]] = {}
         self._keeper: asyncio.Task[None] | None = None
         """Renews the TTL of the ephemeral keys with an open subscription (see the module)."""
@@ -177,6 +186,33 @@ class RedisBus(Bus):
         if self._closed:
             raise ClosedBusError(f"the Redis bus at {self.url} is closed")
 
+    # ------------------------------------------------------------------ reachability
+
+    def watch_reachability(self, callback: Callable[[bool], None]) -> Callable[[], None]:
+        key = self._next_watch
+        self._next_watch += 1
+        self._watchers[key] = callback
+        if not self._reachable:
+            callback(False)
+
+        def cancel() -> None:
+            self._watchers.pop(key, None)
+
+        return cancel
+
+    def _set_reachable(self, reachable: bool) -> None:
+        if reachable == self._reachable:
+            return
+        self._reachable = reachable
+        if reachable:
+            self._wake_retries()
+        for callback in list(self._watchers.values()):
+            callback(reachable)
+
+    def _wake_retries(self) -> None:
+        self._wake.set()
+        self._wake = asyncio.Event()
+
     # ------------------------------------------------------------------ calls with retry
 
     async def _call(self, op: Callable[[], Awaitable[T]], deadline: float | None = None) -> T:
@@ -184,11 +220,16 @@ class RedisBus(Bus):
         bus closes, ``deadline`` passes (``TimeoutError``) or ``reconnect_timeout_s`` is
         spent (``BusError``)."""
         try:
-            return await op()
+            result = await op()
         except _CREDENTIALS as exc:
             raise self._credentials_error(exc) from exc
         except _RETRYABLE as exc:
             first = exc
+        else:
+            if not self._reachable:
+                self._set_reachable(True)
+            return result
+        self._set_reachable(False)
         return await self._retry(op, first, deadline)
 
     async def _retry(
@@ -213,10 +254,11 @@ class RedisBus(Bus):
                 if now >= deadline:
                     raise TimeoutError
                 wait = min(wait, deadline - now)
-            if wait > 0:
+            if wait > 0 and not self._reachable:  # another call got through: try at once
+                wake = self._wake
                 try:
                     async with asyncio.timeout(wait):
-                        await self._closing.wait()
+                        await wake.wait()
                 except TimeoutError:
                     pass
                 self._check_open()
@@ -227,8 +269,10 @@ class RedisBus(Bus):
                 raise self._credentials_error(err) from err
             except _RETRYABLE as err:
                 exc = err
+                self._set_reachable(False)
                 continue
             log.warning("reconnected to Redis at %s", self.url)
+            self._set_reachable(True)
             return result
 
     def _credentials_error(self, exc: Exception) -> BusError:
@@ -471,6 +515,7 @@ class RedisBus(Bus):
         await asyncio.gather(*(sub.aclose() for sub in subs))
         self._closed = True
         self._closing.set()
+        self._wake_retries()
         self._subs.clear()
         if self._keeper is not None:
             self._keeper.cancel()
