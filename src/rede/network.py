@@ -77,7 +77,9 @@ class Network:
             ledger = SQLiteLedger(ledger)
         self.ledger = ledger or Ledger()
         self.registry = Registry(ttl_s=config.agent_ttl_s)
-        self.router = Router(self.registry, config.routing)
+        self.router = Router(
+            self.registry, config.routing, configured=frozenset(config.capabilities)
+        )
         self.bus: Bus | None = None
         self.orchestrator: Orchestrator | None = None
         self.runners: list[AgentRunner] = []

@@ -1,10 +1,12 @@
 """One call: a task routed to an agent, sent, awaited, accounted, retried and escalated.
 
 :meth:`Calls.call` reads top to bottom: make sure an agent can serve the capability (spawning
-one from a template if need be), then until an answer is kept or the retries run out: route,
-hold the expected spend on the budget caps, send and wait, account for what came back, and
-decide whether to keep it, retry elsewhere (a failure, a lost reply) or escalate (a cascade
-answer below its confidence threshold). Every choice is recorded as a decision.
+one from a template if need be, or waiting up to the step timeout for one to come back when
+the network's configuration serves it but no agent is live right now), then until an answer
+is kept or the retries run out: route, hold the expected spend on the budget caps, send and
+wait, account for what came back, and decide whether to keep it, retry elsewhere (a failure,
+a lost reply; the same agent when no other is live) or escalate (a cascade answer below its
+confidence threshold). Every choice is recorded as a decision.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ class _Tries:
     cascade: bool
     threshold: float
     excluded: set[str] = field(default_factory=set)
+    """Never tried again in this call (a cascade escalated past them)."""
+    failed_on: set[str] = field(default_factory=set)
+    """Tried and failed: avoided while another agent is live, else tried again."""
     failures: list[str] = field(default_factory=list)
     forced: Route | None = None
     """The next route, chosen by an escalation."""
@@ -50,7 +55,7 @@ class _Tries:
     def failed(self, agent: str, why: str) -> None:
         self.left -= 1
         self.failures.append(f"{agent}: {why}")
-        self.excluded.add(agent)
+        self.failed_on.add(agent)
 
 
 @dataclass(frozen=True)
@@ -79,7 +84,6 @@ class Calls:
         is tried and no cascade escalation happens."""
         if rec.started_at is None:
             rec.started_at = self.s.elapsed()
-        await self._ensure_agent(rec, ask.capability)
         cascade = self.router.strategy_for(ask.capability) == "cascade" and agent is None
         tries = _Tries(
             left=self.s.limits.step_retries + 1,
@@ -87,6 +91,8 @@ class Calls:
             threshold=max(self.router.config.escalate_below, ask.required_confidence),
         )
         while tries.left > 0:
+            if tries.forced is None:
+                await self._ensure_agent(rec, ask.capability, tries)
             route = tries.forced or await self._route(rec, ask, tries, agent)
             tries.forced = None
             if route is None:
@@ -103,7 +109,11 @@ class Calls:
 
     # ------------------------------------------------------------------ the steps of a call
 
-    async def _ensure_agent(self, rec: StepRecord, capability: str) -> None:
+    async def _ensure_agent(self, rec: StepRecord, capability: str, tries: _Tries) -> None:
+        """Make sure a live agent serves ``capability``: spawn one from a template, or wait
+        (on the registry's changes) up to the step timeout for one the network's
+        configuration has to come back; raise ``StepFailed`` saying so if none does."""
+        registry = self.s.services.registry
         spawned = await self.router.ensure(capability)
         if spawned is not None:
             self.s.decide(
@@ -113,16 +123,41 @@ class Calls:
                 agent=spawned,
                 reason=f"no live agent served {capability!r}; started {spawned} from its template",
             )
+            return
+        if registry.agents(capability):
+            return
+        timeout = self.s.limits.step_timeout_s
+        self.s.decide(
+            "wait_for_agent",
+            step=rec.id,
+            capability=capability,
+            reason=f"no live agent serves {capability!r} now; waiting up to {timeout:g}s",
+        )
+        self.s.emit("waiting_for_agent", step=rec.id, capability=capability, timeout_s=timeout)
+        try:
+            await registry.wait_for(lambda reg: bool(reg.agents(capability)), timeout=timeout)
+        except TimeoutError:
+            raise StepFailed(
+                rec.id,
+                f"no live agent serves {capability!r} and none came back within the step "
+                f"timeout ({timeout:g}s); failures: {'; '.join(tries.failures) or 'none'}",
+            ) from None
 
     async def _route(
         self, rec: StepRecord, ask: Ask, tries: _Tries, agent: str | None
     ) -> Route | None:
         size = len(ask.instruction) + len(self.s.request) + sum(len(c.content) for c in ask.context)
         prompt_tokens = max(1, tokens_for_chars(size))
+        avoid = tries.excluded | tries.failed_on
+        if tries.failed_on and not any(
+            v.name not in avoid and agent in (None, v.name)
+            for v in self.router.candidates(ask.capability)
+        ):
+            avoid = set(tries.excluded)  # no other agent is live: the retry goes to one tried
         req = RouteRequest(
             ask.capability,
             ask.required_confidence,
-            exclude=tries.excluded,
+            exclude=avoid,
             min_rank=tries.floor,
             prompt_tokens=prompt_tokens,
             afford=self.s.affordable,
@@ -232,7 +267,9 @@ class Calls:
         if payload.confidence >= tries.threshold:
             reason = f"confidence {payload.confidence:.2f} >= {tries.threshold:.2f}"
         else:
-            nxt = self.router.escalation(rec.capability, route.agent, exclude=tries.excluded)
+            nxt = self.router.escalation(
+                rec.capability, route.agent, exclude=tries.excluded | tries.failed_on
+            )
             if nxt is None:
                 reason = "below the threshold at the top tier; nothing to escalate to"
             elif not self.s.affordable(nxt.expected_cost_usd, nxt.expected_tokens):

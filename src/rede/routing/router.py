@@ -126,6 +126,9 @@ class Router:
     """Observations so far per capability: the clock that ages every agent's record."""
     spawner: SpawnHook | None = None
     clock: Callable[[], float] = time.monotonic
+    configured: frozenset[str] = frozenset()
+    """Capabilities some agent in the network's configuration serves: one with no live agent
+    at the moment is absent (a step waits for it), not unknown."""
     _changed: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
 
     @property
@@ -262,25 +265,33 @@ class Router:
     def spawnable(self) -> set[str]:
         return self.spawner.spawnable() if self.spawner is not None else set()
 
+    def known_capabilities(self) -> set[str]:
+        """What the network serves: live agents, spawn templates and its configuration."""
+        return self.registry.capabilities() | self.spawnable() | self.configured
+
     async def ensure(self, capability: str) -> str | None:
         """Make sure some live agent serves ``capability``: start one from a template if none
-        does (returns its name), or raise ``UnknownCapability`` naming it."""
+        does (returns its name). A configured capability with no live agent now returns None
+        (the caller may wait for one to come back); one no agent of the network serves
+        raises ``UnknownCapability`` naming it."""
         if self.registry.agents(capability):
             return None
         if self.spawner is not None and capability in self.spawner.spawnable():
             name = await self.spawner.ensure(capability)
             if name is not None:
                 return name
+        if capability in self.configured:
+            return None
         raise UnknownCapability(
             capability,
-            self.registry.capabilities() | self.spawnable(),
+            self.known_capabilities(),
             where="this run: no live agent serves it and no spawn template can start one",
         )
 
     def candidates(self, capability: str, exclude: Iterable[str] = ()) -> list[AgentView]:
         views = self.registry.agents(capability)
-        if not views and capability not in self.registry.capabilities() | self.spawnable():
-            raise UnknownCapability(capability, self.registry.capabilities() | self.spawnable())
+        if not views and capability not in self.known_capabilities():
+            raise UnknownCapability(capability, self.known_capabilities())
         skip = set(exclude)
         return [v for v in views if v.name not in skip]
 
