@@ -127,8 +127,7 @@ class Router:
     spawner: SpawnHook | None = None
     clock: Callable[[], float] = time.monotonic
     configured: frozenset[str] = frozenset()
-    """Capabilities some agent in the network's configuration serves: one with no live agent
-    at the moment is absent (a step waits for it), not unknown."""
+    """Capabilities the network's configuration serves: without a live agent, absent."""
     _changed: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
 
     @property
@@ -271,9 +270,7 @@ class Router:
 
     async def ensure(self, capability: str) -> str | None:
         """Make sure some live agent serves ``capability``: start one from a template if none
-        does (returns its name). A configured capability with no live agent now returns None
-        (the caller may wait for one to come back); one no agent of the network serves
-        raises ``UnknownCapability`` naming it."""
+        does (its name), None if one does or is configured, or raise ``UnknownCapability``."""
         if self.registry.agents(capability):
             return None
         if self.spawner is not None and capability in self.spawner.spawnable():
@@ -282,11 +279,8 @@ class Router:
                 return name
         if capability in self.configured:
             return None
-        raise UnknownCapability(
-            capability,
-            self.known_capabilities(),
-            where="this run: no live agent serves it and no spawn template can start one",
-        )
+        where = "this run: no live agent serves it and no spawn template can start one"
+        raise UnknownCapability(capability, self.known_capabilities(), where=where)
 
     def candidates(self, capability: str, exclude: Iterable[str] = ()) -> list[AgentView]:
         views = self.registry.agents(capability)
@@ -326,12 +320,7 @@ class Router:
         """The agent for one call by a synchronous strategy (``auction`` needs :meth:`route`
         and falls back to ``cheapest`` here), or None when every capable agent is excluded."""
         req = RouteRequest(
-            capability,
-            required_confidence,
-            exclude,
-            min_rank,
-            prompt_tokens,
-            afford,
+            capability, required_confidence, exclude, min_rank, prompt_tokens, afford
         )
         return self._choose(req, self.strategy_for(capability))
 
