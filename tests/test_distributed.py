@@ -275,6 +275,56 @@ async def test_a_run_completes_across_a_redis_restart(
     assert results_by_step(net, result.run_id) == {"first": 1, "second": 1}
 
 
+async def test_a_run_in_flight_outlives_a_redis_outage_longer_than_the_agent_ttl(server) -> None:
+    """Redis (append-only file on) is down for three agent TTLs while an agent works on a
+    step. No heartbeat could arrive, so the registry keeps the agent's card through the
+    outage; once Redis is back the reply arrives, the next step is routed to the same agent,
+    and the run completes without a re-route (no retries allowed here)."""
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def gated(task: Task) -> str:
+        started.set()
+        await release.wait()
+        return f"done: {task.instruction}"
+
+    ttl_s = 1.0
+    net = Network.from_dict(
+        {
+            "agents": [{"name": "worker", "capabilities": ["research"], "tool": "gated"}],
+            "heartbeat_s": 0.2,
+            "agent_ttl_s": ttl_s,
+            "limits": {"step_timeout_s": 30, "step_retries": 0},
+            "bus": {"url": server.url},
+        },
+        tools=[gated],
+    )
+    plan = Plan(
+        steps=[
+            Step(id="during", capability="research", instruction="across the outage"),
+            Step(id="after", capability="research", instruction="after", depends_on=["during"]),
+        ]
+    )
+    async with net:
+        asking = asyncio.create_task(net.ask("two steps", plan=plan))
+        await started.wait()  # the agent holds the first step
+        await asyncio.to_thread(server.stop)  # SIGTERM flushes the append-only file
+        await asyncio.sleep(3 * ttl_s)  # the outage itself: three TTLs without Redis
+        assert [c.name for c in net.registry.cards("research")] == ["worker"]
+        await asyncio.to_thread(server.start)  # the same port, the same data
+        release.set()
+        async with asyncio.timeout(30):
+            result = await asyncio.shield(asking)
+
+    assert result.status == "ok", result.error
+    assert [(s.id, s.status, s.agent) for s in result.steps] == [
+        ("during", "ok", "worker"),
+        ("after", "ok", "worker"),
+    ]
+    assert result.answer == "done: after"
+    assert not [d for d in result.decisions if d["name"] in ("reroute", "wait_for_agent")]
+
+
 async def test_rede_up_and_rede_run_through_processes(
     tmp_path: Path, server, procs: Processes, signing_key: str
 ) -> None:

@@ -302,6 +302,43 @@ async def test_receive_times_out_while_redis_is_away(redis_server_factory) -> No
             await sub.receive(timeout=0.3)
 
 
+async def test_reports_losing_and_reaching_redis_again(redis_server_factory) -> None:
+    """While Redis is down the bus says it is unreachable (the registry stops ageing cards
+    then); the call that gets through again says it is back."""
+    server = redis_server_factory(appendonly=True)
+    seen: list[bool] = []
+    changed = asyncio.Event()
+
+    def note(reachable: bool) -> None:
+        seen.append(reachable)
+        changed.set()
+
+    async with RedisBus(server.url, reconnect_timeout_s=30) as bus:
+        unwatch = bus.watch_reachability(note)
+        sub = await bus.subscribe(Topic.events())
+        await bus.publish(TOPIC, task(1))
+        assert seen == []
+        await asyncio.to_thread(server.stop)
+        publishing = asyncio.create_task(bus.publish(TOPIC, task(2)))  # retries meanwhile
+        await changed.wait()
+        assert seen == [False]
+        late: list[bool] = []
+        bus.watch_reachability(late.append)  # a watcher that comes during an outage
+        assert late == [False]
+        changed.clear()
+        await asyncio.to_thread(server.start)
+        await publishing
+        await changed.wait()
+        assert seen == [False, True]
+        assert late == [False, True]
+        unwatch()
+        await asyncio.to_thread(server.stop)
+        with pytest.raises(TimeoutError):
+            await sub.receive(timeout=0.2)
+        assert late == [False, True, False]
+        assert seen == [False, True]  # no news after the watch was stopped
+
+
 @pytest.fixture
 def secured(redis_server_factory: Callable[..., object]):  # type: ignore[no-untyped-def]
     return redis_server_factory(

@@ -700,3 +700,109 @@ async def test_a_plan_cannot_reuse_the_runs_own_step_ids() -> None:
     async with net:
         with pytest.raises(PlanError, match="synthesis are the run's own"):
             await net.ask("x", plan=plan)
+
+
+async def test_a_step_waits_for_its_absent_agent_to_come_back() -> None:
+    """Every replica of a configured capability is gone for a moment (crashed, expired):
+    the step waits on the registry for one to come back instead of failing at once."""
+    waiting = asyncio.Event()
+
+    def observer(event: Event) -> None:
+        if event.name == "waiting_for_agent":
+            waiting.set()
+
+    net, _ = network(
+        [{"name": "researcher", "capabilities": ["research"], "model": "r"}],
+        {"r": lambda r: "found it"},
+        limits={"step_timeout_s": 30},
+    )
+    plan = Plan(steps=[Step(id="s", capability="research", instruction="look")])
+    async with net:
+        assert (await net.ask("warm up", plan=plan)).status == "ok"
+        await net.kill("researcher")
+        await net.registry.wait_gone("researcher")
+        run = asyncio.create_task(net.ask("look it up", plan=plan, observer=observer))
+        await waiting.wait()
+        net.start_runner(net.spec(net.config.agents[0]))  # the agent comes back
+        result = await run
+    assert result.status == "ok", result.error
+    assert result.answer == "found it"
+    waited = [d for d in result.decisions if d["name"] == "wait_for_agent"]
+    assert waited and waited[0]["capability"] == "research"
+
+
+async def test_a_step_whose_agent_never_comes_back_fails_naming_it_and_the_timeout() -> None:
+    net, _ = network(
+        [
+            {"name": "researcher", "capabilities": ["research"], "model": "r"},
+            {"name": "writer", "capabilities": ["write"], "model": "w"},
+        ],
+        {"r": lambda r: "found it", "w": lambda r: "written"},
+        limits={"step_timeout_s": 0.3},
+    )
+    plan = Plan(steps=[Step(id="s", capability="research", instruction="look")])
+    async with net:
+        assert (await net.ask("warm up", plan=plan)).status == "ok"
+        await net.kill("researcher")
+        await net.registry.wait_gone("researcher")
+        with pytest.raises(StepFailed) as info:
+            await net.ask("look it up", plan=plan)
+    assert info.value.step_id == "s"
+    message = str(info.value)
+    assert "no live agent serves 'research'" in message
+    assert "none came back within the step timeout (0.3s)" in message
+    assert not isinstance(info.value, UnknownCapability)
+
+
+async def test_a_call_that_timed_out_on_the_only_replica_is_retried_on_it() -> None:
+    calls = 0
+
+    async def hangs_once(request: ModelRequest) -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await asyncio.Event().wait()  # the first call never answers
+        return "second try\nCONFIDENCE: 0.9"
+
+    net, _ = network(
+        [{"name": "only", "capabilities": ["research"], "model": "r"}],
+        {"r": hangs_once},
+        limits={"step_timeout_s": 0.3, "step_retries": 1},
+    )
+    plan = Plan(steps=[Step(id="s", capability="research", instruction="look")])
+    async with net:
+        result = await net.ask("look it up", plan=plan)
+    assert result.status == "ok", result.error
+    assert result.answer == "second try"
+    routes = [d["agent"] for d in result.decisions if d["name"] == "route"]
+    assert routes == ["only", "only"]
+    (reroute,) = [d for d in result.decisions if d["name"] == "reroute"]
+    assert "no reply within 0.3s" in reroute["reason"]
+
+
+async def test_a_failed_call_goes_to_another_live_agent_before_the_same_one_again() -> None:
+    tried: list[str] = []
+
+    def answer(name: str, fails: bool) -> Handler:
+        def handler(request: ModelRequest) -> str:
+            tried.append(name)
+            if fails and tried.count(name) == 1:
+                raise RuntimeError(f"{name} broke")
+            return f"{name} answer\nCONFIDENCE: 0.9"
+
+        return handler
+
+    net, models = network(
+        [
+            {"name": "first", "capabilities": ["research"], "model": "a", "quality": 0.9},
+            {"name": "second", "capabilities": ["research"], "model": "b", "quality": 0.9},
+        ],
+        {"a": answer("first", True), "b": answer("second", True)},
+        limits={"step_retries": 2},
+    )
+    models["b"].price = type(models["b"].price)(input_per_1k=1.0, output_per_1k=1.0)
+    plan = Plan(steps=[Step(id="s", capability="research", instruction="look")])
+    async with net:
+        result = await net.ask("look it up", plan=plan)
+    assert tried == ["first", "second", "first"]
+    assert result.answer == "first answer"

@@ -75,6 +75,33 @@ def test_registry_expires_silent_agents_and_groups_replicas() -> None:
     assert reg.capabilities() == {"research"}
 
 
+def test_registry_counts_no_silence_while_the_bus_is_unreachable() -> None:
+    """No heartbeat can arrive while the bus is down: an outage longer than the TTL expires
+    no one, and silence counts again, from where it stood, once the bus is back."""
+    now = [0.0]
+    reg = Registry(ttl_s=5, clock=lambda: now[0])
+    reg.observe(AgentCard(id="r-1", name="researcher", capabilities=["research"]))
+    now[0] = 2.0
+    reg.bus_reachable(False)
+    now[0] = 60.0  # far past the TTL, all of it unreachable
+    assert [c.id for c in reg.cards()] == ["r-1"]
+    assert reg.expire() == []
+    reg.bus_reachable(True)
+    now[0] = 62.9  # 2 s before the outage and 2.9 s after: 4.9 s of silence heard
+    assert [c.id for c in reg.cards()] == ["r-1"]
+    now[0] = 63.1
+    assert reg.cards() == []
+    # a card heard during an outage (read from storage before it began) ages the same way
+    reg.bus_reachable(False)
+    reg.observe(AgentCard(id="w-1", name="writer", capabilities=["write"]))
+    now[0] = 100.0
+    reg.bus_reachable(True)
+    now[0] = 104.9
+    assert reg.capabilities() == {"write"}
+    now[0] = 105.1
+    assert reg.capabilities() == set()
+
+
 async def test_sim_model_is_deterministic_labelled_and_priced() -> None:
     a = SimModel.from_profile("7b", seed=3, time_scale=0)
     b = SimModel.from_profile("7b", seed=3, time_scale=0)

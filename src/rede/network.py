@@ -77,7 +77,7 @@ class Network:
             ledger = SQLiteLedger(ledger)
         self.ledger = ledger or Ledger()
         self.registry = Registry(ttl_s=config.agent_ttl_s)
-        self.router = Router(self.registry, config.routing)
+        self.router = Router(self.registry, config.routing, configured=_configured(config))
         self.bus: Bus | None = None
         self.orchestrator: Orchestrator | None = None
         self.runners: list[AgentRunner] = []
@@ -314,6 +314,19 @@ class Network:
             if isinstance(run, RunResult):
                 run.decisions.append({"name": "feedback", "ok": ok, **t})
         return targets
+
+
+def _configured(config: NetworkConfig) -> frozenset[str]:
+    """Capabilities a step waits for when no agent serving them is live: every configured
+    agent's, but a spawn template's only if a missing one is spawned (``on_missing: spawn``),
+    not when the network asks for an error."""
+    spawn = config.spawn
+    return frozenset(
+        cap
+        for agent in config.agents
+        if spawn is None or spawn.on_missing == "spawn" or agent.name not in spawn.templates
+        for cap in agent.capabilities
+    )
 
 
 async def ask(path: str | Path, request: str, **kwargs: Any) -> RunResult:

@@ -31,6 +31,11 @@ Optionally, a bus that can store values (Redis) keeps agent cards with a time to
 (:meth:`Bus.store_card`, :meth:`Bus.snapshot_cards`), so a process that joins later sees the
 live agents at once instead of after their next heartbeat. Buses without storage keep none.
 
+A bus that talks to a server (Redis) reports when it loses and regains it
+(:meth:`Bus.watch_reachability`): while it cannot reach its server no heartbeat can arrive,
+so the registry does not count that silence against any agent. The in-process bus is always
+reachable.
+
 :meth:`Bus.backlog` tells how much work a group has not finished: entries not yet delivered
 to it, delivered but not acknowledged, and how long the oldest undelivered one has waited.
 A spawner in any process reads load from it, not from the calls its own process made.
@@ -41,6 +46,7 @@ from __future__ import annotations
 import abc
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple, Self
 
@@ -248,6 +254,15 @@ class Bus(abc.ABC):
         """Every stored card that has not expired, with the seconds it has left."""
         return []
 
+    # ------------------------------------------------------------------ reachability
+
+    def watch_reachability(self, callback: Callable[[bool], None]) -> Callable[[], None]:
+        """Call ``callback(False)`` when the bus loses its server and ``callback(True)`` when
+        it reaches it again (at once with False if it is unreachable now); returns a function
+        that stops the watch. The default never calls: a bus without a server is always
+        reachable."""
+        return _unwatched
+
     # ------------------------------------------------------------------ load
 
     async def backlog(self, topic: Topic, group: str) -> Backlog:
@@ -297,3 +312,7 @@ class Bus(abc.ABC):
             }.get(type(exc).__name__, "malformed")
             await self._dead_letter(topic, raw, code, str(exc))
             return None
+
+
+def _unwatched() -> None:
+    return None

@@ -52,7 +52,8 @@ encoded envelope, so size limits, validation and signing behave exactly as on th
 
 Connection loss (``ConnectionError``/``TimeoutError`` from redis-py) never crashes a publisher
 or a consumer: the call is retried with exponential backoff for up to ``reconnect_timeout_s``
-(30 s by default) and then fails with :class:`~rede.errors.BusError`. Unacknowledged entries
+(30 s by default) and then fails with :class:`~rede.errors.BusError`; the bus reports when
+it loses and reaches Redis again (:mod:`rede.bus._reconnect`). Unacknowledged entries
 stay in Redis's pending lists meanwhile, so nothing is lost; a publish retried after a lost
 reply may be stored twice (delivery is at least once, as with any redelivery).
 
@@ -75,12 +76,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import AuthenticationError, AuthorizationError, ResponseError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import ResponseError
 
-from rede.backoff import doubling
 from rede.bus._base import Backlog, Bus, BusOptions, Delivery, StoredCard, Subscription
+from rede.bus._reconnect import RETRYABLE, Reconnecting
 from rede.errors import BusError, ClosedBusError
 from rede.protocol.messages import AgentCard, Envelope, Heartbeat, new_id
 from rede.protocol.topics import Topic
@@ -95,8 +94,6 @@ MAX_BLOCK_S = 5.0
 """Longest single blocking read; a blocked reader wakes at least this often."""
 CLAIM_BATCH = 16
 FANOUT_BATCH = 64
-_RETRYABLE = (RedisConnectionError, RedisTimeoutError)
-_CREDENTIALS = (AuthenticationError, AuthorizationError)
 
 
 def redact_url(url: str) -> str:
@@ -161,6 +158,7 @@ class RedisBus(Bus):
         )
         self._closed = False
         self._closing = asyncio.Event()
+        self._calls = Reconnecting(self.url, reconnect_timeout_s, self._check_open)
         self._subs: dict[str, set[_RedisSubscription]] = {}
         self._keeper: asyncio.Task[None] | None = None
         """Renews the TTL of the ephemeral keys with an open subscription (see the module)."""
@@ -179,63 +177,12 @@ class RedisBus(Bus):
 
     # ------------------------------------------------------------------ calls with retry
 
+    def watch_reachability(self, callback: Callable[[bool], None]) -> Callable[[], None]:
+        return self._calls.watch(callback)
+
     async def _call(self, op: Callable[[], Awaitable[T]], deadline: float | None = None) -> T:
-        """Run one Redis call; on a lost connection retry with backoff until it works, the
-        bus closes, ``deadline`` passes (``TimeoutError``) or ``reconnect_timeout_s`` is
-        spent (``BusError``)."""
-        try:
-            return await op()
-        except _CREDENTIALS as exc:
-            raise self._credentials_error(exc) from exc
-        except _RETRYABLE as exc:
-            first = exc
-        return await self._retry(op, first, deadline)
-
-    async def _retry(
-        self, op: Callable[[], Awaitable[T]], exc: Exception, deadline: float | None
-    ) -> T:
-        loop = asyncio.get_running_loop()
-        give_up = loop.time() + self.reconnect_timeout_s
-        log.warning("lost the connection to Redis at %s (%s); reconnecting", self.url, exc)
-        tries = 0
-        while True:
-            self._check_open()
-            now = loop.time()
-            if now >= give_up:
-                raise BusError(
-                    f"cannot reach Redis at {self.url}: still failing after "
-                    f"{self.reconnect_timeout_s:g} s ({exc}); check that the server is up, "
-                    "or raise reconnect_timeout_s"
-                ) from exc
-            delay = 0.0 if tries == 0 else doubling(0.05, tries - 1, 2.0)
-            wait = min(delay, give_up - now)
-            if deadline is not None:
-                if now >= deadline:
-                    raise TimeoutError
-                wait = min(wait, deadline - now)
-            if wait > 0:
-                try:
-                    async with asyncio.timeout(wait):
-                        await self._closing.wait()
-                except TimeoutError:
-                    pass
-                self._check_open()
-            tries += 1
-            try:
-                result = await op()
-            except _CREDENTIALS as err:
-                raise self._credentials_error(err) from err
-            except _RETRYABLE as err:
-                exc = err
-                continue
-            log.warning("reconnected to Redis at %s", self.url)
-            return result
-
-    def _credentials_error(self, exc: Exception) -> BusError:
-        return BusError(
-            f"Redis at {self.url} refused the credentials ({exc}): check the user and "
-            "password in the bus URL (redis://user:password@host:port/db)"
-        )
+        """Run one Redis call, retried across a lost connection (see ``_reconnect``)."""
+        return await self._calls.call(op, deadline)
 
     @property
     def _ttl_ms(self) -> int:
@@ -323,7 +270,7 @@ class RedisBus(Bus):
                     if not ok and key in self._live_ephemeral_keys():
                         log.warning("ephemeral stream %s vanished under a subscriber", key)
                         await self._ensure_stream(key)
-            except (*_RETRYABLE, ResponseError, BusError) as exc:  # again on the next tick
+            except (*RETRYABLE, ResponseError, BusError) as exc:  # again on the next tick
                 if self._closed:
                     return
                 log.warning("could not renew ephemeral streams on %s: %s", self.url, exc)
@@ -471,6 +418,7 @@ class RedisBus(Bus):
         await asyncio.gather(*(sub.aclose() for sub in subs))
         self._closed = True
         self._closing.set()
+        self._calls.wake()
         self._subs.clear()
         if self._keeper is not None:
             self._keeper.cancel()
@@ -765,5 +713,5 @@ class _GroupSubscription(_RedisSubscription):
                 mine = await r.xpending_range(self.key, self.group, "-", "+", 1, self.consumer)
                 if not mine:
                     await r.xgroup_delconsumer(self.key, self.group, self.consumer)
-        except (TimeoutError, ResponseError, *_RETRYABLE) as exc:
+        except (TimeoutError, ResponseError, *RETRYABLE) as exc:
             log.debug("could not remove consumer %s from %s: %s", self.consumer, self.key, exc)

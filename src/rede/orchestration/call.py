@@ -1,17 +1,18 @@
 """One call: a task routed to an agent, sent, awaited, accounted, retried and escalated.
 
-:meth:`Calls.call` reads top to bottom: make sure an agent can serve the capability (spawning
-one from a template if need be), then until an answer is kept or the retries run out: route,
-hold the expected spend on the budget caps, send and wait, account for what came back, and
-decide whether to keep it, retry elsewhere (a failure, a lost reply) or escalate (a cascade
-answer below its confidence threshold). Every choice is recorded as a decision.
+:meth:`Calls.call` reads top to bottom: make sure an agent can serve the capability (spawn
+one from a template, or wait up to the step timeout for a configured one to come back), then
+until an answer is kept or the retries run out: route, hold the expected spend on the budget
+caps, send and wait, account for what came back, and decide whether to keep it, retry (a
+failure, a lost reply: see :mod:`rede.orchestration.tries`) or escalate (a cascade answer
+below its confidence threshold). Every choice is recorded as a decision.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,6 +20,7 @@ from rede.errors import BusError, RunLimitExceeded, StepFailed
 from rede.models._base import tokens_for_chars
 from rede.orchestration.run import CallRecord, StepRecord
 from rede.orchestration.state import ReaderStopped, RunState
+from rede.orchestration.tries import Tries
 from rede.protocol.messages import Budget, ContextItem, Critique, Envelope, Result, Task
 from rede.protocol.topics import Topic
 from rede.routing.auction import run_auction
@@ -29,28 +31,6 @@ from rede.routing.router import Route, RouteRequest
 
 class Lost(Exception):
     """A call got no reply: the agent timed out or vanished."""
-
-
-@dataclass
-class _Tries:
-    """What one call has tried so far."""
-
-    left: int
-    cascade: bool
-    threshold: float
-    excluded: set[str] = field(default_factory=set)
-    failures: list[str] = field(default_factory=list)
-    forced: Route | None = None
-    """The next route, chosen by an escalation."""
-    floor: float | None = None
-    """Cascade: after an escalation, retries stay at its tier or above."""
-    kept: tuple[Result, Route] | None = None
-    """Cascade: the answer that was escalated, kept if no higher tier answers."""
-
-    def failed(self, agent: str, why: str) -> None:
-        self.left -= 1
-        self.failures.append(f"{agent}: {why}")
-        self.excluded.add(agent)
 
 
 @dataclass(frozen=True)
@@ -79,14 +59,15 @@ class Calls:
         is tried and no cascade escalation happens."""
         if rec.started_at is None:
             rec.started_at = self.s.elapsed()
-        await self._ensure_agent(rec, ask.capability)
         cascade = self.router.strategy_for(ask.capability) == "cascade" and agent is None
-        tries = _Tries(
+        tries = Tries(
             left=self.s.limits.step_retries + 1,
             cascade=cascade,
             threshold=max(self.router.config.escalate_below, ask.required_confidence),
         )
         while tries.left > 0:
+            if tries.forced is None:
+                await self._ensure_agent(rec, ask.capability, tries)
             route = tries.forced or await self._route(rec, ask, tries, agent)
             tries.forced = None
             if route is None:
@@ -103,7 +84,11 @@ class Calls:
 
     # ------------------------------------------------------------------ the steps of a call
 
-    async def _ensure_agent(self, rec: StepRecord, capability: str) -> None:
+    async def _ensure_agent(self, rec: StepRecord, capability: str, tries: Tries) -> None:
+        """Make sure a live agent serves ``capability``: spawn one from a template, or wait
+        (on the registry's changes) up to the step timeout for one the network's
+        configuration has to come back; raise ``StepFailed`` saying so if none does."""
+        registry = self.s.services.registry
         spawned = await self.router.ensure(capability)
         if spawned is not None:
             self.s.decide(
@@ -113,16 +98,36 @@ class Calls:
                 agent=spawned,
                 reason=f"no live agent served {capability!r}; started {spawned} from its template",
             )
+            return
+        if registry.agents(capability):
+            return
+        timeout = self.s.limits.step_timeout_s
+        self.s.decide(
+            "wait_for_agent",
+            step=rec.id,
+            capability=capability,
+            reason=f"no live agent serves {capability!r} now; waiting up to {timeout:g}s",
+        )
+        self.s.emit("waiting_for_agent", step=rec.id, capability=capability, timeout_s=timeout)
+        try:
+            await registry.wait_for(lambda reg: bool(reg.agents(capability)), timeout=timeout)
+        except TimeoutError:
+            raise StepFailed(
+                rec.id,
+                f"no live agent serves {capability!r} and none came back within the step "
+                f"timeout ({timeout:g}s); failures: {'; '.join(tries.failures) or 'none'}",
+            ) from None
 
     async def _route(
-        self, rec: StepRecord, ask: Ask, tries: _Tries, agent: str | None
+        self, rec: StepRecord, ask: Ask, tries: Tries, agent: str | None
     ) -> Route | None:
         size = len(ask.instruction) + len(self.s.request) + sum(len(c.content) for c in ask.context)
         prompt_tokens = max(1, tokens_for_chars(size))
+        live = self.router.candidates(ask.capability)
         req = RouteRequest(
             ask.capability,
             ask.required_confidence,
-            exclude=tries.excluded,
+            exclude=tries.avoid(v.name for v in live if agent in (None, v.name)),
             min_rank=tries.floor,
             prompt_tokens=prompt_tokens,
             afford=self.s.affordable,
@@ -139,7 +144,7 @@ class Calls:
             return await run_auction(self.router, self.s.services.bus, req)
         return self.router.route(req)
 
-    def _no_route(self, rec: StepRecord, capability: str, tries: _Tries) -> Result:
+    def _no_route(self, rec: StepRecord, capability: str, tries: Tries) -> Result:
         if tries.kept is not None:
             return self._keep(
                 rec, tries.kept, f"no higher tier answered: {'; '.join(tries.failures)}"
@@ -151,7 +156,7 @@ class Calls:
         )
 
     async def _attempt(
-        self, rec: StepRecord, route: Route, ask: Ask, tries: _Tries
+        self, rec: StepRecord, route: Route, ask: Ask, tries: Tries
     ) -> Result | Critique | None:
         """Send to the routed agent and account for its reply; None when it failed or was
         lost (recorded, and the agent excluded from this call's next tries)."""
@@ -222,7 +227,7 @@ class Calls:
         return ok
 
     def _escalated(
-        self, rec: StepRecord, route: Route, payload: Result | Critique, tries: _Tries
+        self, rec: StepRecord, route: Route, payload: Result | Critique, tries: Tries
     ) -> bool:
         """Cascade: escalate an answer below the threshold to the next tier, if one can be
         paid for (True: try again there); otherwise record why this answer stands."""
@@ -232,7 +237,9 @@ class Calls:
         if payload.confidence >= tries.threshold:
             reason = f"confidence {payload.confidence:.2f} >= {tries.threshold:.2f}"
         else:
-            nxt = self.router.escalation(rec.capability, route.agent, exclude=tries.excluded)
+            nxt = self.router.escalation(
+                rec.capability, route.agent, exclude=tries.excluded | tries.failed_on
+            )
             if nxt is None:
                 reason = "below the threshold at the top tier; nothing to escalate to"
             elif not self.s.affordable(nxt.expected_cost_usd, nxt.expected_tokens):

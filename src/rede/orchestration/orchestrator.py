@@ -161,7 +161,7 @@ class _Run:
 
     async def _main(self, plan: Plan | None) -> None:
         s = self.s
-        capabilities = s.services.registry.capabilities() | s.services.router.spawnable()
+        capabilities = s.services.router.known_capabilities()
         if plan is None:
             plan = await self.dispatcher.plan(s.request, capabilities, self._call_planner, s.decide)
         else:

@@ -126,6 +126,8 @@ class Router:
     """Observations so far per capability: the clock that ages every agent's record."""
     spawner: SpawnHook | None = None
     clock: Callable[[], float] = time.monotonic
+    configured: frozenset[str] = frozenset()
+    """Capabilities the network's configuration serves: without a live agent, absent."""
     _changed: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
 
     @property
@@ -262,25 +264,28 @@ class Router:
     def spawnable(self) -> set[str]:
         return self.spawner.spawnable() if self.spawner is not None else set()
 
+    def known_capabilities(self) -> set[str]:
+        """What the network serves: live agents, spawn templates and its configuration."""
+        return self.registry.capabilities() | self.spawnable() | self.configured
+
     async def ensure(self, capability: str) -> str | None:
         """Make sure some live agent serves ``capability``: start one from a template if none
-        does (returns its name), or raise ``UnknownCapability`` naming it."""
+        does (its name), None if one does or is configured, or raise ``UnknownCapability``."""
         if self.registry.agents(capability):
             return None
         if self.spawner is not None and capability in self.spawner.spawnable():
             name = await self.spawner.ensure(capability)
             if name is not None:
                 return name
-        raise UnknownCapability(
-            capability,
-            self.registry.capabilities() | self.spawnable(),
-            where="this run: no live agent serves it and no spawn template can start one",
-        )
+        if capability in self.configured:
+            return None
+        where = "this run: no live agent serves it and no spawn template can start one"
+        raise UnknownCapability(capability, self.known_capabilities(), where=where)
 
     def candidates(self, capability: str, exclude: Iterable[str] = ()) -> list[AgentView]:
         views = self.registry.agents(capability)
-        if not views and capability not in self.registry.capabilities() | self.spawnable():
-            raise UnknownCapability(capability, self.registry.capabilities() | self.spawnable())
+        if not views and capability not in self.known_capabilities():
+            raise UnknownCapability(capability, self.known_capabilities())
         skip = set(exclude)
         return [v for v in views if v.name not in skip]
 
@@ -315,12 +320,7 @@ class Router:
         """The agent for one call by a synchronous strategy (``auction`` needs :meth:`route`
         and falls back to ``cheapest`` here), or None when every capable agent is excluded."""
         req = RouteRequest(
-            capability,
-            required_confidence,
-            exclude,
-            min_rank,
-            prompt_tokens,
-            afford,
+            capability, required_confidence, exclude, min_rank, prompt_tokens, afford
         )
         return self._choose(req, self.strategy_for(capability))
 

@@ -4,9 +4,16 @@ Agents announce themselves with heartbeats on ``rede.runtime.registry``. A card 
 heartbeats for ``ttl_s`` expires; a clean shutdown sends a last heartbeat with ``stopping``
 so the card goes at once. On a bus that stores cards (Redis keeps each under a key with a
 time to live), a registry that starts later reads the stored cards first, so it knows the
-live agents at once instead of after their next heartbeat. Replicas of one agent share
-its name; routing picks a name and the bus's consumer group spreads work across the
-replicas.
+live agents at once instead of after their next heartbeat.
+
+Silence counts only while the bus can be reached: while it cannot (Redis is down), no
+heartbeat can arrive, so the registry stops the clock that ages cards
+(:meth:`Registry.bus_reachable`, fed by :meth:`Bus.watch_reachability` while
+:meth:`Registry.follow` runs). An outage longer than ``ttl_s`` then expires no one; once the
+bus is back, a card expires ``ttl_s`` of reachable time after its last heartbeat.
+
+Replicas of one agent share its name; routing picks a name and the bus's consumer group
+spreads work across the replicas.
 """
 
 from __future__ import annotations
@@ -44,6 +51,26 @@ class Registry:
         self._changed = asyncio.Event()
         self._gone_watchers: dict[str, dict[int, Callable[[], None]]] = {}
         self._next_watch = 0
+        self._unreachable_since: float | None = None
+        self._unreachable_s = 0.0
+        """Time the bus was unreachable, before the current outage: not counted as silence."""
+
+    # ------------------------------------------------------------------ the clock
+
+    def _now(self) -> float:
+        """The clock that ages cards: local time less the time the bus was unreachable, so
+        it stands still during an outage."""
+        now = self._clock() if self._unreachable_since is None else self._unreachable_since
+        return now - self._unreachable_s
+
+    def bus_reachable(self, reachable: bool) -> None:
+        """The bus lost (False) or regained (True) its server: stop or restart the clock that
+        ages cards, as no heartbeat can arrive meanwhile."""
+        if not reachable and self._unreachable_since is None:
+            self._unreachable_since = self._clock()
+        elif reachable and self._unreachable_since is not None:
+            self._unreachable_s += self._clock() - self._unreachable_since
+            self._unreachable_since = None
 
     # ------------------------------------------------------------------ updates
 
@@ -52,7 +79,7 @@ class Registry:
 
         ``expires_in_s``: for a card read from storage, the time it has left there; it is
         taken as seen ``ttl_s - expires_in_s`` ago, so it expires here when it does there."""
-        seen = self._clock()
+        seen = self._now()
         if expires_in_s is not None:
             seen -= max(0.0, self.ttl_s - expires_in_s)
         known = self._cards.get(card.id)
@@ -75,8 +102,9 @@ class Registry:
                     callback()
 
     def expire(self) -> list[AgentCard]:
-        """Drop cards whose last heartbeat is older than ``ttl_s``; return them."""
-        now = self._clock()
+        """Drop cards whose last heartbeat is older than ``ttl_s`` (of time the bus could
+        be reached); return them."""
+        now = self._now()
         gone = [c for c, seen in self._cards.values() if now - seen > self.ttl_s]
         for card in gone:
             del self._cards[card.id]
@@ -86,7 +114,16 @@ class Registry:
 
     async def follow(self, bus: Bus) -> None:
         """Consume heartbeats from the bus until cancelled or the bus closes. Cards the bus
-        stores are read once, after subscribing, so no heartbeat falls in between."""
+        stores are read once, after subscribing, so no heartbeat falls in between. While
+        following, the bus's outages stop the clock that ages cards."""
+        unwatch = bus.watch_reachability(self.bus_reachable)
+        try:
+            await self._follow(bus)
+        finally:
+            unwatch()
+            self.bus_reachable(True)
+
+    async def _follow(self, bus: Bus) -> None:
         try:
             sub = await bus.subscribe(Topic.registry())
         except ClosedBusError:
