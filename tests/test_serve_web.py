@@ -84,6 +84,7 @@ def test_the_page_runs_a_request_and_draws_it_live(server: LiveServer, tmp_path:
             assert page.locator("#graph .edge").count() >= nodes.count() - 1
             expect(page.locator("#graph .node[data-step=synthesis]")).to_contain_text("tok")
             expect(page.locator("#answer")).to_contain_text("simulated")
+            expect(page.locator("#run-usage")).to_contain_text("SIMULATED models")
             run_id = page.locator("#run-id").inner_text()
             row = page.locator(f"#history tr[data-run='{run_id}']")
             expect(row).to_contain_text("ok")

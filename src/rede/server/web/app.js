@@ -4,7 +4,7 @@
 
 const $ = (sel) => document.querySelector(sel);
 const SVG = "http://www.w3.org/2000/svg";
-const state = { model: null, run: null, steps: new Map(), order: [], deps: new Map() };
+const state = { model: null, run: null, steps: new Map(), order: [], deps: new Map(), sources: new Set() };
 
 // ------------------------------------------------------------------ API
 
@@ -119,10 +119,19 @@ function resetRun(runId) {
   state.steps = new Map();
   state.order = [];
   state.deps = new Map();
+  state.sources = new Set();
   $("#run-id").textContent = runId;
   $("#answer").textContent = "";
   $("#run-usage").textContent = "";
   setStatus("running");
+}
+
+function sourceNote() {
+  // never hide that an answer came from a simulated or replayed model
+  if (state.sources.has("simulated")) return " · SIMULATED models (sim backend), not real LLM output";
+  if (state.sources.has("replay")) return " · REPLAYED recorded outputs, not live model calls";
+  if (state.sources.has("scripted")) return " · scripted models (tests), not real LLM output";
+  return "";
 }
 
 function setStatus(s) {
@@ -156,6 +165,7 @@ function onEvent(name, d) {
   } else if (name === "step_finished") {
     const s = step(d.step);
     const u = d.usage || {};
+    if (u.source) state.sources.add(u.source);
     Object.assign(s, {
       state: d.status === "ok" ? "ok" : "failed", agent: d.agent,
       tokens: (u.prompt_tokens || 0) + (u.completion_tokens || 0), cost: u.cost_usd || 0,
@@ -167,7 +177,8 @@ function onEvent(name, d) {
     const u = d.usage || {};
     $("#answer").textContent = d.answer || d.error || "";
     $("#run-usage").textContent =
-      `${u.total_tokens ?? 0} tokens, $${(u.cost_usd ?? 0).toFixed(6)}, ${u.calls ?? 0} calls`;
+      `${u.total_tokens ?? 0} tokens, $${(u.cost_usd ?? 0).toFixed(6)}, ${u.calls ?? 0} calls` +
+      sourceNote();
     setStatus(d.status === "ok" ? "done" : d.status);
     loadHistory();
   }
