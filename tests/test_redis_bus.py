@@ -22,7 +22,7 @@ from rede.bus.embedded import EmbeddedRedis
 from rede.bus.redis import RedisBus, redact_url
 from rede.errors import BusError, ClosedBusError, ConfigError, RedeError
 from rede.network import Network
-from rede.protocol.messages import AgentCard, Envelope, Task
+from rede.protocol.messages import AgentCard, Envelope, Event, Task
 from rede.protocol.topics import Topic
 
 TOPIC = Topic.task("research", "researcher")
@@ -546,3 +546,23 @@ def test_an_embedded_server_that_cannot_start_says_why(tmp_path: Path) -> None:
     fake.chmod(0o755)
     with pytest.raises(RedeError, match="did not start; its log ends:\nno such option"):
         EmbeddedRedis(fake).start()
+
+
+async def test_a_bus_that_never_connected_gives_up_on_its_first_connect_timeout() -> None:
+    """A wrong address fails on ``first_connect_timeout_s``, not on the reconnect budget
+    meant for a server that was lost; later calls fail with the same error at once."""
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    bus = RedisBus(
+        f"redis://127.0.0.1:{port}/0",
+        BusOptions(first_connect_timeout_s=0.2, reconnect_timeout_s=60),
+    )
+    try:
+        with pytest.raises(BusError, match=r"no connection could be made in 0\.2 s") as first:
+            await bus.publish(Topic.events(), Envelope(sender="t", payload=Event(name="x")))
+        with pytest.raises(BusError) as again:
+            await bus.publish(Topic.events(), Envelope(sender="t", payload=Event(name="y")))
+        assert again.value is first.value
+    finally:
+        await bus.aclose()

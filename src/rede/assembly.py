@@ -92,6 +92,8 @@ class Assembly:
             maxlen=b.maxlen,
             signing_key=key,
             ephemeral_ttl_s=b.ephemeral_ttl_s,
+            reconnect_timeout_s=b.reconnect_timeout_s,
+            first_connect_timeout_s=b.first_connect_timeout_s,
         )
 
     def model(self, name: str) -> ChatModel:

@@ -82,6 +82,8 @@ class Network:
         self.orchestrator: Orchestrator | None = None
         self.runners: list[AgentRunner] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._following: asyncio.Task[None] | None = None
+        """The registry following the bus: once it fails, no agent can be heard."""
         self._runner_tasks: dict[str, asyncio.Task[None]] = {}
         self._owns_bus = False
         self._serve: set[str] | None = None
@@ -133,7 +135,8 @@ class Network:
         else:
             self.bus = bus_from_url(self._bus_arg or self.config.bus.url, self.bus_options())
             self._owns_bus = True
-        self._tasks.append(asyncio.create_task(self.registry.follow(self.bus)))
+        self._following = asyncio.create_task(self.registry.follow(self.bus))
+        self._tasks.append(self._following)
         for agent in self.config.agents:
             if self._serve is not None and agent.name not in self._serve:
                 continue
@@ -205,14 +208,24 @@ class Network:
     async def wait_for_agents(self, capabilities: Iterable[str], timeout: float = 10.0) -> None:
         """Wait until agents (possibly in other processes) serve these capabilities."""
         need = set(capabilities)
+        waiting = asyncio.ensure_future(
+            self.registry.wait_for(lambda reg: need <= reg.capabilities(), timeout=timeout)
+        )
         try:
-            await self.registry.wait_for(lambda reg: need <= reg.capabilities(), timeout=timeout)
+            following = self._following
+            if following is not None:  # the registry cannot hear agents once this has failed
+                await asyncio.wait({waiting, following}, return_when=asyncio.FIRST_COMPLETED)
+                if following.done() and not following.cancelled() and following.exception():
+                    raise following.exception()  # type: ignore[misc]
+            await waiting
         except TimeoutError:
             missing = need - self.registry.capabilities()
             raise RedeError(
                 f"no live agent for {', '.join(sorted(missing))} after {timeout:g}s; "
                 "start them with `rede agent` or `rede up`"
             ) from None
+        finally:
+            waiting.cancel()
 
     async def stop(self) -> None:
         for task in reversed(self._tasks):

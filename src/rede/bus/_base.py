@@ -69,6 +69,11 @@ class BusOptions:
     ephemeral_ttl_s: float = 3600.0
     """How long an ephemeral topic (reply, inbox) outlives its last live subscriber when no
     one deletes it (its owner was killed); live subscribers renew it, publishes never do."""
+    reconnect_timeout_s: float = 30.0
+    """A networked bus: how long a call keeps retrying after the server was lost."""
+    first_connect_timeout_s: float = 3.0
+    """...and how long before the first connection ever made (a wrong address, a server not
+    started) is given up: a misconfiguration should fail in seconds."""
 
     def __post_init__(self) -> None:
         if self.ephemeral_ttl_s <= 0:

@@ -34,9 +34,22 @@ _CREDENTIALS = (AuthenticationError, AuthorizationError)
 class Reconnecting:
     """Runs the calls of one bus: retries, reachability and its watchers."""
 
-    def __init__(self, url: str, timeout_s: float, check_open: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        url: str,
+        timeout_s: float,
+        check_open: Callable[[], None],
+        *,
+        first_s: float | None = None,
+    ) -> None:
         self.url = url
         self.timeout_s = timeout_s
+        self.first_timeout_s = timeout_s if first_s is None else first_s
+        self.connected = False
+        """Whether any call ever got through: until then, a failure is given up sooner."""
+        self._unreachable: BusError | None = None
+        """Set when the first connection was given up: later calls fail at once, not again
+        after ``first_timeout_s`` each."""
         self._check_open = check_open
         self.reachable = True
         self._wake = asyncio.Event()
@@ -57,6 +70,7 @@ class Reconnecting:
         return cancel
 
     def _set(self, reachable: bool) -> None:
+        self.connected = self.connected or reachable
         if reachable == self.reachable:
             return
         self.reachable = reachable
@@ -81,23 +95,34 @@ class Reconnecting:
             self._set(True)
             return result
         self._set(False)
+        if self._unreachable is not None and not self.connected:
+            raise self._unreachable
         return await self._retry(op, first, deadline)
 
     async def _retry(
         self, op: Callable[[], Awaitable[T]], exc: Exception, deadline: float | None
     ) -> T:
         loop = asyncio.get_running_loop()
-        give_up = loop.time() + self.timeout_s
-        log.warning("lost the connection to Redis at %s (%s); reconnecting", self.url, exc)
+        first = not self.connected
+        limit = self.first_timeout_s if first else self.timeout_s
+        give_up = loop.time() + limit
+        if not first:
+            log.warning("lost the connection to Redis at %s (%s); reconnecting", self.url, exc)
         tries = 0
         while True:
             self._check_open()
             now = loop.time()
             if now >= give_up:
+                if first and not self.connected:
+                    self._unreachable = BusError(
+                        f"cannot reach Redis at {self.url} ({exc}): no connection could be "
+                        f"made in {limit:g} s; check the address and that the server is up"
+                    )
+                    raise self._unreachable from exc
                 raise BusError(
                     f"cannot reach Redis at {self.url}: still failing after "
-                    f"{self.timeout_s:g} s ({exc}); check that the server is up, "
-                    "or raise reconnect_timeout_s"
+                    f"{limit:g} s ({exc}); check that the server is up, or raise "
+                    "bus.reconnect_timeout_s in the network YAML"
                 ) from exc
             delay = 0.0 if tries == 0 else doubling(0.05, tries - 1, 2.0)
             wait = min(delay, give_up - now)

@@ -141,12 +141,13 @@ class RedisBus(Bus):
         options: BusOptions | None = None,
         *,
         namespace: str = "",
-        reconnect_timeout_s: float = 30.0,
+        reconnect_timeout_s: float | None = None,
         connect_timeout_s: float = 10.0,
     ) -> None:
         super().__init__(options)
         self._url = url
         self.namespace = namespace
+        reconnect_timeout_s = reconnect_timeout_s or self.options.reconnect_timeout_s
         self.reconnect_timeout_s = reconnect_timeout_s
         self._redis: aioredis.Redis = aioredis.Redis.from_url(
             url,
@@ -158,7 +159,8 @@ class RedisBus(Bus):
         )
         self._closed = False
         self._closing = asyncio.Event()
-        self._calls = Reconnecting(self.url, reconnect_timeout_s, self._check_open)
+        first = min(reconnect_timeout_s, self.options.first_connect_timeout_s)
+        self._calls = Reconnecting(self.url, reconnect_timeout_s, self._check_open, first_s=first)
         self._subs: dict[str, set[_RedisSubscription]] = {}
         self._keeper: asyncio.Task[None] | None = None
         """Renews the TTL of the ephemeral keys with an open subscription (see the module)."""

@@ -258,3 +258,7 @@ class BusConfig(_Conf):
     ephemeral_ttl_s: float = Field(3600, gt=0)
     """How long a reply or inbox stream outlives its last live subscriber when no one deletes
     it (a killed agent's inbox): live subscribers renew it, publishes never do."""
+    reconnect_timeout_s: float = Field(30, gt=0)
+    """Redis: how long calls keep retrying after the server was lost, before they fail."""
+    first_connect_timeout_s: float = Field(3, gt=0)
+    """Redis: how long before the first connection is given up (a wrong address fails fast)."""
