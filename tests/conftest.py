@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from rede.bus import Bus, BusOptions, MemoryBus
-from rede.bus.embedded import valkey_binary
+from rede.bus.embedded import valkey_binary, wait_until_serving
 
 # No test reaches a real model API by accident: the OpenAI backend refuses any base URL
 # that is not loopback while this is set (see rede.models.openai).
@@ -130,20 +130,9 @@ class RedisServer:
 
     def _wait_ready(self) -> bool:
         assert self.proc is not None
-        for _ in range(1000):  # up to ~10 s: each round waits on the process for 10 ms
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                    s.sendall(b"PING\r\n")
-                    answer = s.recv(64)
-                if answer.startswith((b"+PONG", b"-NOAUTH")):
-                    return True
-            except OSError:
-                pass
-            try:
-                self.proc.wait(timeout=0.01)
-            except subprocess.TimeoutExpired:
-                continue
-            return False  # it exited
+        # up to ~10 s; a server with a password answers PING with -NOAUTH, also alive
+        if wait_until_serving(self.proc, self.port, 10.0, (b"+PONG", b"-NOAUTH")):
+            return True
         self.stop()
         return False
 

@@ -74,6 +74,31 @@ def _own_session_dying_with_parent() -> None:  # pragma: no cover - runs in the 
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def wait_until_serving(
+    proc: subprocess.Popen[bytes],
+    port: int,
+    timeout_s: float,
+    answers: tuple[bytes, ...] = (b"+PONG",),
+) -> bool:
+    """Whether a Redis-protocol server started as ``proc`` answers PING on loopback ``port``
+    (with one of ``answers``) within ``timeout_s``; False at once if the process exits."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(64).startswith(answers):
+                    return True
+        except OSError:
+            pass
+        try:
+            proc.wait(timeout=0.01)
+        except subprocess.TimeoutExpired:
+            continue
+        return False  # it exited
+    return False
+
+
 class EmbeddedRedis:
     """A ``valkey-server`` of its own on a free loopback port (see the module's docstring).
 
@@ -116,21 +141,7 @@ class EmbeddedRedis:
 
     def _wait_ready(self) -> bool:
         assert self.proc is not None
-        deadline = time.monotonic() + self.start_s
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(64).startswith(b"+PONG"):
-                        return True
-            except OSError:
-                pass
-            try:
-                self.proc.wait(timeout=0.01)
-            except subprocess.TimeoutExpired:
-                continue
-            return False  # it exited
-        return False
+        return wait_until_serving(self.proc, self.port, self.start_s)
 
     def _end(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
