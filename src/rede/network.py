@@ -28,6 +28,7 @@ from rede.config import AgentConfig, NetworkConfig
 from rede.errors import ConfigError, RedeError
 from rede.models import ChatModel
 from rede.models.sim import SimModel
+from rede.orchestration.human import answer_wait
 from rede.orchestration.ledger import Ledger, SQLiteLedger
 from rede.orchestration.orchestrator import Observer, Orchestrator
 from rede.orchestration.plan import Plan
@@ -144,7 +145,14 @@ class Network:
             for _ in range(replicas or initial_replicas(self.config, agent)):
                 self.start_runner(spec)
         self.orchestrator = Orchestrator(
-            self.bus, self.registry, self.router, self.ledger, self.config.limits
+            self.bus,
+            self.registry,
+            self.router,
+            self.ledger,
+            self.config.limits,
+            network=self.config.name,
+            human=self.config.human,
+            durable=self.config.durable,
         )
         expected = {r.id for r in self.runners}
         try:
@@ -284,6 +292,36 @@ class Network:
             self._agents_seen = True
         return await self.orchestrator.run(
             request, metadata=metadata, observer=observer, plan=plan, run_id=run_id
+        )
+
+    # ------------------------------------------------------------------ durable runs
+
+    async def resume(
+        self, run_id: str, *, observer: Observer | None = None, force: bool = False
+    ) -> RunResult:
+        """Take up a run from its checkpoint in this network's ledger (its process died or
+        stopped): finished steps are kept, not re-run or re-billed; see
+        :mod:`rede.orchestration.durable`."""
+        if self.orchestrator is None:
+            raise RedeError("the network is not started: `async with net:` before resume()")
+        return await self.orchestrator.resume(run_id, observer=observer, force=force)
+
+    def approve(
+        self,
+        run_id: str,
+        step: str | None = None,
+        *,
+        approved: bool = True,
+        reason: str = "",
+        text: str = "",
+        by: str = "api",
+    ) -> str:
+        """A person's answer to a paused run: approve (or reject, with a reason) its plan or
+        one step's output (``text`` replaces the output), or answer a question (``text``).
+        Written to the ledger, where the run (in this process or any other) finds it.
+        ``step`` None: what the run waits for now, if only one thing. Returns the wait's id."""
+        return answer_wait(
+            self.ledger, run_id, step, approved=approved, reason=reason, text=text, by=by
         )
 
     def ask_sync(self, request: str, **kwargs: Any) -> RunResult:

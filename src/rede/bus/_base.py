@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -194,6 +195,7 @@ class Bus(abc.ABC):
         self.options = options or BusOptions()
         self.codec = self.options.codec()
         self.stats = BusStats()
+        self._kept: dict[str, tuple[bytes, float]] = {}
 
     @property
     @abc.abstractmethod
@@ -258,6 +260,26 @@ class Bus(abc.ABC):
     async def snapshot_cards(self) -> list[StoredCard]:
         """Every stored card that has not expired, with the seconds it has left."""
         return []
+
+    # ------------------------------------------------------------------ shared values
+
+    async def remember(self, key: str, value: bytes, ttl_s: float) -> None:
+        """Keep ``value`` under ``key`` for ``ttl_s`` seconds where every process on this bus
+        can read it (agents' idempotent replies, :mod:`rede.runtime.once`). The default
+        keeps it in this process, which is every process of an in-process bus."""
+        now = time.monotonic()
+        if len(self._kept) > 10_000:  # drop the expired now and then, not on every call
+            self._kept = {k: v for k, v in self._kept.items() if v[1] > now}
+        self._kept[key] = (value, now + ttl_s)
+
+    async def claim(self, key: str, value: bytes, ttl_s: float) -> bytes | None:
+        """Keep ``value`` under ``key`` unless something is kept there: None if it is now
+        kept, else what was kept (in one step: two claimants never both get None)."""
+        held, until = self._kept.get(key, (None, 0.0))
+        if held is not None and until > time.monotonic():
+            return held
+        await self.remember(key, value, ttl_s)
+        return None
 
     # ------------------------------------------------------------------ reachability
 

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rede.bus.embedded import EmbeddedRedis
+from rede.cli import durable as cli_durable
 from rede.cli import extra as cli_extra
 from rede.cli.tui import LiveView, render_result
 from rede.config import NetworkConfig
@@ -362,6 +363,9 @@ app.command("serve")(serve_command)
 app.command("validate")(cli_extra.validate)
 app.command("init")(cli_extra.init)
 app.command("runs")(cli_extra.runs)
+app.command("resume")(cli_durable.resume)
+app.command("approve")(cli_durable.approve)
+app.command("reply")(cli_durable.reply)
 
 
 def main() -> None:

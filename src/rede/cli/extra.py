@@ -173,7 +173,9 @@ def runs(
         console.print_json(json.dumps(rows, default=str))
         return
     table = Table(title=f"runs in {ledger}")
-    for col in ("run", "started", "status", "source", "tokens", "cost"):
+    ids = max((len(r["id"]) for r in rows), default=3)
+    table.add_column("run", no_wrap=True, min_width=ids)  # an id is never cut: it is typed
+    for col in ("started", "status", "source", "tokens", "cost"):
         table.add_column(col, no_wrap=True)
     table.add_column("request")
     for r in rows:
@@ -182,7 +184,7 @@ def runs(
         table.add_row(
             r["id"],
             started,
-            str(r["status"]),
+            str(r["status"]) + (f": {', '.join(r['waiting_for'])}" if r.get("waiting_for") else ""),
             str(r.get("source") or ""),
             str(usage.get("total_tokens", "")),
             f"${usage['cost_usd']:.6f}" if "cost_usd" in usage else "",

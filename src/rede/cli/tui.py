@@ -15,7 +15,13 @@ from rich.text import Text
 from rede.orchestration.run import RunResult
 from rede.protocol.messages import Event
 
-STATE_STYLE = {"waiting": "dim", "running": "yellow", "ok": "green", "failed": "red"}
+STATE_STYLE = {
+    "paused": "magenta",
+    "waiting": "dim",
+    "running": "yellow",
+    "ok": "green",
+    "failed": "red",
+}
 
 
 class _Row:
@@ -84,6 +90,16 @@ class LiveView:
             row = self._row(d["step"])
             verdict = "accepted" if d["accepted"] else "refine"
             row.note = f"critic {d['score']:.2f}: {verdict}"
+        elif event.name == "waiting_for_human":
+            row = self._row(d["step"], "plan" if d["kind"] == "plan" else "")
+            row.state = "paused"
+            verb = "reply" if d["kind"] == "input" else "approve"
+            row.note = f"waits for a person: rede {verb} {d['run_id']}"
+        elif event.name == "human_answered":
+            row = self._row(d["step"])
+            row.note = "approved" if d.get("approved", True) else "rejected"
+            if row.state == "paused":
+                row.state = "ok" if d["step"] == "plan" else "running"
         elif event.name == "step_finished":
             row = self._row(d["step"])
             row.state = d["status"]

@@ -14,6 +14,8 @@ from rede.config._base import META_CAPABILITIES, _Conf, misspelt, read_yaml, val
 from rede.config.parts import (
     AgentConfig,
     BusConfig,
+    DurableConfig,
+    HumanConfig,
     LimitsConfig,
     ModelConfig,
     RoutingConfig,
@@ -30,6 +32,8 @@ class NetworkConfig(_Conf):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     spawn: SpawnConfig | None = None
     bus: BusConfig = Field(default_factory=BusConfig)
+    human: HumanConfig = Field(default_factory=HumanConfig)
+    durable: DurableConfig = Field(default_factory=DurableConfig)
     heartbeat_s: float = Field(2.0, gt=0)
     agent_ttl_s: float = Field(10.0, gt=0)
     base_dir: Path | None = Field(None, exclude=True)

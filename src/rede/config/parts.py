@@ -262,3 +262,34 @@ class BusConfig(_Conf):
     """Redis: how long calls keep retrying after the server was lost, before they fail."""
     first_connect_timeout_s: float = Field(3, gt=0)
     """Redis: how long before the first connection is given up (a wrong address fails fast)."""
+
+
+class HumanConfig(_Conf):
+    """Where a run waits for a person (see :mod:`rede.orchestration.human`)."""
+
+    approve_plan: bool = False
+    """A person approves (or rejects) every plan before any step runs."""
+    approve: list[str] = Field(default_factory=list)
+    """Capabilities whose step outputs a person approves (a plan step's ``approve: true``
+    asks for one step)."""
+    timeout_s: float | None = Field(None, gt=0)
+    """How long a run waits for a person; None: until an answer comes (the run is paused in
+    the ledger and costs nothing while it waits)."""
+    on_timeout: Literal["fail", "accept", "default"] = "fail"
+    """When nobody answered in time: fail the step, accept what waits for approval, or
+    accept it and answer a question with ``default``."""
+    default: str = ""
+    """The answer to an agent's question for a person when ``on_timeout: default``."""
+    poll_s: float = Field(0.5, gt=0)
+    """How often a waiting run looks in the ledger for an answer given elsewhere."""
+
+
+class DurableConfig(_Conf):
+    """Runs checkpointed in the ledger so that another process can resume them."""
+
+    lease_s: float = Field(15.0, gt=0)
+    """An orchestrator renews its hold on each live run within this; a run whose holder
+    stopped renewing (its process died) is an orphan another orchestrator may resume."""
+    resume_orphans: bool = True
+    """``rede serve`` (and a Network started with ``resume_orphans=True``) resumes orphaned
+    runs of this network from its ledger, at start and every ``lease_s``."""

@@ -20,7 +20,7 @@ from rede.errors import BusError, RunLimitExceeded, StepFailed
 from rede.models._base import tokens_for_chars
 from rede.orchestration.run import CallRecord, StepRecord
 from rede.orchestration.state import ReaderStopped, RunState
-from rede.orchestration.tries import Tries
+from rede.orchestration.tries import Tries, expected_kind
 from rede.protocol.messages import Budget, ContextItem, Critique, Envelope, Result, Task
 from rede.protocol.topics import Topic
 from rede.routing.auction import run_auction
@@ -176,8 +176,10 @@ class Calls:
             rec.agent, rec.tier = route.agent, route.tier
         started = self.router.started(route.agent)
         service: float | None = None
+        attempt = self.s.attempts.get(rec.id, 0)
+        self.s.attempts[rec.id] = attempt + 1
         try:
-            payload = await self.send(rec, route, ask)
+            payload = await self.send(rec, route, ask, attempt)
             service = payload.usage.latency_s
         except Lost as lost:
             tries.failed(route.agent, str(lost))
@@ -189,7 +191,7 @@ class Calls:
             for hold in holds:
                 hold.release()
         payload = expected_kind(ask.capability, payload)
-        ok = self._account(rec, route, ask.capability, payload)
+        ok = self._account(rec, route, ask.capability, payload, f"{rec.id}/{attempt}")
         if not ok:
             assert isinstance(payload, Result)
             tries.failed(route.agent, str(payload.error))
@@ -198,9 +200,10 @@ class Calls:
         return payload
 
     def _account(
-        self, rec: StepRecord, route: Route, capability: str, payload: Result | Critique
+        self, rec: StepRecord, route: Route, capability: str, payload: Result | Critique, key: str
     ) -> bool:
-        """Book the reply's usage on the step, the run and the caps; tell the router."""
+        """Book the reply's usage on the step, the run and the caps (``key``: a resumed run
+        books no call twice); tell the router."""
         usage = payload.usage
         rec.usage = rec.usage + usage
         ok = not (isinstance(payload, Result) and payload.status == "failed")
@@ -215,7 +218,7 @@ class Calls:
                 error=getattr(payload, "error", None),
             )
         )
-        self.s.account(usage)
+        self.s.account(usage, key)
         self.router.observe_result(
             route.agent,
             capability,
@@ -302,12 +305,12 @@ class Calls:
 
     # ------------------------------------------------------------------ send and wait
 
-    async def send(self, rec: StepRecord, route: Route, ask: Ask) -> Result | Critique:
+    async def send(
+        self, rec: StepRecord, route: Route, ask: Ask, attempt: int
+    ) -> Result | Critique:
         """Publish the task to the agent and wait for its reply, the agent's disappearance,
         the step timeout, or the run's reply reader dying (then raise, naming why)."""
         s = self.s
-        attempt = s.attempts.get(rec.id, 0)
-        s.attempts[rec.id] = attempt + 1
         timeout = s.limits.step_timeout_s
         env = self._task_envelope(rec, ask, attempt, timeout)
         key = (rec.id, attempt)
@@ -366,6 +369,7 @@ class Calls:
                 acceptance=ask.acceptance,
                 budget=Budget(max_tokens=remaining_tokens),
                 metadata={**s.metadata, **(ask.metadata or {})},
+                idempotency_key=f"{s.run_id}/{rec.id}/{attempt}/{ask.capability}",
             ),
         )
 
@@ -383,17 +387,4 @@ def _reader_gone(s: RunState) -> BusError:
     return BusError(f"replies to run {s.run_id} can no longer be read ({why})")
 
 
-def expected_kind(capability: str, payload: Result | Critique) -> Result | Critique:
-    """A critic must answer with a critique and every other capability with a result; a
-    reply of the other kind is a failed call, never trusted as it is."""
-    expected = "critique" if capability == "critique" else "result"
-    if payload.kind == expected or (isinstance(payload, Result) and payload.status == "failed"):
-        return payload  # a failed result keeps its own error (a critic's unreadable reply)
-    return Result(
-        status="failed",
-        error=f"replied with a {payload.kind} to a {capability!r} task; expected a {expected}",
-        usage=payload.usage,
-    )
-
-
-__all__ = ["Ask", "Calls", "Lost", "expected_kind"]
+__all__ = ["Ask", "Calls", "Lost"]

@@ -1,7 +1,15 @@
-"""The ledger: an append-only record of every envelope and decision of every run.
+"""The ledger: an append-only record of every envelope and decision of every run, and the
+checkpoints that let a run resume in another process.
 
-``MemoryLedger`` keeps it in the process; ``SQLiteLedger`` writes it to a file, the source
-of ``rede trace``. Both answer the same queries.
+``MemoryLedger`` keeps it in the process (the last ``max_runs`` runs); ``SQLiteLedger`` writes
+it to a file, the source of ``rede trace``, ``rede runs`` and ``rede resume``. Both answer the
+same queries.
+
+Checkpoints (see :mod:`rede.orchestration.durable`) are one row per run: its state as JSON,
+its status, and a *lease*: the orchestrator that holds the run renews it while the run is
+live; a run whose lease lapsed (its process died) may be claimed by another. A person's
+answers to a paused run (approvals, replies) are rows of their own, written by whoever
+answers (``rede approve`` in another process) and read by the run when it polls.
 """
 
 from __future__ import annotations
@@ -9,12 +17,16 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from rede.errors import ConfigError
 from rede.protocol.messages import ENVELOPE_ADAPTER, Envelope
+
+LIVE = ("running", "waiting")
+"""Statuses of a run that has not ended: it may be resumed."""
 
 EntryKind = Literal["envelope", "decision"]
 
@@ -46,40 +58,69 @@ class _KeptEnvelope:
         return Entry(self.run_id, self.seq, self.at, "envelope", self.name, data)
 
 
-class Ledger:
-    """In-memory ledger; subclasses persist."""
+@dataclass(frozen=True)
+class RunRow:
+    """A run's checkpoint row: who holds it, until when, and its state."""
 
-    def __init__(self) -> None:
-        self._entries: list[Entry | _KeptEnvelope] = []
+    run_id: str
+    network: str
+    status: str
+    owner: str
+    lease_until: float
+    state: dict[str, Any]
+
+
+class Ledger:
+    """In-memory ledger: the entries and checkpoints of the last ``max_runs`` runs (older runs
+    are forgotten, so a long-lived process does not grow without end); subclasses persist."""
+
+    def __init__(self, max_runs: int | None = 1000) -> None:
+        self.max_runs = max_runs
+        self._runs: OrderedDict[str, list[Entry | _KeptEnvelope]] = OrderedDict()
+        self._seq = 0
+        self._states: dict[str, tuple[str, str, str, float, Any]] = {}
+        self._answers: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def _kept(self, run_id: str) -> list[Entry | _KeptEnvelope]:
+        kept = self._runs.get(run_id)
+        if kept is None:
+            kept = self._runs[run_id] = []
+            while self.max_runs is not None and len(self._runs) > self.max_runs:
+                old, _ = self._runs.popitem(last=False)
+                self._states.pop(old, None)
+        return kept
 
     def _append(self, entry: Entry) -> None:
-        self._entries.append(entry)
+        self._kept(entry.run_id).append(entry)
 
     def _next_seq(self) -> int:
-        return len(self._entries)
+        self._seq += 1
+        return self._seq
 
     def record_envelope(self, direction: Literal["sent", "received"], env: Envelope) -> None:
         self._append_envelope(env, time.time(), f"{direction}:{env.kind}")
 
     def _append_envelope(self, env: Envelope, at: float, name: str) -> None:
         """Keep the envelope itself; :meth:`entries` writes it out as data when asked."""
-        self._entries.append(_KeptEnvelope(env.run_id, self._next_seq(), at, name, env))
+        kept = _KeptEnvelope(env.run_id, self._next_seq(), at, name, env)
+        self._kept(env.run_id).append(kept)
 
     def record_decision(self, run_id: str, name: str, **data: Any) -> None:
         self._append(Entry(run_id, self._next_seq(), time.time(), "decision", name, data))
 
+    def _all(self, run_id: str | None) -> list[Entry | _KeptEnvelope]:
+        if run_id is not None:
+            return list(self._runs.get(run_id, ()))
+        return sorted((e for kept in self._runs.values() for e in kept), key=lambda e: e.seq)
+
     def entries(self, run_id: str | None = None) -> list[Entry]:
-        return [
-            e.entry() if isinstance(e, _KeptEnvelope) else e
-            for e in self._entries
-            if run_id is None or e.run_id == run_id
-        ]
+        return [e.entry() if isinstance(e, _KeptEnvelope) else e for e in self._all(run_id)]
 
     def envelopes(self, run_id: str) -> list[Envelope]:
         return [
             e.envelope if isinstance(e, _KeptEnvelope) else ENVELOPE_ADAPTER.validate_python(e.data)
-            for e in self._entries
-            if e.run_id == run_id and (isinstance(e, _KeptEnvelope) or e.kind == "envelope")
+            for e in self._all(run_id)
+            if isinstance(e, _KeptEnvelope) or e.kind == "envelope"
         ]
 
     def decisions(self, run_id: str, name: str | None = None) -> list[Entry]:
@@ -90,10 +131,75 @@ class Ledger:
         ]
 
     def runs(self) -> list[str]:
-        return list(dict.fromkeys(e.run_id for e in self.entries()))
+        return [run_id for run_id, kept in self._runs.items() if kept]
 
     def close(self) -> None:
         pass
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save_run(self, run_id: str, network: str, status: str, owner: str, state: Any) -> None:
+        """Keep a run's checkpoint (``state``: a pydantic model) and renew its owner's lease
+        by nothing: :meth:`claim_run` and :meth:`renew` set leases."""
+        old = self._states.get(run_id)
+        lease = old[3] if old is not None and old[2] == owner else 0.0
+        self._kept(run_id)
+        self._states[run_id] = (network, status, owner, lease, state)
+
+    def load_run(self, run_id: str) -> RunRow | None:
+        held = self._states.get(run_id)
+        if held is None:
+            return None
+        network, status, owner, lease, state = held
+        return RunRow(run_id, network, status, owner, lease, state.model_dump(mode="json"))
+
+    def claim_run(self, run_id: str, owner: str, lease_s: float, *, force: bool = False) -> bool:
+        """Take a live run for ``owner`` if nobody holds it (or its holder's lease lapsed,
+        or ``force``): True if it is ``owner``'s now."""
+        held = self._states.get(run_id)
+        now = time.time()
+        if held is None or held[1] not in LIVE:
+            return False
+        if held[2] != owner and held[3] > now and not force:
+            return False
+        self._states[run_id] = (held[0], held[1], owner, now + lease_s, held[4])
+        return True
+
+    def renew(self, owner: str, run_ids: list[str], lease_s: float) -> None:
+        until = time.time() + lease_s
+        for run_id in run_ids:
+            held = self._states.get(run_id)
+            if held is not None and held[2] == owner:
+                self._states[run_id] = (held[0], held[1], owner, until, held[4])
+
+    def orphans(self, network: str | None = None) -> list[str]:
+        """Live runs whose holder's lease lapsed: their process died or let them go."""
+        now = time.time()
+        return [
+            run_id
+            for run_id, (net, status, _, lease, _) in self._states.items()
+            if status in LIVE and lease < now and network in (None, net)
+        ]
+
+    def run_statuses(self) -> dict[str, str]:
+        return {run_id: held[1] for run_id, held in self._states.items()}
+
+    def end_run(self, run_id: str, status: str) -> None:
+        """Mark a run ended (cancelled by a user): it is no longer resumed."""
+        held = self._states.get(run_id)
+        if held is not None:
+            self._states[run_id] = (held[0], status, held[2], held[3], held[4])
+
+    def answer(self, run_id: str, wait_id: str, answer: dict[str, Any]) -> bool:
+        """A person's answer to what a run waits for; the first answer stands (False: one
+        was already given)."""
+        if (run_id, wait_id) in self._answers:
+            return False
+        self._answers[run_id, wait_id] = {**answer, "at": time.time()}
+        return True
+
+    def answer_for(self, run_id: str, wait_id: str) -> dict[str, Any] | None:
+        return self._answers.get((run_id, wait_id))
 
 
 MemoryLedger = Ledger
@@ -107,7 +213,7 @@ class SQLiteLedger(Ledger):
         try:
             # one event loop uses it at a time, but that loop may run in another thread than
             # the one that opened it (an ASGI server's, a test's)
-            self._db = sqlite3.connect(self.path, check_same_thread=False)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(
@@ -115,6 +221,14 @@ class SQLiteLedger(Ledger):
                 "run_id TEXT, at REAL, kind TEXT, name TEXT, data TEXT)"
             )
             self._db.execute("CREATE INDEX IF NOT EXISTS ledger_run ON ledger(run_id)")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS runs (run_id TEXT PRIMARY KEY, network TEXT, "
+                "status TEXT, owner TEXT, lease_until REAL, state TEXT, updated REAL)"
+            )
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS answers (run_id TEXT, wait_id TEXT, data TEXT, "
+                "PRIMARY KEY (run_id, wait_id))"
+            )
             self._db.commit()
         except sqlite3.DatabaseError as exc:
             raise ConfigError(
@@ -152,3 +266,74 @@ class SQLiteLedger(Ledger):
 
     def close(self) -> None:
         self._db.close()
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save_run(self, run_id: str, network: str, status: str, owner: str, state: Any) -> None:
+        self._db.execute(
+            "INSERT INTO runs (run_id, network, status, owner, lease_until, state, updated) "
+            "VALUES (?, ?, ?, ?, 0, ?, ?) ON CONFLICT(run_id) DO UPDATE SET "
+            "status = excluded.status, state = excluded.state, updated = excluded.updated, "
+            "lease_until = CASE WHEN owner = excluded.owner THEN lease_until ELSE 0 END, "
+            "owner = excluded.owner",
+            (run_id, network, status, owner, state.model_dump_json(), time.time()),
+        )
+        self._db.commit()
+
+    def load_run(self, run_id: str) -> RunRow | None:
+        row = self._db.execute(
+            "SELECT network, status, owner, lease_until, state FROM runs WHERE run_id = ?",
+            (run_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        return RunRow(run_id, row[0], row[1], row[2], row[3], json.loads(row[4]))
+
+    def claim_run(self, run_id: str, owner: str, lease_s: float, *, force: bool = False) -> bool:
+        now = time.time()
+        claimed = self._db.execute(
+            "UPDATE runs SET owner = ?, lease_until = ? WHERE run_id = ? AND status IN (?, ?) "
+            "AND (owner = ? OR lease_until < ? OR ?)",
+            (owner, now + lease_s, run_id, *LIVE, owner, now, force),
+        ).rowcount
+        self._db.commit()
+        return claimed == 1
+
+    def renew(self, owner: str, run_ids: list[str], lease_s: float) -> None:
+        if not run_ids:
+            return
+        marks = ", ".join("?" * len(run_ids))
+        self._db.execute(
+            f"UPDATE runs SET lease_until = ? WHERE owner = ? AND run_id IN ({marks})",
+            (time.time() + lease_s, owner, *run_ids),
+        )
+        self._db.commit()
+
+    def orphans(self, network: str | None = None) -> list[str]:
+        rows = self._db.execute(
+            "SELECT run_id FROM runs WHERE status IN (?, ?) AND lease_until < ? "
+            "AND (? IS NULL OR network = ?) ORDER BY updated",
+            (*LIVE, time.time(), network, network),
+        )
+        return [r[0] for r in rows]
+
+    def run_statuses(self) -> dict[str, str]:
+        return dict(self._db.execute("SELECT run_id, status FROM runs").fetchall())
+
+    def end_run(self, run_id: str, status: str) -> None:
+        self._db.execute("UPDATE runs SET status = ? WHERE run_id = ?", (status, run_id))
+        self._db.commit()
+
+    def answer(self, run_id: str, wait_id: str, answer: dict[str, Any]) -> bool:
+        added = self._db.execute(
+            "INSERT OR IGNORE INTO answers (run_id, wait_id, data) VALUES (?, ?, ?)",
+            (run_id, wait_id, json.dumps({**answer, "at": time.time()})),
+        ).rowcount
+        self._db.commit()
+        return added == 1
+
+    def answer_for(self, run_id: str, wait_id: str) -> dict[str, Any] | None:
+        row = self._db.execute(
+            "SELECT data FROM answers WHERE run_id = ? AND wait_id = ?", (run_id, wait_id)
+        ).fetchone()
+        return None if row is None else json.loads(row[0])  # type: ignore[no-any-return]

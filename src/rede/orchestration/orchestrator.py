@@ -26,12 +26,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rede.bus import Bus
-from rede.config import AgreementConfig, LimitsConfig
+from rede.config import AgreementConfig, DurableConfig, HumanConfig, LimitsConfig
 from rede.errors import ConfigError, RedeError, RunLimitExceeded, StepFailed
 from rede.orchestration.agreement import decide_by_agreement
 from rede.orchestration.call import Ask, Calls
 from rede.orchestration.dispatcher import Dispatcher
-from rede.orchestration.ledger import Ledger
+from rede.orchestration.durable import RunCheckpoint
+from rede.orchestration.human import ask_person, needs_approval
+from rede.orchestration.ledger import LIVE, Ledger
 from rede.orchestration.plan import Plan, Step, validate_plan
 from rede.orchestration.replies import SharedReplies
 from rede.orchestration.review import review
@@ -55,6 +57,9 @@ class Orchestrator:
         *,
         name: str = "orchestrator",
         publish_events: bool = True,
+        network: str = "",
+        human: HumanConfig | None = None,
+        durable: DurableConfig | None = None,
     ) -> None:
         self.bus = bus
         self.registry = registry
@@ -77,7 +82,13 @@ class Orchestrator:
             self.budget,
             publish_events,
             self.replies.topic,
+            network,
+            human or HumanConfig(),
+            durable or DurableConfig(),
         )
+        self.live: set[str] = set()
+        """Runs this orchestrator holds; their leases are renewed while they run."""
+        self._renewing: asyncio.Task[None] | None = None
 
     async def run(
         self,
@@ -96,7 +107,47 @@ class Orchestrator:
                 f"invalid run_id {run_id!r}: use letters, digits, '_' and '-' only"
             ) from None
         state = RunState(self.services, run_id, request, metadata or {}, observer)
-        return await _Run(state, self.dispatcher, self.replies).execute(plan)
+        state.save()
+        self.ledger.claim_run(run_id, self.id, self.services.durable.lease_s)
+        return await self._execute(state, plan)
+
+    async def resume(
+        self, run_id: str, *, observer: Observer | None = None, force: bool = False
+    ) -> RunResult:
+        """Take up a run from its checkpoint in the ledger, where its last orchestrator left
+        it (see :mod:`rede.orchestration.durable`). ``force`` takes it even while another
+        orchestrator's lease on it runs (that process is known to be gone)."""
+        row = self.ledger.load_run(run_id)
+        if row is None:
+            raise ConfigError(f"no checkpoint of run {run_id!r} in this ledger")
+        if row.status not in LIVE:
+            raise ConfigError(f"run {run_id} has ended ({row.status}); nothing to resume")
+        if not self.ledger.claim_run(run_id, self.id, self.services.durable.lease_s, force=force):
+            raise ConfigError(
+                f"run {run_id} is held by {row.owner} for {row.lease_until - time.time():.0f}s "
+                "more; it can be resumed once that lease lapses (or forced, if that process "
+                "is gone)"
+            )
+        cp = RunCheckpoint.model_validate(row.state)
+        state = RunState(self.services, run_id, cp.request, cp.metadata, observer)
+        state.restore(cp)
+        return await self._execute(state, cp.plan)
+
+    async def _execute(self, state: RunState, plan: Plan | None) -> RunResult:
+        self.live.add(state.run_id)
+        if self._renewing is None or self._renewing.done():
+            self._renewing = asyncio.create_task(self._renew_leases())
+        try:
+            return await _Run(state, self.dispatcher, self.replies).execute(plan)
+        finally:
+            self.live.discard(state.run_id)
+
+    async def _renew_leases(self) -> None:
+        """Renew this orchestrator's hold on its live runs while it has any."""
+        lease = self.services.durable.lease_s
+        while self.live:
+            self.ledger.renew(self.id, sorted(self.live), lease)
+            await asyncio.sleep(lease / 3)
 
 
 class _Run:
@@ -111,12 +162,16 @@ class _Run:
     async def execute(self, plan: Plan | None) -> RunResult:
         s = self.s
         s.t0 = time.perf_counter()
-        s.record.started_at = datetime.now(UTC)
+        s.record.started_at = s.record.started_at or datetime.now(UTC)
+        s.checkpoint.started_at = s.record.started_at
         s.reader = await self.replies.join(s, self.calls)
         try:
             s.emit("run_started", request=s.request)
+            if s.resumed:
+                done = [k for k, d in s.checkpoint.done.items() if d.record.kind != "input"]
+                s.decide("run_resumed", resumes=s.checkpoint.resumes, done=done)
             try:
-                async with asyncio.timeout(s.limits.wall_time_s):
+                async with asyncio.timeout(s.limits.wall_time_s) as s.clock:
                     await self._main(plan)
             except TimeoutError:
                 raise RunLimitExceeded("wall_time_s", s.limits.wall_time_s, s.elapsed()) from None
@@ -138,6 +193,16 @@ class _Run:
         s.record.error = str(exc) or type(exc).__name__
         s.decide("run_failed", error=s.record.error, error_type=type(exc).__name__)
 
+    def _ended(self) -> None:
+        """Checkpoint the run's end: it is no longer resumable. A run cancelled by its
+        process stopping stays live in the ledger, for another to resume."""
+        s, cp = self.s, self.s.checkpoint
+        if s.record.status == "running":
+            return
+        cp.status, cp.answer, cp.error = s.record.status, s.record.answer, s.record.error
+        cp.waiting.clear()
+        s.save()
+
     async def _close(self) -> None:
         s = self.s
         for helper in list(s.helpers):
@@ -146,6 +211,7 @@ class _Run:
         # the last events (the final step's) still go out to the bus's observers
         await asyncio.gather(*s.events, return_exceptions=True)
         await asyncio.shield(self.replies.leave(s))
+        self._ended()
         s.record.wall_time_s = s.elapsed()
         s.record.critical_path, s.record.critical_path_s = critical_path(s.record)
         usage = s.record.usage
@@ -162,26 +228,11 @@ class _Run:
     async def _main(self, plan: Plan | None) -> None:
         s = self.s
         capabilities = s.services.router.known_capabilities()
-        if plan is None:
-            plan = await self.dispatcher.plan(s.request, capabilities, self._call_planner, s.decide)
-        else:
-            validate_plan(plan, capabilities, max_steps=s.limits.max_plan_steps)
-        s.record.plan = plan
-        s.emit("plan_ready", plan=plan.model_dump())
+        plan = await self._planned(plan, capabilities)
         outputs = await self._run_plan(plan)
         sinks = plan.sinks()
         if len(plan.steps) > 1 and "synthesise" in capabilities:
-            context = [_context_item(plan.step(st.id), outputs[st.id]) for st in plan.steps]
-            rec = s.new_record(
-                "synthesis",
-                "synthesise",
-                "Write the final answer.",
-                [st.id for st in sinks],
-                kind="synthesis",
-            )
-            result = await self.calls.call(rec, Ask("synthesise", rec.instruction, context))
-            s.finish(rec, result)
-            s.record.answer = result.output
+            s.record.answer = (await self._synthesis(plan, outputs)).output
         elif len(sinks) == 1:
             s.record.answer = outputs[sinks[0].id].output
         else:
@@ -190,6 +241,38 @@ class _Run:
             (r.confidence for r in s.record.steps if r.kind != "plan" and r.status == "ok"),
             default=0.0,
         )
+
+    async def _planned(self, plan: Plan | None, capabilities: set[str]) -> Plan:
+        """The run's plan: given, kept by the checkpoint of a resumed run, or made by the
+        planner; approved by a person first when the network asks for that."""
+        s = self.s
+        if plan is None:
+            plan = await self.dispatcher.plan(s.request, capabilities, self._call_planner, s.decide)
+        elif not s.resumed:
+            validate_plan(plan, capabilities, max_steps=s.limits.max_plan_steps)
+        s.record.plan = s.checkpoint.plan = plan
+        s.save()
+        s.emit("plan_ready", plan=plan.model_dump())
+        if s.services.human.approve_plan:
+            shown = "\n".join(f"{st.id} [{st.capability}]: {st.instruction}" for st in plan.steps)
+            answer = await ask_person(s, "plan", "plan", "plan", "Approve the plan?", shown)
+            if not answer.get("approved", True):
+                raise StepFailed("plan", f"a person rejected the plan: {_why(answer)}")
+        return plan
+
+    async def _synthesis(self, plan: Plan, outputs: dict[str, Result]) -> Result:
+        s = self.s
+        kept = s.checkpoint.restored("synthesis")
+        if kept is not None:
+            return kept
+        context = [_context_item(plan.step(st.id), outputs[st.id]) for st in plan.steps]
+        sinks = [st.id for st in plan.sinks()]
+        rec = s.new_record(
+            "synthesis", "synthesise", "Write the final answer.", sinks, kind="synthesis"
+        )
+        result = await self.calls.call(rec, Ask("synthesise", rec.instruction, context))
+        s.finish(rec, result)
+        return result  # type: ignore[no-any-return]
 
     async def _call_planner(self, instruction: str, metadata: dict[str, Any]) -> Result:
         s = self.s
@@ -211,9 +294,16 @@ class _Run:
         try:
             while sorter.is_active():
                 for step_id in sorter.get_ready():
+                    kept = self.s.checkpoint.restored(step_id)
+                    if kept is not None:  # finished before the run was resumed
+                        outputs[step_id] = kept
+                        sorter.done(step_id)
+                        continue
                     step = plan.step(step_id)
                     context = [_context_item(plan.step(d), outputs[d]) for d in step.depends_on]
                     running[asyncio.create_task(self._run_step(step, context))] = step_id
+                if not running:
+                    continue
                 done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     step_id = running.pop(task)
@@ -242,11 +332,23 @@ class _Run:
             result = await (call() if agreement is None else self._agree(rec, agreement, call))
             if step.review and "critique" in s.services.registry.capabilities():
                 result = await review(s, self.calls, rec, step, context, result)
+            if needs_approval(s, step.capability, step.approve):
+                result = await self._approved(step, result)
         except RedeError:
             s.finish(rec, None)
             raise
         s.finish(rec, result)
         return result  # type: ignore[no-any-return]
+
+    async def _approved(self, step: Step, result: Result) -> Result:
+        """A person approves the step's output (and may replace it with their own text)."""
+        prompt = f"Approve the output of step {step.id!r} ({step.capability})?"
+        answer = await ask_person(self.s, f"step:{step.id}", "step", step.id, prompt, result.output)
+        if not answer.get("approved", True):
+            raise StepFailed(step.id, f"a person rejected its output: {_why(answer)}")
+        if answer.get("text"):
+            return result.model_copy(update={"output": answer["text"]})
+        return result
 
     async def _agree(
         self, rec: StepRecord, conf: AgreementConfig, call: Callable[..., Awaitable[Any]]
@@ -260,6 +362,10 @@ class _Run:
         result, kept = await decide_by_agreement(conf, ask, self.s.decide, rec.id)
         rec.agent, rec.tier = kept.agent, kept.tier
         return result
+
+
+def _why(answer: dict[str, Any]) -> str:
+    return f"{answer.get('reason') or 'no reason given'} ({answer.get('by') or 'someone'})"
 
 
 def _context_item(step: Step, result: Result) -> ContextItem:

@@ -33,6 +33,9 @@ class Step(BaseModel):
     review: bool = False
     """A critic reviews the output; the step is refined until accepted or the round limit."""
     required_confidence: float = Field(0.0, ge=0, le=1)
+    approve: bool = False
+    """A person approves the step's output before dependants see it (see
+    :mod:`rede.orchestration.human`)."""
     output_schema: dict[str, Any] | None = None
     """A JSON Schema the step's output should match: the agent's model server is asked to
     constrain decoding to it (structured outputs). Not offered to planners."""

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 
 from rede.bus import Bus, Subscription
 from rede.errors import RedeError, RunLimitExceeded, StepFailed
 from rede.orchestration.call import Ask, Calls
+from rede.orchestration.human import HUMAN, ask_person
 from rede.orchestration.run import CallRecord
 from rede.orchestration.state import RunState
 from rede.protocol.messages import (
@@ -174,6 +176,11 @@ async def answer_input(s: RunState, calls: Calls, env: Envelope, request: InputR
     )
     s.decide("input_request", step=env.step_id, asker=env.sender, capability=request.capability)
     try:
+        if request.capability == HUMAN:
+            reply = await _ask_human(s, env, request)
+            s.finish(rec, Result(output=reply.answer, confidence=reply.confidence))
+            await _answer(s, env, reply)
+            return
         if request.capability == "critique":
             raise StepFailed(
                 rec.id, "'critique' reviews a step's output; it does not answer questions"
@@ -184,10 +191,25 @@ async def answer_input(s: RunState, calls: Calls, env: Envelope, request: InputR
     except RedeError as exc:  # the asker gets the error; the run's own limits still hold
         s.finish(rec, None)
         reply = InputReply(answer="", error=str(exc))
+    await _answer(s, env, reply)
+
+
+async def _answer(s: RunState, env: Envelope, reply: InputReply) -> None:
     out = env.reply(reply, sender=s.services.sender)
     s.sent(out)
     if env.reply_to:
         await s.services.bus.publish(reply_topic(env.reply_to), out)
+
+
+async def _ask_human(s: RunState, env: Envelope, request: InputRequest) -> InputReply:
+    """An agent's question to ``human``: the run waits for a person's answer (the same
+    question of the same step is the same wait when the run is resumed)."""
+    digest = hashlib.sha256(request.question.encode()).hexdigest()[:10]
+    step = env.step_id or "run"
+    answer = await ask_person(
+        s, f"input:{step}:{digest}", "input", step, request.question, request.question
+    )
+    return InputReply(answer=str(answer.get("text", "")), confidence=1.0)
 
 
 __all__ = ["SharedReplies", "account_late", "answer_input", "read_replies", "read_reply"]

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rede.bus import Bus
-from rede.config import LimitsConfig
+from rede.config import DurableConfig, HumanConfig, LimitsConfig
 from rede.errors import RedeError, RunLimitExceeded
+from rede.orchestration.durable import DoneStep, RunCheckpoint
 from rede.orchestration.ledger import Ledger
 from rede.orchestration.run import RunResult, StepRecord
 from rede.protocol.messages import Critique, Envelope, Event, Result, Usage
@@ -51,6 +52,9 @@ class Services:
     reply_topic: Topic | None = None
     """Where every run's replies come back (one topic per orchestrator); None: a topic per
     run, ``rede.reply.<run_id>``."""
+    network: str = ""
+    human: HumanConfig = field(default_factory=HumanConfig)
+    durable: DurableConfig = field(default_factory=DurableConfig)
 
 
 @dataclass
@@ -78,12 +82,47 @@ class RunState:
     events: set[asyncio.Task[None]] = field(default_factory=set)
     reader: asyncio.Task[None] | None = None
     t0: float = 0.0
+    checkpoint: RunCheckpoint = field(init=False)
+    booked_before: frozenset[str] = frozenset()
+    """Calls (``step/attempt``) whose usage a resumed run's checkpoint already holds."""
+    clock: asyncio.Timeout | None = None
+    """The run's wall-time limit, moved on by the time it waits for a person."""
 
     def __post_init__(self) -> None:
         self.record = RunResult(run_id=self.run_id, request=self.request)
         self.reply_topic = self.services.reply_topic or Topic.reply(self.run_id)
         limits = self.services.limits
         self.budget = BudgetCap("run", limits.max_cost_usd, limits.max_tokens)
+        self.checkpoint = RunCheckpoint(
+            run_id=self.run_id,
+            network=self.services.network,
+            request=self.request,
+            metadata=self.metadata,
+        )
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save(self) -> None:
+        """Write the checkpoint to the ledger (a SQLite ledger: to its file)."""
+        cp = self.checkpoint
+        self.services.ledger.save_run(self.run_id, cp.network, cp.status, self.services.sender, cp)
+
+    def restore(self, cp: RunCheckpoint) -> None:
+        """Take up a checkpoint: its finished steps, usage and calls are this run's."""
+        cp.resumes += 1
+        cp.status = "running" if not cp.waiting else "waiting"
+        self.checkpoint = cp
+        self.record.plan = cp.plan
+        self.record.started_at = cp.started_at
+        self.record.steps = [d.record for d in cp.done.values()]
+        self.record.usage = cp.usage
+        self.budget.spent_usd, self.budget.spent_tokens = cp.usage.cost_usd, cp.usage.total_tokens
+        self.calls = cp.calls
+        self.booked_before = frozenset(cp.accounted)
+
+    @property
+    def resumed(self) -> bool:
+        return self.checkpoint.resumes > 0
 
     @property
     def limits(self) -> LimitsConfig:
@@ -133,9 +172,16 @@ class RunState:
         self.services.ledger.record_envelope("received", env)
         self.record.envelopes.append(env)
 
-    def account(self, usage: Usage) -> None:
-        """Book usage on the run and on both caps; the first cap crossed is raised."""
+    def account(self, usage: Usage, key: str | None = None) -> None:
+        """Book usage on the run and on both caps; the first cap crossed is raised. ``key``
+        (``step/attempt``): a call a resumed run's checkpoint already booked is not booked
+        again; every other keyed call is checkpointed as booked."""
+        if key is not None:
+            if key in self.booked_before:
+                return
+            self.checkpoint.accounted.append(key)
         self.record.usage = self.record.usage + usage
+        self.checkpoint.usage, self.checkpoint.calls = self.record.usage, self.calls
         errors: list[RunLimitExceeded] = []
         for cap in (self.budget, self.services.network_budget):  # both book, even if one fails
             try:
@@ -177,6 +223,9 @@ class RunState:
             rec.output = result.output
             rec.confidence = result.confidence
         rec.ended_at = self.elapsed()
+        if result is not None:
+            self.checkpoint.done[rec.id] = DoneStep(record=rec, result=result)
+            self.save()
         self.emit(
             "step_finished",
             step=rec.id,

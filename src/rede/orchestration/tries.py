@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from rede.protocol.messages import Result
+from rede.protocol.messages import Critique, Result
 from rede.routing.router import Route
 
 
@@ -42,3 +42,16 @@ class Tries:
         if any(name not in avoid for name in live):
             return avoid
         return set(self.excluded)  # no other agent is live: the retry goes to one tried
+
+
+def expected_kind(capability: str, payload: Result | Critique) -> Result | Critique:
+    """A critic must answer with a critique and every other capability with a result; a
+    reply of the other kind is a failed call, never trusted as it is."""
+    expected = "critique" if capability == "critique" else "result"
+    if payload.kind == expected or (isinstance(payload, Result) and payload.status == "failed"):
+        return payload  # a failed result keeps its own error (a critic's unreadable reply)
+    return Result(
+        status="failed",
+        error=f"replied with a {payload.kind} to a {capability!r} task; expected a {expected}",
+        usage=payload.usage,
+    )

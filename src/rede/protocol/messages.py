@@ -115,6 +115,10 @@ class Task(_Model):
     required_confidence: float = Field(0.0, ge=0, le=1)
     acceptance: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    idempotency_key: str | None = None
+    """The same for a task sent again after its orchestrator was replaced (a resumed run):
+    an agent that already answered it, or is answering it, replies with that answer instead
+    of calling its model again."""
 
 
 class Result(_Model):

@@ -38,6 +38,7 @@ from rede.protocol.messages import (
     new_id,
 )
 from rede.protocol.topics import Topic
+from rede.runtime.once import OnceOnly
 
 
 class _Context:
@@ -120,6 +121,8 @@ class AgentRunner:
         self._crashed = False
         self._asks: dict[str, asyncio.Future[InputReply]] = {}
         self.ready = asyncio.Event()
+        self.once = OnceOnly(bus, self.id)
+        """Answers a task sent again under the same idempotency key once (a resumed run)."""
         self.bidder = make_bid
         """Answers calls for bids (``routing.strategy: auction``); None: never bids."""
 
@@ -253,6 +256,9 @@ class AgentRunner:
         assert isinstance(task, Task)
         if env.deadline is not None and env.deadline < datetime.now(UTC):
             return Result(status="failed", error="the task's deadline passed before it started")
+        return await self.once.run(task.idempotency_key, env.deadline, lambda: self._do(env, task))
+
+    async def _do(self, env: Envelope, task: Task) -> Result | Critique:
         try:
             reply = await self.spec.specialist.handle(task, _Context(self, env))
         except asyncio.CancelledError:

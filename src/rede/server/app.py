@@ -9,6 +9,7 @@ runs finish within ``shutdown_timeout_s`` before it cancels them and stops the n
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -87,7 +88,14 @@ def create_app(
             for net in nets.values():
                 await net.start()
                 started.append(net)
+            adopting = [  # runs whose process died resume here (see rede.orchestration.durable)
+                asyncio.create_task(runs.adopt_orphans(net))
+                for net in started
+                if net.config.durable.resume_orphans
+            ]
             yield
+            for task in adopting:
+                task.cancel()
         finally:
             await runs.aclose(settings.shutdown_timeout_s)
             for net in reversed(started):

@@ -32,6 +32,9 @@ class Ledger(Protocol):
     def decisions(self, run_id: str, name: str | None = None) -> list[Any]: ...
     def entries(self, run_id: str | None = None) -> list[Any]: ...
     def runs(self) -> list[str]: ...
+    def load_run(self, run_id: str) -> Any: ...
+    def orphans(self, network: str | None = None) -> list[str]: ...
+    def end_run(self, run_id: str, status: str) -> None: ...
 
 
 SERVED = "served"
@@ -164,7 +167,8 @@ def describe(ledger: Ledger, run_id: str) -> dict[str, Any]:
     """A recorded run's summary: its ``served`` entry, else what its entries tell (runs of
     ``rede run`` or of another process)."""
     served = ledger.decisions(run_id, SERVED)
-    if served:
+    row = ledger.load_run(run_id)
+    if served and (row is None or row.status not in ("running", "waiting")):
         return {**served[-1].data, "id": run_id}
     entries = ledger.entries(run_id)
     if not entries:
@@ -178,6 +182,22 @@ def describe(ledger: Ledger, run_id: str) -> dict[str, Any]:
         None,
     )
     failed = any(e.name == "run_failed" for e in entries)
+    if row is not None:  # a checkpointed run: its status, and what it waits for
+        state = row.state
+        return {
+            "id": run_id,
+            "object": "rede.run",
+            "model": row.network or None,
+            "source": "ledger",
+            "created": int(entries[0].at),
+            "request": state.get("request"),
+            "status": row.status,
+            "waiting_for": sorted(state.get("waiting") or {}),
+            "error": state.get("error"),
+            "answer": state.get("answer") or None,
+            "usage": _usage(Usage.model_validate(state["usage"])) if state.get("usage") else None,
+            "wall_time_s": entries[-1].at - entries[0].at,
+        }
     return {
         "id": run_id,
         "object": "rede.run",
@@ -244,11 +264,42 @@ class RunManager:
             self.on_start(run)
         return run
 
-    async def _execute(self, net: Network, run: ServedRun) -> None:
+    def adopt(self, net: Network, run_id: str, request: str) -> ServedRun:
+        """Resume a run of ``net`` from its checkpoint (its process died) and serve it like
+        a run started here: live events, cancel, history."""
+        run = ServedRun(id=run_id, model=net.config.name, request=request, source="resumed")
+        self.runs[run.id] = run
+        self.active += 1
+        run.task = asyncio.create_task(self._execute(net, run, resume=True), name=f"rede-{run_id}")
+        if self.on_start is not None:
+            self.on_start(run)
+        return run
+
+    async def adopt_orphans(self, net: Network) -> None:
+        """Resume ``net``'s orphaned runs now and every ``durable.lease_s`` (their holder
+        stopped renewing its lease: another server, or this one before a restart)."""
+        while not self.draining:
+            for run_id in net.ledger.orphans(net.config.name):
+                if run_id in self.runs and not self.runs[run_id].done:
+                    continue
+                holder = net.orchestrator
+                row = net.ledger.load_run(run_id)
+                lease = net.config.durable.lease_s
+                if holder is None or row is None:
+                    continue
+                if net.ledger.claim_run(run_id, holder.id, lease):  # one server takes it
+                    self.adopt(net, run_id, str(row.state.get("request", "")))
+            await asyncio.sleep(net.config.durable.lease_s)
+
+    async def _execute(self, net: Network, run: ServedRun, resume: bool = False) -> None:
         started = time.perf_counter()
         status: RunStatus = "cancelled"
         try:
-            run.result = await net.ask(run.request, observer=run.observe, run_id=run.id)
+            run.result = await (
+                net.resume(run.id, observer=run.observe)
+                if resume
+                else net.ask(run.request, observer=run.observe, run_id=run.id)
+            )
             run.usage = run.result.usage
             status = "ok"
         except RedeError as exc:
@@ -258,6 +309,8 @@ class RunManager:
         except asyncio.CancelledError:
             run.error = run.error or "cancelled"
             self.ledger.record_decision(run.id, "run_cancelled", reason=run.error)
+            if not self.draining:  # cancelled by a user: ended; at shutdown it stays resumable
+                self.ledger.end_run(run.id, "failed")
             raise
         except Exception as exc:  # a bug below: the client gets a 500 and the run says why
             log.exception("run %s failed unexpectedly", run.id)

@@ -68,6 +68,12 @@ class WrapperBus(Bus):
     async def _dead_letter(self, topic: Topic, raw: bytes, code: str, reason: str) -> None:
         await self.inner._dead_letter(topic, raw, code, reason)
 
+    async def remember(self, key: str, value: bytes, ttl_s: float) -> None:
+        await self.inner.remember(key, value, ttl_s)
+
+    async def claim(self, key: str, value: bytes, ttl_s: float) -> bytes | None:
+        return await self.inner.claim(key, value, ttl_s)
+
 
 @dataclass
 class Traffic:

@@ -499,6 +499,19 @@ async def check_receivers_cannot_change_the_envelope_another_receiver_gets(
     assert (await second.receive(timeout=1)).envelope.step_id == "s1"
 
 
+async def check_a_kept_value_is_claimed_once_and_expires(make_bus: MakeBus) -> None:
+    """``claim`` keeps a value unless one is kept (two claimants never both win);
+    ``remember`` replaces it; both expire after their TTL (idempotent replies)."""
+    bus = await make_bus(FAST)
+    claims = await asyncio.gather(*(bus.claim("k1", b"pending", 5) for _ in range(6)))
+    assert claims.count(None) == 1 and set(claims) == {None, b"pending"}, claims
+    await bus.remember("k1", b"answer", 5)
+    assert await bus.claim("k1", b"pending", 5) == b"answer"
+    await bus.remember("k2", b"short", 0.1)
+    await asyncio.sleep(0.25)
+    assert await bus.claim("k2", b"again", 5) is None
+
+
 CHECKS: list[Callable[[MakeBus], Awaitable[None]]] = [
     check
     for name, check in sorted(globals().items())

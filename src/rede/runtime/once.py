@@ -1,0 +1,132 @@
+"""Idempotent tasks: a task sent again under the same ``idempotency_key`` is answered once.
+
+A resumed run (its orchestrator died; another took it over from its checkpoint) sends the
+step that was in flight again, with the key it had. The agent that did it, or any replica of
+any agent on the bus, finds the answer kept under that key and replies with it; one that is
+still working on it is waited for; only when nobody did or is doing it is the model called.
+The answer is kept on the bus (:meth:`rede.bus.Bus.remember`: Redis for a Redis bus) for
+``ttl_s``. While a task runs, a *pending* mark stands in its place, renewed three times per
+bus visibility timeout: a holder that dies stops renewing, so by the time the bus hands its
+task to another replica the mark has lapsed and the work is done again (at least once, as
+ever), never waited for in vain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from rede.bus import Bus
+from rede.errors import RedeError
+from rede.protocol.messages import Critique, Envelope, Result
+
+Reply = Result | Critique
+PENDING = b"pending"
+
+
+class OnceOnly:
+    """One per agent runner: runs each keyed task once on the bus, and counts reuses."""
+
+    def __init__(self, bus: Bus, sender: str, ttl_s: float = 24 * 3600, poll_s: float = 0.2):
+        self.bus = bus
+        self.sender = sender
+        self.ttl_s = ttl_s
+        self.poll_s = poll_s
+        self.pending_s = bus.options.visibility_timeout_s
+        self.reused = 0
+        """Tasks answered from a kept answer instead of a model call."""
+        self._running: dict[str, asyncio.Future[Reply]] = {}
+
+    async def run(
+        self, key: str | None, deadline: datetime | None, work: Callable[[], Awaitable[Reply]]
+    ) -> Reply:
+        if key is None:
+            return await work()
+        here = self._running.get(key)
+        if here is not None:  # this runner is doing it now: the same answer, once
+            self.reused += 1
+            return await asyncio.shield(here)
+        kept = await self._kept_or_claimed(key, deadline)
+        if kept is not None:
+            self.reused += 1
+            return kept
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._running[key] = future
+        renewal = _Renewal(self.bus, key, self.pending_s)
+        try:
+            reply = await work()
+            future.set_result(reply)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: nobody else may be waiting
+            raise
+        finally:
+            self._running.pop(key, None)
+            await renewal.end()
+        await self._keep(key, reply)
+        return reply
+
+    async def _kept_or_claimed(self, key: str, deadline: datetime | None) -> Reply | None:
+        """The answer kept under ``key`` (waiting while a live holder works on it), or None
+        once this runner holds the pending mark, or cannot tell, and must do the work."""
+        while True:
+            try:
+                held = await self.bus.claim(key, PENDING, self.pending_s)
+            except RedeError:
+                return None  # the bus cannot say: do the work (at least once, as ever)
+            if held is None:
+                return None
+            if held != PENDING:
+                return self._decode(held)
+            if deadline is not None and deadline < datetime.now(UTC):
+                return None
+            await asyncio.sleep(self.poll_s)
+
+    def _decode(self, raw: bytes) -> Reply | None:
+        try:
+            payload = self.bus.codec.decode(raw).payload
+        except RedeError:
+            return None
+        return payload if isinstance(payload, Result | Critique) else None
+
+    async def _keep(self, key: str, reply: Reply) -> None:
+        try:
+            data = self.bus.codec.encode(Envelope(sender=self.sender, payload=reply))
+            await self.bus.remember(key, data, self.ttl_s)
+        except RedeError:
+            pass  # not kept: a resumed run would have the work done again, never lose it
+
+
+class _Renewal:
+    """Renews a pending mark three times per ``ttl_s`` while its task runs (a timer, not a
+    task per task: most tasks end before the first renewal)."""
+
+    def __init__(self, bus: Bus, key: str, ttl_s: float) -> None:
+        self._bus, self._key, self._ttl = bus, key, ttl_s
+        self._loop = asyncio.get_running_loop()
+        self._renewing: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = self._loop.call_later(ttl_s / 3, self._due)
+
+    def _due(self) -> None:
+        self._timer = None
+        self._renewing = self._loop.create_task(self._renew())
+
+    async def _renew(self) -> None:
+        with contextlib.suppress(RedeError):
+            await self._bus.remember(self._key, PENDING, self._ttl)
+        self._timer = self._loop.call_later(self._ttl / 3, self._due)
+
+    async def end(self) -> None:
+        """Stop renewing, before the answer replaces the mark."""
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._renewing is not None:
+            self._renewing.cancel()
+            await asyncio.gather(self._renewing, return_exceptions=True)
+        if self._timer is not None:
+            self._timer.cancel()
+
+
+__all__ = ["OnceOnly"]

@@ -1,0 +1,299 @@
+"""Durable runs and a person in the loop: a run checkpointed in the ledger resumes in another
+network (another process, in real life) without re-running or re-billing finished steps; a step
+in flight is sent again under its idempotency key and answered once; a run pauses for a
+person's approval or answer, from the Python API or the CLI, across a restart of everything."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from rede.cli import app
+from rede.errors import ConfigError, StepFailed
+from rede.models import ModelRequest, ScriptedModel
+from rede.network import Network
+from rede.protocol.messages import Event
+
+PLAN = json.dumps(
+    {
+        "intent": "compose",
+        "steps": [
+            {"id": "a", "capability": "research", "instruction": "do a"},
+            {"id": "b", "capability": "write", "instruction": "do b", "depends_on": ["a"]},
+        ],
+    }
+)
+
+
+def make(
+    ledger: Path | None,
+    write: Any,
+    *,
+    conf: dict[str, Any] | None = None,
+) -> tuple[Network, dict[str, ScriptedModel]]:
+    models = {
+        "p": ScriptedModel(lambda r: PLAN, name="p"),
+        "r": ScriptedModel(lambda r: "facts about a\nCONFIDENCE: 0.9", name="r"),
+        "w": ScriptedModel(write, name="w"),
+    }
+    data: dict[str, Any] = {
+        "name": "durable-team",
+        "models": {name: {"spec": "sim:7b"} for name in models},
+        "agents": [
+            {"name": "planner", "capabilities": ["plan"], "model": "p"},
+            {"name": "researcher", "capabilities": ["research"], "model": "r"},
+            {"name": "writer", "capabilities": ["write"], "model": "w"},
+        ],
+        "heartbeat_s": 0.1,
+        "agent_ttl_s": 0.6,
+        "limits": {"step_timeout_s": 10},
+        "durable": {"lease_s": 0.3},
+        **(conf or {}),
+    }
+    return Network.from_dict(data, models=models, ledger=ledger), models
+
+
+def prompts(model: ScriptedModel, text: str) -> int:
+    return sum(text in r.prompt_text for r in model.requests)
+
+
+def waiting(net: Network, run_id: str) -> bool:
+    row = net.ledger.load_run(run_id)
+    return row is not None and row.status == "waiting"
+
+
+async def until(check: Any, timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not check():  # noqa: ASYNC110 - polls a model's and the ledger's state
+            await asyncio.sleep(0.01)
+
+
+async def test_a_run_resumes_in_another_network_without_redoing_finished_steps(
+    tmp_path: Path,
+) -> None:
+    ledger = tmp_path / "ledger.db"
+    stuck = asyncio.Event()
+
+    async def never(request: ModelRequest) -> str:
+        await stuck.wait()  # the first process dies while step b runs
+        return "unreachable"
+
+    first, old = make(ledger, never)
+    async with first:
+        running = asyncio.create_task(first.ask("write about a", run_id="run-durable"))
+        await until(lambda: prompts(old["w"], "do b") == 1)
+        running.cancel()  # the orchestrator's process dies: no end is recorded
+        await asyncio.gather(running, return_exceptions=True)
+    paid_for_a = first.ledger.load_run("run-durable")
+    assert paid_for_a is not None and paid_for_a.status == "running"
+
+    second, new = make(ledger, lambda r: "the text\nCONFIDENCE: 0.9")
+    async with second:
+        with pytest.raises(ConfigError, match="is held by"):  # its lease has not lapsed yet
+            await second.resume("run-durable")
+        await asyncio.sleep(0.4)
+        assert second.ledger.orphans("durable-team") == ["run-durable"]
+        result = await second.resume("run-durable")
+    assert result.status == "ok" and result.answer == "the text"
+    assert not new["p"].requests and not new["r"].requests, "planned and finished work is kept"
+    assert prompts(new["w"], "do b") == 1 and "facts about a" in new["w"].requests[0].prompt_text
+    assert [s.id for s in result.steps] == ["plan", "a", "b"]
+    kept = paid_for_a.state["usage"]
+    kept_usage = kept["prompt_tokens"] + kept["completion_tokens"]
+    assert result.usage.total_tokens == kept_usage + result.step("b").usage.total_tokens
+    assert [d["name"] for d in result.decisions].count("run_resumed") == 1
+    again = Network.from_dict(second.config.model_dump(), ledger=ledger)
+    async with again:
+        with pytest.raises(ConfigError, match="has ended"):
+            await again.resume("run-durable")
+
+
+async def test_a_step_in_flight_is_answered_once_when_the_run_is_resumed() -> None:
+    release = asyncio.Event()
+
+    async def slow(request: ModelRequest) -> str:
+        await release.wait()
+        return "written once\nCONFIDENCE: 0.9"
+
+    net, models = make(None, slow)
+    async with net:
+        running = asyncio.create_task(net.ask("write about a", run_id="run-inflight"))
+        await until(lambda: prompts(models["w"], "do b") == 1)
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        resumed = asyncio.create_task(net.resume("run-inflight", force=True))
+        await asyncio.sleep(0.2)  # the task is sent again while the agent still works on it
+        release.set()
+        result = await resumed
+        writer = next(r for r in net.runners if r.spec.name == "writer")
+    assert result.status == "ok" and result.answer == "written once"
+    assert prompts(models["w"], "do b") == 1, "the agent answered the re-sent task once"
+    assert writer.once.reused == 1
+    assert result.usage.total_tokens == sum(s.usage.total_tokens for s in result.steps)
+
+
+async def test_a_run_waits_for_plan_approval_and_goes_on_once_approved() -> None:
+    events: list[Event] = []
+    net, models = make(
+        None,
+        lambda r: "text\nCONFIDENCE: 0.9",
+        conf={"human": {"approve_plan": True, "poll_s": 0.02}},
+    )
+    async with net:
+        running = asyncio.create_task(net.ask("write", run_id="run-hitl", observer=events.append))
+        await until(lambda: any(e.name == "waiting_for_human" for e in events))
+        await asyncio.sleep(0.1)
+        assert not models["r"].requests, "nothing runs before the plan is approved"
+        row = net.ledger.load_run("run-hitl")
+        assert row is not None and row.status == "waiting" and "plan" in row.state["waiting"]
+        with pytest.raises(ConfigError, match=r"no run .run-unknown. with a checkpoint"):
+            net.approve("run-unknown")
+        assert net.approve("run-hitl", reason="fine", by="ana") == "plan"
+        result = await running
+    assert result.status == "ok"
+    answered = [d for d in result.decisions if d["name"] == "human_answer"]
+    assert answered and answered[0]["by"] == "ana" and answered[0]["approved"] is True
+
+
+async def test_a_rejected_plan_fails_the_run_with_the_reason() -> None:
+    net, models = make(
+        None, lambda r: "text", conf={"human": {"approve_plan": True, "poll_s": 0.02}}
+    )
+    async with net:
+        running = asyncio.create_task(net.ask("write", run_id="run-no"))
+        await until(lambda: waiting(net, "run-no"))
+        net.approve("run-no", approved=False, reason="too broad")
+        with pytest.raises(StepFailed, match="rejected the plan: too broad"):
+            await running
+    assert not models["w"].requests
+    row = net.ledger.load_run("run-no")
+    assert row is not None and row.status == "failed"
+
+
+async def test_a_person_edits_a_step_output_and_a_timeout_policy_answers_for_nobody() -> None:
+    conf = {"human": {"approve": ["write"], "poll_s": 0.02}}
+    net, _ = make(None, lambda r: "draft\nCONFIDENCE: 0.9", conf=conf)
+    async with net:
+        running = asyncio.create_task(net.ask("write", run_id="run-edit"))
+        await until(lambda: waiting(net, "run-edit"))
+        assert net.approve("run-edit", "b", text="the edited text") == "step:b"
+        assert (await running).answer == "the edited text"
+
+    conf = {"human": {"approve": ["write"], "poll_s": 0.02, "timeout_s": 0.2, "on_timeout": "fail"}}
+    net, _ = make(None, lambda r: "draft", conf=conf)
+    async with net:
+        with pytest.raises(StepFailed, match=r"no answer from a person within 0\.2s"):
+            await net.ask("write")
+    conf["human"]["on_timeout"] = "accept"
+    net, _ = make(None, lambda r: "draft\nCONFIDENCE: 0.9", conf=conf)
+    async with net:
+        assert (await net.ask("write")).answer == "draft"
+
+
+async def test_an_agent_question_to_a_person_is_answered_by_reply() -> None:
+    from rede.agents.specialists import Specialist, SpecialistSpec
+    from rede.protocol.messages import Result, Task
+
+    class Asker(Specialist):
+        model_name = "asker"
+
+        async def handle(self, task: Task, ctx: Any) -> Result:
+            city = await ctx.ask("human", "Which city?")
+            return Result(output=f"weather in {city}", confidence=0.9)
+
+    net, _ = make(None, lambda r: "x", conf={"human": {"poll_s": 0.02}})
+    async with net:
+        net.start_runner(
+            SpecialistSpec(name="asker", capabilities=["forecast"], specialist=Asker())
+        )
+        await net.wait_for_agents(["forecast"])
+        from rede.orchestration.plan import Plan
+
+        plan = Plan.model_validate(
+            {"steps": [{"id": "f", "capability": "forecast", "instruction": "forecast"}]}
+        )
+        running = asyncio.create_task(net.ask("weather?", plan=plan, run_id="run-ask"))
+        await until(lambda: waiting(net, "run-ask"))
+        row = net.ledger.load_run("run-ask")
+        assert row is not None
+        (wait,) = row.state["waiting"].values()
+        assert wait["kind"] == "input" and wait["prompt"] == "Which city?"
+        net.approve("run-ask", text="Lisbon")
+        assert (await running).answer == "weather in Lisbon"
+
+
+NETWORK_YAML = """
+name: paused-team
+models:
+  small: {spec: "sim:7b", seed: 3}
+agents:
+  - {name: planner, capabilities: [plan], model: small}
+  - {name: researcher, capabilities: [research], model: small}
+  - {name: writer, capabilities: [write], model: small}
+  - {name: synthesiser, capabilities: [synthesise], model: small}
+human: {approve_plan: true, poll_s: 0.05}
+durable: {lease_s: 0.3}
+"""
+
+runner = CliRunner()
+
+
+def test_a_paused_run_survives_a_restart_of_everything_and_finishes_after_approval(
+    tmp_path: Path,
+) -> None:
+    network = tmp_path / "team.yaml"
+    network.write_text(NETWORK_YAML)
+    ledger = str(tmp_path / "ledger.db")
+
+    async def start_then_stop() -> None:  # the whole process goes away while the run waits
+        async with Network.from_yaml(network, ledger=ledger, time_scale=0.0) as net:
+            running = asyncio.create_task(net.ask("Compare two databases", run_id="run-paused"))
+            await until(lambda: waiting(net, "run-paused"))
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+
+    asyncio.run(start_then_stop())
+    listed = runner.invoke(app, ["runs", "--ledger", ledger], terminal_width=200)
+    assert "waiting: plan" in listed.output, listed.output
+    approved = runner.invoke(app, ["approve", "run-paused", "--ledger", ledger])
+    assert approved.exit_code == 0 and "answered plan" in approved.output, approved.output
+    twice = runner.invoke(app, ["approve", "run-paused", "--step", "plan", "--ledger", ledger])
+    assert twice.exit_code == 1 and "already answered" in twice.output
+    import time
+
+    time.sleep(0.4)  # the dead process's lease lapses
+    resumed = runner.invoke(
+        app, ["resume", "run-paused", str(network), "--ledger", ledger, "--fast"]
+    )
+    assert resumed.exit_code == 0, resumed.output
+    listed = runner.invoke(app, ["runs", "--ledger", ledger, "--json"])
+    (row,) = json.loads(listed.output)
+    assert row["status"] == "ok" and row["answer"]
+    missing = runner.invoke(app, ["resume", "run-nope", str(network), "--ledger", ledger])
+    assert missing.exit_code == 1 and "no checkpoint of run 'run-nope'" in missing.output
+
+
+def test_the_default_in_memory_ledger_keeps_only_the_last_runs() -> None:
+    from rede.orchestration.ledger import Ledger
+
+    ledger = Ledger(max_runs=3)
+    for n in range(5):
+        ledger.record_decision(f"run-{n}", "route", agent="a")
+        ledger.record_decision(f"run-{n}", "answered", agent="a")
+    assert ledger.runs() == ["run-2", "run-3", "run-4"]
+    assert [e.name for e in ledger.entries("run-4")] == ["route", "answered"]
+    assert not ledger.entries("run-0")
+    assert (
+        Network.from_dict(
+            {
+                "models": {"m": {"spec": "sim:7b"}},
+                "agents": [{"name": "a", "capabilities": ["x"], "model": "m"}],
+            }
+        ).ledger.max_runs
+        == 1000
+    )
