@@ -5,12 +5,19 @@ An :class:`AgentRunner` consumes ``rede.task.<capability>.<agent>`` in the consu
 task's ``reply_to`` topic and only then acknowledges, so a crash mid-task leaves the task
 pending on the bus for another replica or a re-route. While a task runs, its delivery is
 touched within every visibility timeout, so a slow live replica keeps it and only a dead or
-stalled one loses it. A task delivered again (its first holder died or stalled) is
-announced to the run with a ``redelivered`` event before it is redone, so the run's ledger
-shows it. It heartbeats its card to the registry (and stores it, for ``card_ttl_s``, on
-buses that keep cards) and says goodbye when stopped cleanly; a clean stop also deletes its
-inbox topic (a killed one's expires after the bus's ``ephemeral_ttl_s``). A specialist's
-exception becomes a ``failed`` result naming the error; it is never only logged.
+stalled one loses it.
+
+A task's ``deadline`` holds while it runs too: at the deadline the specialist's work is
+cancelled, a ``failed`` result saying the deadline passed is sent and the task acknowledged,
+so its slot serves the next task; and no touch renews a delivery past its deadline (a
+specialist that will not stop loses it to another replica).
+
+A task delivered again (its first holder died or stalled) is announced to the run with a
+``redelivered`` event before it is redone, so the run's ledger shows it. It heartbeats its
+card to the registry (and stores it, for ``card_ttl_s``, on buses that keep cards) and says
+goodbye when stopped cleanly; a clean stop also deletes its inbox topic (a killed one's
+expires after the bus's ``ephemeral_ttl_s``). A specialist's exception becomes a ``failed``
+result naming the error; it is never only logged.
 """
 
 from __future__ import annotations
@@ -56,25 +63,37 @@ class _Lease:
     touch that fails because the bus is unreachable ends the lease the same way; the task
     may then be redelivered, which at-least-once delivery allows.
 
+    No touch is made past ``until`` (the task's deadline, in the loop's time): a task past
+    its deadline is not worth keeping, so one whose specialist will not stop is left to the
+    bus's visibility timeout instead of being held for ever. ``stopped`` is set when the
+    lease stops renewing on its own (deadline, lost, unreachable).
+
     A timer, not a task, between touches: most tasks end long before the first touch, and
     a task per task would be a large part of a fast hop's cost."""
 
-    def __init__(self, delivery: Delivery, every_s: float) -> None:
+    def __init__(self, delivery: Delivery, every_s: float, until: float | None = None) -> None:
         self._delivery = delivery
         self._every = every_s
+        self._until = until
         self._loop = asyncio.get_running_loop()
         self._touching: asyncio.Task[None] | None = None
+        self.stopped = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = self._loop.call_later(every_s, self._due)
 
     def _due(self) -> None:
         self._timer = None
+        if self._until is not None and self._loop.time() >= self._until:
+            self.stopped.set()
+            return
         self._touching = self._loop.create_task(self._touch())
 
     async def _touch(self) -> None:
         try:
             if not await self._delivery.touch():
+                self.stopped.set()
                 return
         except RedeError:
+            self.stopped.set()
             return
         self._timer = self._loop.call_later(self._every, self._due)
 
@@ -86,6 +105,14 @@ class _Lease:
             await asyncio.gather(self._touching, return_exceptions=True)
         if self._timer is not None:  # set again by a touch that finished as it was cancelled
             self._timer.cancel()
+
+
+def _loop_time(deadline: datetime | None) -> float | None:
+    """A wall-clock deadline as the running loop's time (None: no deadline)."""
+    if deadline is None:
+        return None
+    left = (deadline - datetime.now(UTC)).total_seconds()
+    return asyncio.get_running_loop().time() + left
 
 
 def reply_topic(text: str) -> Topic:
@@ -227,7 +254,9 @@ class AgentRunner:
                     data={"delivery_count": delivery.delivery_count, "topic": str(delivery.topic)},
                 )
                 await self.bus.publish(topic, env.reply(note, sender=self.id))
-            lease = _Lease(delivery, self.bus.options.visibility_timeout_s / 3)
+            lease = _Lease(
+                delivery, self.bus.options.visibility_timeout_s / 3, _loop_time(env.deadline)
+            )
             try:
                 reply_payload = await self._run_task(env)
             finally:
@@ -251,13 +280,23 @@ class AgentRunner:
     async def _run_task(self, env: Envelope):  # type: ignore[no-untyped-def]
         task = env.payload
         assert isinstance(task, Task)
-        if env.deadline is not None and env.deadline < datetime.now(UTC):
+        until = _loop_time(env.deadline)
+        if until is not None and until <= asyncio.get_running_loop().time():
             return Result(status="failed", error="the task's deadline passed before it started")
+        scope = asyncio.timeout_at(until)
         try:
-            reply = await self.spec.specialist.handle(task, _Context(self, env))
+            async with scope:
+                reply = await self.spec.specialist.handle(task, _Context(self, env))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            if scope.expired():
+                assert env.deadline is not None
+                return Result(
+                    status="failed",
+                    error=f"the task's deadline ({env.deadline.isoformat()}) passed while "
+                    f"{self.spec.name!r} worked on it; its work was cancelled",
+                )
             return Result(status="failed", error=f"{type(exc).__name__}: {exc}")
         if not isinstance(reply, Result | Critique):
             return Result(
