@@ -24,12 +24,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from rede.agents.bidding import make_bid
 from rede.agents.specialists import SpecialistSpec
-from rede.bus import Bus, Delivery
-from rede.errors import ClosedBusError, ProtocolError, RedeError
+from rede.bus import Bus, Delivery, Subscription
+from rede.errors import BusError, ClosedBusError, ProtocolError
 from rede.protocol.messages import (
     AgentCard,
     BidRequest,
@@ -45,6 +48,10 @@ from rede.protocol.messages import (
     new_id,
 )
 from rede.protocol.topics import Topic
+from rede.runtime._lease import Lease
+from rede.runtime._outlast import resubscribing, until_done
+
+log = logging.getLogger("rede.runtime")
 
 
 class _Context:
@@ -54,57 +61,6 @@ class _Context:
 
     async def ask(self, capability: str, question: str) -> str:
         return await self._runner.ask(self._envelope, capability, question)
-
-
-class _Lease:
-    """Touches a delivery three times per visibility timeout while its task runs. If the
-    bus says it is no longer ours (another replica took it over while this one stalled),
-    it stops: the work goes on, and the run keeps one answer per ``(step, attempt)``. A
-    touch that fails because the bus is unreachable ends the lease the same way; the task
-    may then be redelivered, which at-least-once delivery allows.
-
-    No touch is made past ``until`` (the task's deadline, in the loop's time): a task past
-    its deadline is not worth keeping, so one whose specialist will not stop is left to the
-    bus's visibility timeout instead of being held for ever. ``stopped`` is set when the
-    lease stops renewing on its own (deadline, lost, unreachable).
-
-    A timer, not a task, between touches: most tasks end long before the first touch, and
-    a task per task would be a large part of a fast hop's cost."""
-
-    def __init__(self, delivery: Delivery, every_s: float, until: float | None = None) -> None:
-        self._delivery = delivery
-        self._every = every_s
-        self._until = until
-        self._loop = asyncio.get_running_loop()
-        self._touching: asyncio.Task[None] | None = None
-        self.stopped = asyncio.Event()
-        self._timer: asyncio.TimerHandle | None = self._loop.call_later(every_s, self._due)
-
-    def _due(self) -> None:
-        self._timer = None
-        if self._until is not None and self._loop.time() >= self._until:
-            self.stopped.set()
-            return
-        self._touching = self._loop.create_task(self._touch())
-
-    async def _touch(self) -> None:
-        try:
-            if not await self._delivery.touch():
-                self.stopped.set()
-                return
-        except RedeError:
-            self.stopped.set()
-            return
-        self._timer = self._loop.call_later(self._every, self._due)
-
-    async def end(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        if self._touching is not None:
-            self._touching.cancel()
-            await asyncio.gather(self._touching, return_exceptions=True)
-        if self._timer is not None:  # set again by a touch that finished as it was cancelled
-            self._timer.cancel()
 
 
 def _loop_time(deadline: datetime | None) -> float | None:
@@ -188,10 +144,11 @@ class AgentRunner:
                 ]
                 inbox = await self.bus.subscribe(Topic.inbox(self.id))
                 for sub in subs:
-                    tg.create_task(self._consume(sub, tg))
+                    tg.create_task(self._keep(sub, functools.partial(self._consume, tg=tg)))
                 for cap in self.spec.capabilities:
-                    tg.create_task(self._answer_bids(await self.bus.subscribe(Topic.bids(cap))))
-                tg.create_task(self._read_inbox(inbox))
+                    bids = await self.bus.subscribe(Topic.bids(cap))
+                    tg.create_task(self._keep(bids, self._answer_bids))
+                tg.create_task(self._keep(inbox, self._read_inbox))
                 tg.create_task(self._heartbeats())
                 await self._heartbeat()
                 self.ready.set()
@@ -222,19 +179,36 @@ class AgentRunner:
     async def _heartbeats(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_s)
-            await self._heartbeat()
+            try:
+                await self._heartbeat()
+            except ClosedBusError:
+                raise
+            except BusError as exc:  # the bus is away: the registry stops ageing cards then
+                log.warning("agent %s could not heartbeat: %s", self.id, exc)
 
-    async def _consume(self, sub, tg: asyncio.TaskGroup) -> None:  # type: ignore[no-untyped-def]
-        async with sub:
-            while True:
-                await self._slots.acquire()
-                try:
-                    delivery = await sub.receive()
-                except BaseException:
-                    self._slots.release()
-                    raise
-                self.in_flight += 1  # counted from receipt: a spawner stops only idle replicas
-                tg.create_task(self._handle(delivery))
+    async def _keep(
+        self, sub: Subscription, serve: Callable[[Subscription], Awaitable[None]]
+    ) -> None:
+        """Serve a subscription, subscribing again whenever the bus fails under it."""
+        topic, group = sub.topic, sub.group
+        consumer = self.id if group is not None else None
+        await resubscribing(
+            sub,
+            lambda: self.bus.subscribe(topic, group=group, consumer=consumer),
+            serve,
+            f"agent {self.id} reading {topic}",
+        )
+
+    async def _consume(self, sub: Subscription, tg: asyncio.TaskGroup) -> None:
+        while True:
+            await self._slots.acquire()
+            try:
+                delivery = await sub.receive()
+            except BaseException:
+                self._slots.release()
+                raise
+            self.in_flight += 1  # counted from receipt: a spawner stops only idle replicas
+            tg.create_task(self._handle(delivery))
 
     async def _handle(self, delivery: Delivery) -> None:
         try:
@@ -253,8 +227,8 @@ class AgentRunner:
                     name="redelivered",
                     data={"delivery_count": delivery.delivery_count, "topic": str(delivery.topic)},
                 )
-                await self.bus.publish(topic, env.reply(note, sender=self.id))
-            lease = _Lease(
+                await self._publish(topic, env.reply(note, sender=self.id))
+            lease = Lease(
                 delivery, self.bus.options.visibility_timeout_s / 3, _loop_time(env.deadline)
             )
             try:
@@ -263,15 +237,15 @@ class AgentRunner:
                 await lease.end()
             reply = env.reply(reply_payload, sender=self.id)
             try:
-                await self.bus.publish(topic, reply)
+                await self._publish(topic, reply)
             except ProtocolError as exc:  # e.g. the result is over the size limit
                 failed = Result(
                     status="failed",
                     error=f"reply not sendable: {exc}",
                     usage=getattr(reply_payload, "usage", Usage()),
                 )
-                await self.bus.publish(topic, env.reply(failed, sender=self.id))
-            await delivery.ack()
+                await self._publish(topic, env.reply(failed, sender=self.id))
+            await until_done(delivery.ack, f"acknowledging task {env.id}")
             self.handled += 1
         finally:
             self.in_flight -= 1
@@ -306,12 +280,19 @@ class AgentRunner:
             )
         return reply
 
+    async def _publish(self, topic: Topic, env: Envelope) -> None:
+        """Publish, outlasting any bus outage: the task stays unacknowledged meanwhile, so
+        if this process dies the bus gives it to another replica."""
+        await until_done(lambda: self.bus.publish(topic, env), f"publishing to {topic}")
+
     async def _dead_letter(
         self, delivery: Delivery, reason: str, code: str = "unexpected_kind"
     ) -> None:
         raw = self.bus.codec.encode(delivery.envelope)
-        await self.bus._dead_letter(delivery.topic, raw, code, reason)
-        await delivery.ack()
+        await until_done(
+            lambda: self.bus._dead_letter(delivery.topic, raw, code, reason), "dead-lettering"
+        )
+        await until_done(delivery.ack, "acknowledging a dead letter")
 
     # ------------------------------------------------------------------ input requests
 
@@ -336,34 +317,32 @@ class AgentRunner:
             raise RuntimeError(f"question to {capability!r} failed: {reply.error}")
         return reply.answer
 
-    async def _read_inbox(self, sub) -> None:  # type: ignore[no-untyped-def]
-        async with sub:
-            async for delivery in sub:
-                payload = delivery.envelope.payload
-                future = self._asks.get(delivery.envelope.parent_id or "")
-                if isinstance(payload, InputReply) and future is not None and not future.done():
-                    future.set_result(payload)
-                await delivery.ack()
+    async def _read_inbox(self, sub: Subscription) -> None:
+        async for delivery in sub:
+            payload = delivery.envelope.payload
+            future = self._asks.get(delivery.envelope.parent_id or "")
+            if isinstance(payload, InputReply) and future is not None and not future.done():
+                future.set_result(payload)
+            await delivery.ack()
 
     # ------------------------------------------------------------------ auctions
 
-    async def _answer_bids(self, sub) -> None:  # type: ignore[no-untyped-def]
+    async def _answer_bids(self, sub: Subscription) -> None:
         """Bid on calls for bids (see :mod:`rede.routing.auction`) while the deadline allows."""
-        async with sub:
-            async for delivery in sub:
-                env = delivery.envelope
-                request = env.payload
-                if not isinstance(request, BidRequest) or self.bidder is None:
-                    continue
-                if env.deadline is not None and env.deadline < datetime.now(UTC):
-                    continue  # too late to count
-                try:
-                    topic = reply_topic(env.reply_to or "")
-                except ValueError as exc:
-                    await self._dead_letter(delivery, f"call for bids with no reply topic: {exc}")
-                    continue
-                bid = self.bidder(
-                    self.card(), request, queue=self.in_flight, concurrency=self.spec.concurrency
-                )
-                if bid is not None:
-                    await self.bus.publish(topic, env.reply(bid, sender=self.id))
+        async for delivery in sub:
+            env = delivery.envelope
+            request = env.payload
+            if not isinstance(request, BidRequest) or self.bidder is None:
+                continue
+            if env.deadline is not None and env.deadline < datetime.now(UTC):
+                continue  # too late to count
+            try:
+                topic = reply_topic(env.reply_to or "")
+            except ValueError as exc:
+                await self._dead_letter(delivery, f"call for bids with no reply topic: {exc}")
+                continue
+            bid = self.bidder(
+                self.card(), request, queue=self.in_flight, concurrency=self.spec.concurrency
+            )
+            if bid is not None:
+                await self.bus.publish(topic, env.reply(bid, sender=self.id))
