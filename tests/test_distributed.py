@@ -6,6 +6,7 @@ kept in Redis. Every test starts its own ``redis-server`` on a free loopback por
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -788,3 +789,57 @@ async def test_rede_up_without_a_bus_runs_its_agents_on_an_embedded_valkey(
             up.kill()
             await up.wait()
         await reading
+
+
+async def gone(pid: int) -> None:
+    """Wait until a process that is not our child has exited (a pidfd turns readable then;
+    Linux), however long it takes: the caller bounds the wait."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    exited = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_reader(fd, exited.set)
+    try:
+        await exited.wait()
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal: Linux")
+async def test_rede_up_killed_with_sigkill_leaves_no_agent_behind(
+    tmp_path: Path, server, procs: Processes, signing_key: str
+) -> None:
+    """A ``rede up`` killed outright cannot stop its agents itself: they get SIGTERM from
+    the kernel when it dies, stop, and say goodbye to the registry."""
+    network = write_network(
+        tmp_path,
+        server.url,
+        """\
+        - {name: calculator, capabilities: [arithmetic], tool: arithmetic}
+        - {name: echoer, capabilities: [write], tool: echo, replicas: 2}
+        """,
+    )
+    up = procs.start("up", str(network), "--bus", server.url)
+    registry = Registry(ttl_s=30)  # longer than the test: only goodbyes empty it
+    agents: set[int] = set()
+    async with RedisBus(server.url, BusOptions(signing_key=signing_key)) as bus:
+        following = asyncio.create_task(registry.follow(bus))
+        try:
+            await registry.wait_for(lambda reg: len(reg.cards()) == 3, timeout=30)
+            agents = child_pids(up.pid)
+            assert len(agents) == 2, procs.log(up)  # a process per agent
+            waits = [asyncio.create_task(gone(pid)) for pid in agents]
+            up.send_signal(signal.SIGKILL)
+            up.wait()
+            async with asyncio.timeout(30):
+                await asyncio.gather(*waits)
+            await registry.wait_for(lambda reg: not reg.cards(), timeout=10)  # clean stops
+        finally:
+            following.cancel()
+            await asyncio.gather(following, return_exceptions=True)
+            for pid in agents:  # none is left when the test passes
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)

@@ -1,7 +1,8 @@
 """The BIG-Bench Hard harness: scoring, the replay backend, prompts, runs, reports, CLI.
 
-Tests that need the BBH data read it where the project keeps it (``../shared/data/bbh`` from
-the repository root) and are skipped where it is absent; nothing of it is copied here."""
+Tests that need BBH data read a small cut of it in ``tests/fixtures/bbh`` (eight tasks, a few
+examples and recorded completions each; see ``tests/fixtures/README.md``). Full benchmark runs
+read the whole set from ``../shared/data/bbh``."""
 
 from __future__ import annotations
 
@@ -21,15 +22,13 @@ from rede.models import ModelRequest, ScriptedModel, model_from_spec
 from rede.models.replay import Recording, RecordingNotFound, ReplayModel
 from rede.protocol.messages import Usage
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "bbh"
+DATA = Path(__file__).resolve().parent / "fixtures" / "bbh"
 COT = DATA / "outputs" / "code-davinci-002-cot"
 DIRECT = DATA / "outputs" / "code-davinci-002-direct"
 
 
 @pytest.fixture
 def data() -> BBH:
-    if not (DATA / "tasks").is_dir():
-        pytest.skip(f"BIG-Bench Hard data not found at {DATA}")
     return BBH(DATA)
 
 
@@ -153,7 +152,7 @@ async def test_replay_serves_the_recording_a_prompt_equals_or_contains(data: BBH
     model = model_from_spec(f"replay:{COT / 'boolean_expressions.json'}")
     assert isinstance(model, ReplayModel)
     assert model.source == "replay"
-    rec = recorded(COT, "boolean_expressions")[3]
+    rec = recorded(COT, "boolean_expressions")[1]
     exact = await model.complete(ModelRequest.of(rec["input"]))
     assert exact.text == rec["prediction"]
     assert exact.usage.estimated and exact.usage.source == "replay" and exact.usage.calls == 1
@@ -224,7 +223,10 @@ def test_replay_rejects_missing_and_malformed_recordings(tmp_path: Path) -> None
 def test_prompts_match_the_recorded_inputs_exactly(data: BBH, task: str, mode: Any) -> None:
     run = COT if mode == "cot" else DIRECT
     prompt = data.prompt(task)
-    for example, rec in zip(data.examples(task, limit=4), recorded(run, task), strict=False):
+    recs = recorded(run, task)
+    examples = data.examples(task, limit=len(recs))
+    assert len(recs) == len(examples) >= 2
+    for example, rec in zip(examples, recs, strict=True):
         assert prompt.build(example.input, mode) == rec["input"]
 
 
@@ -264,7 +266,7 @@ TASKS3 = ["date_understanding", "dyck_languages", "sports_understanding"]
 async def test_harness_summary_scores_the_replayed_predictions(data: BBH, tmp_path: Path) -> None:
     system = ModelSystem(ReplayModel.from_path(COT))
     summary = await run_bbh(
-        system, data, out=tmp_path, tasks=TASKS3, limit=6, mode="cot", progress=False
+        system, data, out=tmp_path, tasks=TASKS3, limit=3, mode="cot", progress=False
     )
     saved = json.loads((tmp_path / "summary.json").read_text())
     for key in (
@@ -283,12 +285,12 @@ async def test_harness_summary_scores_the_replayed_predictions(data: BBH, tmp_pa
     assert saved["source"] == "replay" and saved["system"] == "replay:code-davinci-002-cot"
     expected = {}
     for task in TASKS3:
-        recs = recorded(COT, task)[:6]
+        recs = recorded(COT, task)[:3]
         right = sum(score(r["prediction"], r["target"], task, "cot").correct for r in recs)
-        expected[task] = 100.0 * right / 6
-        assert saved["tasks"][task]["n"] == 6
+        expected[task] = 100.0 * right / 3
+        assert saved["tasks"][task]["n"] == 3
         assert saved["tasks"][task]["accuracy"] == pytest.approx(expected[task])
-        assert len((tmp_path / f"{task}.jsonl").read_text().splitlines()) == 6
+        assert len((tmp_path / f"{task}.jsonl").read_text().splitlines()) == 3
     assert saved["average"] == pytest.approx(sum(expected.values()) / 3)
     assert saved["mean_messages"] == 1.0 and saved["errors"] == 0
     assert summary.tokens_estimated
@@ -303,18 +305,18 @@ async def test_rerun_with_a_larger_limit_runs_only_new_examples(data: BBH, tmp_p
     assert len(first.asked) == 4
     second = Counting(ModelSystem(replay))
     summary = await run_bbh(
-        second, data, out=tmp_path, tasks=TASKS3[:2], limit=5, mode="direct", progress=False
+        second, data, out=tmp_path, tasks=TASKS3[:2], limit=3, mode="direct", progress=False
     )
-    assert sorted(second.asked) == [(t, i) for t in sorted(TASKS3[:2]) for i in range(2, 5)]
-    assert all(s.n == 5 for s in summary.tasks.values())
+    assert sorted(second.asked) == [(t, 2) for t in sorted(TASKS3[:2])]
+    assert all(s.n == 3 for s in summary.tasks.values())
     third = Counting(ModelSystem(replay))
     await run_bbh(
-        third, data, out=tmp_path, tasks=TASKS3[:2], limit=5, mode="direct", progress=False
+        third, data, out=tmp_path, tasks=TASKS3[:2], limit=3, mode="direct", progress=False
     )
     assert third.asked == []
     with pytest.raises(ConfigError, match="holds results of mode 'direct'"):
         await run_bbh(
-            third, data, out=tmp_path, tasks=TASKS3[:2], limit=5, mode="cot", progress=False
+            third, data, out=tmp_path, tasks=TASKS3[:2], limit=3, mode="cot", progress=False
         )
 
 
@@ -340,12 +342,12 @@ async def test_concurrency_is_bounded(data: BBH, tmp_path: Path) -> None:
         data,
         out=tmp_path,
         tasks=TASKS3[:1],
-        limit=9,
+        limit=6,
         concurrency=3,
         progress=False,
     )
     assert model.max_in_flight == 3
-    assert summary.source == "scripted" and summary.n == 9
+    assert summary.source == "scripted" and summary.n == 6
 
 
 # --------------------------------------------------------------------------- compare
@@ -383,7 +385,7 @@ def test_cli_bbh_small_run(data: BBH, tmp_path: Path) -> None:
             "--tasks",
             "boolean_expressions,navigate",
             "--limit",
-            "3",
+            "2",
             "--out",
             str(out),
             "-q",
@@ -438,7 +440,7 @@ async def test_network_system_runs_bbh_through_a_network(data: BBH, tmp_path: Pa
     assert system.name == "network:solo" and system.source == "replay"
     try:
         summary = await run_bbh(
-            system, data, out=tmp_path / "net", tasks="navigate", limit=3, progress=False
+            system, data, out=tmp_path / "net", tasks="navigate", limit=2, progress=False
         )
     finally:
         await system.aclose()
@@ -447,7 +449,7 @@ async def test_network_system_runs_bbh_through_a_network(data: BBH, tmp_path: Pa
         data,
         out=tmp_path / "model",
         tasks="navigate",
-        limit=3,
+        limit=2,
         progress=False,
     )
     assert summary.errors == 0

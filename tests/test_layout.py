@@ -28,6 +28,7 @@ RANK = {
     "rede.answers": 1,
     "rede.errors": 0,
     "rede.backoff": 0,
+    "rede.children": 0,
 }
 """Each layer imports only layers of a lower rank (and itself). sim/, evals/ and testing/
 are users of the core, outside the ranks."""
@@ -43,7 +44,14 @@ CORE = (
     "models",
     "config",
 )
-CORE_FILES = ("network.py", "assembly.py", "answers.py", "errors.py", "backoff.py")
+CORE_FILES = (
+    "network.py",
+    "assembly.py",
+    "answers.py",
+    "errors.py",
+    "backoff.py",
+    "children.py",
+)
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
 LARGER = {

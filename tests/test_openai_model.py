@@ -37,6 +37,7 @@ from rede.models import (
 )
 from rede.models._structured import DialectMemory, is_strict
 from rede.models.openai import DEFAULT_BASE_URL, OpenAIModel
+from rede.network import Network
 from rede.testing.openai_server import (
     LLAMA_CPP_DIALECTS,
     FakeOpenAIServer,
@@ -622,6 +623,46 @@ async def test_a_stream_that_fails_midway_is_an_error_in_redes_terms(
             await collect(model, ModelRequest.of("hello"))
 
 
+async def test_a_stream_that_drips_past_its_deadline_fails_naming_it(
+    server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    """Each chunk comes well within ``timeout_s`` (the HTTP client's timeout is per read),
+    but the whole answer would take far longer: it is cut off at ``timeout_s``."""
+    server.responder = lambda request: " ".join(["word"] * 200)
+    server.chunk_interval_s = 0.05  # 200 chunks: 10 s in all
+    model = make_model(timeout_s=0.5, max_retries=0)
+    got: list[StreamChunk] = []
+    with pytest.raises(ModelUnavailable, match=r"still coming 0\.5 s after.*total_timeout_s"):
+        async for chunk in model.stream(ModelRequest.of("talk")):
+            got.append(chunk)
+    assert 0 < len(got) < 200, "chunks came, then the stream was cut off"
+    assert all(c.response is None for c in got)
+
+
+async def test_total_timeout_s_lets_a_long_stream_finish(
+    server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    server.responder = lambda request: "one two three four five six"
+    server.chunk_interval_s = 0.1  # each read well within timeout_s, the whole past it
+    model = make_model(timeout_s=0.3, total_timeout_s=30, max_retries=0)
+    chunks = await collect(model, ModelRequest.of("count"))
+    assert chunks[-1].response is not None
+    assert chunks[-1].response.text == "one two three four five six"
+
+
+def test_network_yaml_sets_a_models_total_timeout(server: FakeOpenAIServer) -> None:
+    net = Network.from_dict(
+        {
+            "models": {
+                "m": {"spec": "openai:m", "base_url": server.base_url, "total_timeout_s": 90}
+            },
+            "agents": [{"name": "a", "capabilities": ["write"], "model": "m"}],
+        }
+    )
+    model = net.model("m")
+    assert isinstance(model, OpenAIModel) and model.total_timeout_s == 90
+
+
 # --------------------------------------------------------------------------- usage
 
 
@@ -723,6 +764,7 @@ async def test_api_key_defaults_to_env(
     [
         ({"base_url": "ftp://127.0.0.1/v1"}, "not an http"),
         ({"timeout_s": 0}, "timeout_s"),
+        ({"total_timeout_s": -1}, "total_timeout_s"),
         ({"max_retries": -1}, "max_retries"),
     ],
 )

@@ -140,6 +140,7 @@ class Assembly:
                     "api_key": self.api_key or conf.api_key,
                     "price": conf.price,
                     "timeout_s": conf.timeout_s,
+                    "total_timeout_s": conf.total_timeout_s,
                 }.items()
                 if v is not None
             }

@@ -14,22 +14,18 @@ ends it. On Linux it also gets SIGTERM when the process that started it dies, so
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from rede.children import dying_with_parent
 from rede.errors import RedeError
-
-_PR_SET_PDEATHSIG = 1
 
 
 def valkey_binary() -> Path:
@@ -65,13 +61,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _own_session_dying_with_parent() -> None:  # pragma: no cover - runs in the child
-    os.setsid()
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def wait_until_serving(
@@ -130,7 +119,7 @@ class EmbeddedRedis:
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
-                    preexec_fn=_own_session_dying_with_parent,
+                    preexec_fn=dying_with_parent(new_session=True),
                 )
             if self._wait_ready():
                 return self

@@ -34,6 +34,10 @@ class ModelConfig(_Conf):
     """OpenAI models only: how a JSON schema is sent so the server constrains decoding to it
     (``auto``, the default, detects it once per server). See ``rede.models._structured``."""
     timeout_s: float | None = None
+    """OpenAI models only: the longest wait for an answer, per attempt (per read, streamed)."""
+    total_timeout_s: float | None = Field(None, gt=0)
+    """OpenAI models only: the longest a streamed answer may take from its start to its
+    last chunk (default ``timeout_s``): a server that drips chunks is cut off then."""
 
 
 CONFIDENCE_METHODS = ("self", "logprobs", "agreement")

@@ -11,6 +11,7 @@ says so.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
@@ -236,12 +237,19 @@ def first_choice(
     return body, text, finish if isinstance(finish, str) else None, logprobs_of(choice)
 
 
-async def chunks(where: str, events: Any) -> AsyncIterator[ChatCompletionChunk]:
-    """The chunks of the client's stream; what breaks it becomes Rede's errors."""
+async def chunks(
+    where: str, events: Any, until: float | None = None, total_s: float = 0.0
+) -> AsyncIterator[ChatCompletionChunk]:
+    """The chunks of the client's stream; what breaks it becomes Rede's errors. ``until``
+    (the loop's time) is the stream's deadline: a chunk still awaited then ends it with
+    :class:`ModelUnavailable` naming the deadline (``total_s`` after the stream began), as
+    the HTTP client's timeout counts each read on its own and a drip never trips it."""
     iterator = aiter(events)
     while True:
+        scope = asyncio.timeout_at(until)
         try:
-            chunk = await anext(iterator)
+            async with scope:
+                chunk = await anext(iterator)
         except StopAsyncIteration:
             return
         except openai.APIConnectionError as exc:
@@ -253,10 +261,50 @@ async def chunks(where: str, events: Any) -> AsyncIterator[ChatCompletionChunk]:
         except json.JSONDecodeError as exc:
             raise malformed(where, f"a stream event is not JSON: {exc.doc[:200]!r}") from None
         except Exception as exc:  # the transport's own errors, where the client lets them out
+            if scope.expired():
+                raise ModelUnavailable(
+                    f"the stream from {where} was still coming {total_s:g} s after it began: "
+                    "its deadline (total_timeout_s) passed; raise total_timeout_s in the "
+                    "model's config for longer answers, or check the server"
+                ) from None
             raise ModelUnavailable(f"the stream from {where} broke: {exc!r}") from exc
         if not isinstance(chunk, ChatCompletionChunk):
             raise malformed(where, "a stream event is not a JSON object")
         yield chunk
+
+
+def request_params(
+    model: str,
+    request: ModelRequest,
+    *,
+    stream: bool,
+    seed: int | None,
+    unsupported: set[str],
+) -> dict[str, Any]:
+    """The chat completions parameters for a request (less those the server rejected)."""
+    params: dict[str, Any] = {
+        "model": model,
+        "messages": [m.model_dump() for m in request.messages],
+    }
+    if request.temperature is not None:
+        params["temperature"] = request.temperature
+    if request.max_tokens is not None:
+        params["max_tokens"] = request.max_tokens
+    if request.stop:
+        params["stop"] = request.stop
+    if request.logprobs:
+        params["logprobs"] = True
+        # llama-cpp-python returns log-probabilities only when asked for alternatives too
+        params["top_logprobs"] = 1
+    params.update(tool_params(request))
+    if seed is not None:
+        params["seed"] = seed
+    if stream:
+        params["stream"] = True
+        params["stream_options"] = {"include_usage": True}
+    for name in unsupported:
+        params.pop(name, None)
+    return params
 
 
 # --------------------------------------------------------------------------- refusals

@@ -33,6 +33,7 @@ by accident. What the answers must hold and what the servers' errors mean is in
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -73,9 +74,9 @@ from rede.models._wire import (
     refuses_dialect,
     rejection,
     request_is_wrong,
+    request_params,
     server_message,
     tool_calls,
-    tool_params,
 )
 from rede.protocol.messages import Usage
 
@@ -99,6 +100,9 @@ class OpenAIModel(ChatModel):
     ``base_url`` defaults to ``$OPENAI_BASE_URL``, else a local Ollama; ``api_key`` to
     ``$OPENAI_API_KEY``, else ``"not-needed"`` (local servers ignore it). ``max_retries``
     is how often the client retries a transient failure before the model is unavailable.
+    ``timeout_s`` bounds each attempt's wait for an answer (each read, for a stream);
+    ``total_timeout_s`` (default ``timeout_s``) bounds a streamed answer from its start to
+    its last chunk, so a server that drips chunks for ever fails with ``ModelUnavailable``.
 
     ``structured``: how requests with a JSON schema ask the server to constrain decoding
     (``auto``, the default, detects it once per server; see :mod:`rede.models._structured`).
@@ -123,6 +127,7 @@ class OpenAIModel(ChatModel):
         api_key: str | None = None,
         price: Price | None = None,
         timeout_s: float = 60,
+        total_timeout_s: float | None = None,
         max_retries: int = 4,
         json_mode: bool | None = None,
         structured: StructuredMode | None = None,
@@ -133,14 +138,16 @@ class OpenAIModel(ChatModel):
         if not model:
             raise ConfigError("an OpenAI model needs the server's model name, e.g. 'llama3.2'")
         url = checked_url(model, base_url)
-        if timeout_s <= 0:
-            raise ConfigError(f"timeout_s must be > 0, got {timeout_s}")
+        for name, value in (("timeout_s", timeout_s), ("total_timeout_s", total_timeout_s)):
+            if value is not None and value <= 0:
+                raise ConfigError(f"model {model!r}: {name} must be > 0, got {value}")
         if max_retries < 0:
             raise ConfigError(f"model {model!r}: max_retries must be >= 0, got {max_retries}")
         self.name = model
         self.base_url = url
         self.price = price or Price()
         self.timeout_s = timeout_s
+        self.total_timeout_s = total_timeout_s or timeout_s
         self.max_retries = max_retries
         self.structured: StructuredMode = structured_mode(model, structured, json_mode)
         self.dialects = dialects if dialects is not None else DialectMemory()
@@ -202,6 +209,7 @@ class OpenAIModel(ChatModel):
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamChunk]:
         start = time.perf_counter()
         events, dialect = await self._send(request, stream=True)
+        until = asyncio.get_running_loop().time() + self.total_timeout_s
         parts: list[str] = []
         logprobs: list[float] = []
         finish: str | None = None
@@ -209,7 +217,7 @@ class OpenAIModel(ChatModel):
         choices_seen = 0
         calls: dict[int, dict[str, str]] = {}
         try:
-            async for chunk in chunks(self.where, events):
+            async for chunk in chunks(self.where, events, until, self.total_timeout_s):
                 usage = chunk.usage or usage
                 if not isinstance(chunk.choices, list):
                     raise malformed(self.where, "a stream chunk has no 'choices' list", chunk)
@@ -243,37 +251,14 @@ class OpenAIModel(ChatModel):
 
     # ---------------------------------------------------------------- requests
 
-    def _params(self, request: ModelRequest, *, stream: bool) -> dict[str, Any]:
-        params: dict[str, Any] = {
-            "model": self.name,
-            "messages": [m.model_dump() for m in request.messages],
-        }
-        if request.temperature is not None:
-            params["temperature"] = request.temperature
-        if request.max_tokens is not None:
-            params["max_tokens"] = request.max_tokens
-        if request.stop:
-            params["stop"] = request.stop
-        if request.logprobs:
-            params["logprobs"] = True
-            # llama-cpp-python returns log-probabilities only when asked for alternatives too
-            params["top_logprobs"] = 1
-        params.update(tool_params(request))
-        if self.seed is not None:
-            params["seed"] = self.seed
-        if stream:
-            params["stream"] = True
-            params["stream_options"] = {"include_usage": True}
-        for name in self.unsupported:
-            params.pop(name, None)
-        return params
-
     async def _send(self, request: ModelRequest, *, stream: bool) -> tuple[Any, Dialect | None]:
         """Send a request, asking for its JSON schema in the server's dialect.
 
         Returns the client's completion (or stream) and the dialect used (None: the request
         has no schema)."""
-        params = self._params(request, stream=stream)
+        params = request_params(
+            self.name, request, stream=stream, seed=self.seed, unsupported=self.unsupported
+        )
         schema = request.json_schema
         if schema is None:
             return await self._create(params), None

@@ -5,24 +5,34 @@ An :class:`AgentRunner` consumes ``rede.task.<capability>.<agent>`` in the consu
 task's ``reply_to`` topic and only then acknowledges, so a crash mid-task leaves the task
 pending on the bus for another replica or a re-route. While a task runs, its delivery is
 touched within every visibility timeout, so a slow live replica keeps it and only a dead or
-stalled one loses it. A task delivered again (its first holder died or stalled) is
-announced to the run with a ``redelivered`` event before it is redone, so the run's ledger
-shows it. It heartbeats its card to the registry (and stores it, for ``card_ttl_s``, on
-buses that keep cards) and says goodbye when stopped cleanly; a clean stop also deletes its
-inbox topic (a killed one's expires after the bus's ``ephemeral_ttl_s``). A specialist's
-exception becomes a ``failed`` result naming the error; it is never only logged.
+stalled one loses it.
+
+A task's ``deadline`` holds while it runs too: at the deadline the specialist's work is
+cancelled, a ``failed`` result saying the deadline passed is sent and the task acknowledged,
+so its slot serves the next task; and no touch renews a delivery past its deadline (a
+specialist that will not stop loses it to another replica).
+
+A task delivered again (its first holder died or stalled) is announced to the run with a
+``redelivered`` event before it is redone, so the run's ledger shows it. It heartbeats its
+card to the registry (and stores it, for ``card_ttl_s``, on buses that keep cards) and says
+goodbye when stopped cleanly; a clean stop also deletes its inbox topic (a killed one's
+expires after the bus's ``ephemeral_ttl_s``). A specialist's exception becomes a ``failed``
+result naming the error; it is never only logged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from rede.agents.bidding import make_bid
 from rede.agents.specialists import SpecialistSpec
-from rede.bus import Bus, Delivery
-from rede.errors import ClosedBusError, ProtocolError, RedeError
+from rede.bus import Bus, Delivery, Subscription
+from rede.errors import BusError, ClosedBusError, ProtocolError
 from rede.protocol.messages import (
     AgentCard,
     BidRequest,
@@ -38,7 +48,11 @@ from rede.protocol.messages import (
     new_id,
 )
 from rede.protocol.topics import Topic
+from rede.runtime._lease import Lease
+from rede.runtime._outlast import resubscribing, until_done
 from rede.runtime.once import OnceOnly
+
+log = logging.getLogger("rede.runtime")
 
 
 class _Context:
@@ -50,43 +64,12 @@ class _Context:
         return await self._runner.ask(self._envelope, capability, question)
 
 
-class _Lease:
-    """Touches a delivery three times per visibility timeout while its task runs. If the
-    bus says it is no longer ours (another replica took it over while this one stalled),
-    it stops: the work goes on, and the run keeps one answer per ``(step, attempt)``. A
-    touch that fails because the bus is unreachable ends the lease the same way; the task
-    may then be redelivered, which at-least-once delivery allows.
-
-    A timer, not a task, between touches: most tasks end long before the first touch, and
-    a task per task would be a large part of a fast hop's cost."""
-
-    def __init__(self, delivery: Delivery, every_s: float) -> None:
-        self._delivery = delivery
-        self._every = every_s
-        self._loop = asyncio.get_running_loop()
-        self._touching: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = self._loop.call_later(every_s, self._due)
-
-    def _due(self) -> None:
-        self._timer = None
-        self._touching = self._loop.create_task(self._touch())
-
-    async def _touch(self) -> None:
-        try:
-            if not await self._delivery.touch():
-                return
-        except RedeError:
-            return
-        self._timer = self._loop.call_later(self._every, self._due)
-
-    async def end(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        if self._touching is not None:
-            self._touching.cancel()
-            await asyncio.gather(self._touching, return_exceptions=True)
-        if self._timer is not None:  # set again by a touch that finished as it was cancelled
-            self._timer.cancel()
+def _loop_time(deadline: datetime | None) -> float | None:
+    """A wall-clock deadline as the running loop's time (None: no deadline)."""
+    if deadline is None:
+        return None
+    left = (deadline - datetime.now(UTC)).total_seconds()
+    return asyncio.get_running_loop().time() + left
 
 
 def reply_topic(text: str) -> Topic:
@@ -164,10 +147,11 @@ class AgentRunner:
                 ]
                 inbox = await self.bus.subscribe(Topic.inbox(self.id))
                 for sub in subs:
-                    tg.create_task(self._consume(sub, tg))
+                    tg.create_task(self._keep(sub, functools.partial(self._consume, tg=tg)))
                 for cap in self.spec.capabilities:
-                    tg.create_task(self._answer_bids(await self.bus.subscribe(Topic.bids(cap))))
-                tg.create_task(self._read_inbox(inbox))
+                    bids = await self.bus.subscribe(Topic.bids(cap))
+                    tg.create_task(self._keep(bids, self._answer_bids))
+                tg.create_task(self._keep(inbox, self._read_inbox))
                 tg.create_task(self._heartbeats())
                 await self._heartbeat()
                 self.ready.set()
@@ -198,19 +182,36 @@ class AgentRunner:
     async def _heartbeats(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_s)
-            await self._heartbeat()
+            try:
+                await self._heartbeat()
+            except ClosedBusError:
+                raise
+            except BusError as exc:  # the bus is away: the registry stops ageing cards then
+                log.warning("agent %s could not heartbeat: %s", self.id, exc)
 
-    async def _consume(self, sub, tg: asyncio.TaskGroup) -> None:  # type: ignore[no-untyped-def]
-        async with sub:
-            while True:
-                await self._slots.acquire()
-                try:
-                    delivery = await sub.receive()
-                except BaseException:
-                    self._slots.release()
-                    raise
-                self.in_flight += 1  # counted from receipt: a spawner stops only idle replicas
-                tg.create_task(self._handle(delivery))
+    async def _keep(
+        self, sub: Subscription, serve: Callable[[Subscription], Awaitable[None]]
+    ) -> None:
+        """Serve a subscription, subscribing again whenever the bus fails under it."""
+        topic, group = sub.topic, sub.group
+        consumer = self.id if group is not None else None
+        await resubscribing(
+            sub,
+            lambda: self.bus.subscribe(topic, group=group, consumer=consumer),
+            serve,
+            f"agent {self.id} reading {topic}",
+        )
+
+    async def _consume(self, sub: Subscription, tg: asyncio.TaskGroup) -> None:
+        while True:
+            await self._slots.acquire()
+            try:
+                delivery = await sub.receive()
+            except BaseException:
+                self._slots.release()
+                raise
+            self.in_flight += 1  # counted from receipt: a spawner stops only idle replicas
+            tg.create_task(self._handle(delivery))
 
     async def _handle(self, delivery: Delivery) -> None:
         try:
@@ -229,23 +230,25 @@ class AgentRunner:
                     name="redelivered",
                     data={"delivery_count": delivery.delivery_count, "topic": str(delivery.topic)},
                 )
-                await self.bus.publish(topic, env.reply(note, sender=self.id))
-            lease = _Lease(delivery, self.bus.options.visibility_timeout_s / 3)
+                await self._publish(topic, env.reply(note, sender=self.id))
+            lease = Lease(
+                delivery, self.bus.options.visibility_timeout_s / 3, _loop_time(env.deadline)
+            )
             try:
                 reply_payload = await self._run_task(env)
             finally:
                 await lease.end()
             reply = env.reply(reply_payload, sender=self.id)
             try:
-                await self.bus.publish(topic, reply)
+                await self._publish(topic, reply)
             except ProtocolError as exc:  # e.g. the result is over the size limit
                 failed = Result(
                     status="failed",
                     error=f"reply not sendable: {exc}",
                     usage=getattr(reply_payload, "usage", Usage()),
                 )
-                await self.bus.publish(topic, env.reply(failed, sender=self.id))
-            await delivery.ack()
+                await self._publish(topic, env.reply(failed, sender=self.id))
+            await until_done(delivery.ack, f"acknowledging task {env.id}")
             self.handled += 1
         finally:
             self.in_flight -= 1
@@ -254,16 +257,28 @@ class AgentRunner:
     async def _run_task(self, env: Envelope):  # type: ignore[no-untyped-def]
         task = env.payload
         assert isinstance(task, Task)
-        if env.deadline is not None and env.deadline < datetime.now(UTC):
+        until = _loop_time(env.deadline)
+        if until is not None and until <= asyncio.get_running_loop().time():
             return Result(status="failed", error="the task's deadline passed before it started")
-        return await self.once.run(task.idempotency_key, env.deadline, lambda: self._do(env, task))
+        return await self.once.run(
+            task.idempotency_key, env.deadline, lambda: self._do(env, task, until)
+        )
 
-    async def _do(self, env: Envelope, task: Task) -> Result | Critique:
+    async def _do(self, env: Envelope, task: Task, until: float | None) -> Result | Critique:
+        scope = asyncio.timeout_at(until)
         try:
-            reply = await self.spec.specialist.handle(task, _Context(self, env))
+            async with scope:
+                reply = await self.spec.specialist.handle(task, _Context(self, env))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            if scope.expired():
+                assert env.deadline is not None
+                return Result(
+                    status="failed",
+                    error=f"the task's deadline ({env.deadline.isoformat()}) passed while "
+                    f"{self.spec.name!r} worked on it; its work was cancelled",
+                )
             return Result(status="failed", error=f"{type(exc).__name__}: {exc}")
         if not isinstance(reply, Result | Critique):
             return Result(
@@ -273,12 +288,19 @@ class AgentRunner:
             )
         return reply
 
+    async def _publish(self, topic: Topic, env: Envelope) -> None:
+        """Publish, outlasting any bus outage: the task stays unacknowledged meanwhile, so
+        if this process dies the bus gives it to another replica."""
+        await until_done(lambda: self.bus.publish(topic, env), f"publishing to {topic}")
+
     async def _dead_letter(
         self, delivery: Delivery, reason: str, code: str = "unexpected_kind"
     ) -> None:
         raw = self.bus.codec.encode(delivery.envelope)
-        await self.bus._dead_letter(delivery.topic, raw, code, reason)
-        await delivery.ack()
+        await until_done(
+            lambda: self.bus._dead_letter(delivery.topic, raw, code, reason), "dead-lettering"
+        )
+        await until_done(delivery.ack, "acknowledging a dead letter")
 
     # ------------------------------------------------------------------ input requests
 
@@ -303,34 +325,32 @@ class AgentRunner:
             raise RuntimeError(f"question to {capability!r} failed: {reply.error}")
         return reply.answer
 
-    async def _read_inbox(self, sub) -> None:  # type: ignore[no-untyped-def]
-        async with sub:
-            async for delivery in sub:
-                payload = delivery.envelope.payload
-                future = self._asks.get(delivery.envelope.parent_id or "")
-                if isinstance(payload, InputReply) and future is not None and not future.done():
-                    future.set_result(payload)
-                await delivery.ack()
+    async def _read_inbox(self, sub: Subscription) -> None:
+        async for delivery in sub:
+            payload = delivery.envelope.payload
+            future = self._asks.get(delivery.envelope.parent_id or "")
+            if isinstance(payload, InputReply) and future is not None and not future.done():
+                future.set_result(payload)
+            await delivery.ack()
 
     # ------------------------------------------------------------------ auctions
 
-    async def _answer_bids(self, sub) -> None:  # type: ignore[no-untyped-def]
+    async def _answer_bids(self, sub: Subscription) -> None:
         """Bid on calls for bids (see :mod:`rede.routing.auction`) while the deadline allows."""
-        async with sub:
-            async for delivery in sub:
-                env = delivery.envelope
-                request = env.payload
-                if not isinstance(request, BidRequest) or self.bidder is None:
-                    continue
-                if env.deadline is not None and env.deadline < datetime.now(UTC):
-                    continue  # too late to count
-                try:
-                    topic = reply_topic(env.reply_to or "")
-                except ValueError as exc:
-                    await self._dead_letter(delivery, f"call for bids with no reply topic: {exc}")
-                    continue
-                bid = self.bidder(
-                    self.card(), request, queue=self.in_flight, concurrency=self.spec.concurrency
-                )
-                if bid is not None:
-                    await self.bus.publish(topic, env.reply(bid, sender=self.id))
+        async for delivery in sub:
+            env = delivery.envelope
+            request = env.payload
+            if not isinstance(request, BidRequest) or self.bidder is None:
+                continue
+            if env.deadline is not None and env.deadline < datetime.now(UTC):
+                continue  # too late to count
+            try:
+                topic = reply_topic(env.reply_to or "")
+            except ValueError as exc:
+                await self._dead_letter(delivery, f"call for bids with no reply topic: {exc}")
+                continue
+            bid = self.bidder(
+                self.card(), request, queue=self.in_flight, concurrency=self.spec.concurrency
+            )
+            if bid is not None:
+                await self.bus.publish(topic, env.reply(bid, sender=self.id))

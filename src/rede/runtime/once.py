@@ -5,8 +5,8 @@ step that was in flight again, with the key it had. The agent that did it, or an
 any agent on the bus, finds the answer kept under that key and replies with it; one that is
 still working on it is waited for; only when nobody did or is doing it is the model called.
 The answer is kept on the bus (:meth:`rede.bus.Bus.remember`: Redis for a Redis bus) for
-``ttl_s``. While a task runs, a *pending* mark stands in its place, renewed three times per
-bus visibility timeout: a holder that dies stops renewing, so by the time the bus hands its
+``ttl_s`` (a failed result is not kept). While a task runs, a *pending* mark stands in its
+place, renewed three times per bus visibility timeout: a holder that dies stops renewing, so by the time the bus hands its
 task to another replica the mark has lapsed and the work is done again (at least once, as
 ever), never waited for in vain.
 """
@@ -14,13 +14,13 @@ ever), never waited for in vain.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from rede.bus import Bus
 from rede.errors import RedeError
 from rede.protocol.messages import Critique, Envelope, Result
+from rede.runtime._lease import Lease
 
 Reply = Result | Critique
 PENDING = b"pending"
@@ -54,7 +54,7 @@ class OnceOnly:
             return kept
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._running[key] = future
-        renewal = _Renewal(self.bus, key, self.pending_s)
+        renewal = Lease(_PendingMark(self.bus, key, self.pending_s), self.pending_s / 3)
         try:
             reply = await work()
             future.set_result(reply)
@@ -65,7 +65,8 @@ class OnceOnly:
         finally:
             self._running.pop(key, None)
             await renewal.end()
-        await self._keep(key, reply)
+        if not (isinstance(reply, Result) and reply.status == "failed"):
+            await self._keep(key, reply)  # a failure is not kept: the work may be tried again
         return reply
 
     async def _kept_or_claimed(self, key: str, deadline: datetime | None) -> Reply | None:
@@ -99,34 +100,15 @@ class OnceOnly:
             pass  # not kept: a resumed run would have the work done again, never lose it
 
 
-class _Renewal:
-    """Renews a pending mark three times per ``ttl_s`` while its task runs (a timer, not a
-    task per task: most tasks end before the first renewal)."""
+class _PendingMark:
+    """The mark a runner renews (with a :class:`~rede.runtime._lease.Lease`) while it works."""
 
     def __init__(self, bus: Bus, key: str, ttl_s: float) -> None:
         self._bus, self._key, self._ttl = bus, key, ttl_s
-        self._loop = asyncio.get_running_loop()
-        self._renewing: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = self._loop.call_later(ttl_s / 3, self._due)
 
-    def _due(self) -> None:
-        self._timer = None
-        self._renewing = self._loop.create_task(self._renew())
-
-    async def _renew(self) -> None:
-        with contextlib.suppress(RedeError):
-            await self._bus.remember(self._key, PENDING, self._ttl)
-        self._timer = self._loop.call_later(self._ttl / 3, self._due)
-
-    async def end(self) -> None:
-        """Stop renewing, before the answer replaces the mark."""
-        if self._timer is not None:
-            self._timer.cancel()
-        if self._renewing is not None:
-            self._renewing.cancel()
-            await asyncio.gather(self._renewing, return_exceptions=True)
-        if self._timer is not None:
-            self._timer.cancel()
+    async def touch(self) -> bool:
+        await self._bus.remember(self._key, PENDING, self._ttl)
+        return True
 
 
 __all__ = ["OnceOnly"]

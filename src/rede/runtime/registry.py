@@ -27,6 +27,7 @@ from rede.bus import Bus
 from rede.errors import ClosedBusError
 from rede.protocol.messages import AgentCard, Heartbeat
 from rede.protocol.topics import Topic
+from rede.runtime._outlast import until_done
 
 
 @dataclass(frozen=True)
@@ -115,10 +116,11 @@ class Registry:
     async def follow(self, bus: Bus) -> None:
         """Consume heartbeats from the bus until cancelled or the bus closes. Cards the bus
         stores are read once, after subscribing, so no heartbeat falls in between. While
-        following, the bus's outages stop the clock that ages cards."""
+        following, the bus's outages stop the clock that ages cards, and an outage longer
+        than the bus's reconnect window only makes it subscribe again."""
         unwatch = bus.watch_reachability(self.bus_reachable)
         try:
-            await self._follow(bus)
+            await until_done(lambda: self._follow(bus), "following the registry")
         finally:
             unwatch()
             self.bus_reachable(True)

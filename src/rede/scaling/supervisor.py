@@ -21,7 +21,9 @@ NAME --replicas 1`` processes, for a :class:`~rede.spawner.Spawner` on a shared 
 
 When ``stop`` is set every child gets SIGTERM (a clean goodbye to the registry), and SIGKILL
 if it has not exited 10 s later, and a wait before a restart ends at once; :func:`up`
-returns once all have exited.
+returns once all have exited. A ``rede up`` killed outright (SIGKILL, the OOM killer) leaves
+no agent behind on Linux: each child gets SIGTERM when its parent dies
+(:func:`rede.children.dying_with_parent`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from typing import Any, Protocol
 
 from rede.backoff import doubling
 from rede.bus import Bus, BusOptions
+from rede.children import dying_with_parent
 from rede.config import NetworkConfig
 from rede.errors import ConfigError, RedeError
 from rede.runtime.registry import Registry
@@ -115,7 +118,8 @@ class ProcessBackend:
         proc = await asyncio.create_subprocess_exec(
             *agent_command(
                 self.network_file, self.bus_url, agent, "--replicas", "1", *self.extra_args
-            )
+            ),
+            preexec_fn=dying_with_parent(),
         )
         replica = _Replica(proc)
         self._procs.setdefault(agent, []).append(replica)
@@ -260,7 +264,7 @@ async def keep_running(
     and the wait. Cancelling stops the process (SIGTERM, then SIGKILL) or the wait, at once."""
     while True:
         started = clock()
-        proc = await asyncio.create_subprocess_exec(*command)
+        proc = await asyncio.create_subprocess_exec(*command, preexec_fn=dying_with_parent())
         try:
             code = await proc.wait()
         finally:

@@ -305,6 +305,7 @@ class FakeOpenAIServer:
     of :data:`DIALECTS`); a form outside them gets ``refusal_status`` and a message naming
     ``response_format`` (``dialects=LLAMA_CPP_DIALECTS, refusal_status=500`` imitates
     llama-cpp-python). ``port=0`` picks a free port; :attr:`base_url` tells which.
+    ``chunk_interval_s``: wait before each chunk of a streamed answer (a slow drip).
     """
 
     def __init__(
@@ -320,10 +321,14 @@ class FakeOpenAIServer:
         dialects: frozenset[str] | set[str] = DIALECTS,
         refusal_status: int = 400,
         keep_requests: int = 1000,
+        chunk_interval_s: float = 0.0,
     ) -> None:
-        if latency_s < 0:
-            raise ValueError(f"latency_s must be >= 0, got {latency_s}")
+        if latency_s < 0 or chunk_interval_s < 0:
+            raise ValueError(
+                f"latency_s and chunk_interval_s must be >= 0, got {latency_s}, {chunk_interval_s}"
+            )
         self.latency_s = latency_s
+        self.chunk_interval_s = chunk_interval_s
         self.responder: Responder = responder or default_responder
         self.model = model
         self.host = host
@@ -784,8 +789,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        for event in events:
+        for n, event in enumerate(events):
+            if (
+                n
+                and self.fake.chunk_interval_s
+                and self.fake._stopping.wait(self.fake.chunk_interval_s)
+            ):
+                return  # the server is stopping
             self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+            self.wfile.flush()
         self.wfile.write(b"0\r\n\r\n")
 
 
