@@ -6,9 +6,9 @@ any agent on the bus, finds the answer kept under that key and replies with it; 
 still working on it is waited for; only when nobody did or is doing it is the model called.
 The answer is kept on the bus (:meth:`rede.bus.Bus.remember`: Redis for a Redis bus) for
 ``ttl_s`` (a failed result is not kept). While a task runs, a *pending* mark stands in its
-place, renewed three times per bus visibility timeout: a holder that dies stops renewing, so by the time the bus hands its
-task to another replica the mark has lapsed and the work is done again (at least once, as
-ever), never waited for in vain.
+place, renewed three times per bus visibility timeout: a holder that dies stops renewing,
+so by the time the bus hands its task to another replica the mark has lapsed and the work
+is done again (at least once, as ever), never waited for in vain.
 """
 
 from __future__ import annotations
