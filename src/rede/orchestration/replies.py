@@ -146,6 +146,7 @@ def account_late(s: RunState, env: Envelope, payload: Result | Critique) -> None
     if sent is None or rec is None:
         return
     route, capability = sent
+    s.settle_late((env.step_id or "", env.attempt))  # booked below, no longer reserved
     usage = payload.usage
     rec.usage = rec.usage + usage
     rec.calls.append(
