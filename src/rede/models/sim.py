@@ -44,7 +44,7 @@ from importlib import resources
 from statistics import NormalDist
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rede.errors import ConfigError, ModelUnavailable
 from rede.models._base import (
@@ -55,6 +55,7 @@ from rede.models._base import (
     estimate_tokens,
     truncate,
 )
+from rede.protocol.codec import describe_validation_error
 
 QUALITY_MARK = re.compile(r"\[sim quality (\d\.\d+)\]")
 
@@ -217,7 +218,10 @@ class SimModel(ChatModel):
         base = PROFILES.get(profile)
         if base is None:
             raise ConfigError(f"unknown sim profile {profile!r}; known: {', '.join(PROFILES)}")
-        prof = SimProfile.model_validate({**base.model_dump(), **overrides}) if overrides else base
+        try:
+            prof = SimProfile.model_validate({**base.model_dump(), **(overrides or {})})
+        except ValidationError as exc:
+            raise ConfigError(f"sim: {describe_validation_error(exc)}") from None
         return cls(name or f"sim-{profile}", prof, seed=seed, time_scale=time_scale)
 
     def _rng(self, request: ModelRequest) -> random.Random:
