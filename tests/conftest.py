@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequen
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from rede.bus import Bus, BusOptions, MemoryBus
 from rede.bus.embedded import valkey_binary, wait_until_serving
@@ -21,6 +22,19 @@ from rede.bus.embedded import valkey_binary, wait_until_serving
 # that is not loopback while this is set (see rede.models.openai).
 os.environ["REDE_LOOPBACK_ONLY"] = "1"
 os.environ.pop("OPENAI_API_KEY", None)
+
+# Property tests and fuzzers: "ci" (the default) keeps every one to seconds; "fuzz" runs
+# them long (HYPOTHESIS_PROFILE=fuzz pytest tests/test_fuzz.py tests/test_budget_caps.py).
+settings.register_profile(
+    "ci", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "fuzz",
+    max_examples=5000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 BusFactory = Callable[[BusOptions], Awaitable[Bus]]
 REAL_SERVER_ENV = "REDE_REAL_SERVER"

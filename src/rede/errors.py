@@ -28,6 +28,12 @@ from collections.abc import Iterable
 from typing import Any
 
 
+def one_line(text: str) -> str:
+    """``text`` with its line breaks escaped: error messages are one line, even where they
+    quote input (a field name, a model's reply, a YAML parser's report)."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
 class RedeError(Exception):
     """Root of every error raised by Rede.
 

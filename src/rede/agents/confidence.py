@@ -32,7 +32,7 @@ from functools import reduce
 from rede.agents.specialists import LLMSpecialist, Specialist, TaskContext
 from rede.config import ConfidenceConfig
 from rede.models._base import ChatModel
-from rede.protocol.messages import Critique, Result, Task, Usage
+from rede.protocol.messages import Budget, Critique, Result, Task, Usage
 
 _ANSWER = re.compile(r"(?:answer is|answer:)\s*(.+?)\s*(?:[.\n]|$)", re.I)
 _TAG = re.compile(r"\[simulated [^\]]*\]")
@@ -64,10 +64,14 @@ class AgreementSpecialist(Specialist):
     async def handle(self, task: Task, ctx: TaskContext) -> Result | Critique:
         if task.capability in ("plan", "critique"):
             return await self.inner.handle(task, ctx)
+        budget = _share(task.budget, self.k)  # k samples together stay within the task's
         samples = await asyncio.gather(
             *(
                 self.inner.handle(
-                    task.model_copy(update={"metadata": {**task.metadata, "sample": i}}), ctx
+                    task.model_copy(
+                        update={"metadata": {**task.metadata, "sample": i}, "budget": budget}
+                    ),
+                    ctx,
                 )
                 for i in range(self.k)
             ),
@@ -100,6 +104,14 @@ class AgreementSpecialist(Specialist):
                 "self_reported": chosen.confidence,
             },
         )
+
+
+def _share(budget: Budget, k: int) -> Budget:
+    """One of ``k`` equal shares of a task's budget (at least a token each)."""
+    return Budget(
+        max_tokens=None if budget.max_tokens is None else max(1, budget.max_tokens // k),
+        max_cost_usd=None if budget.max_cost_usd is None else budget.max_cost_usd / k,
+    )
 
 
 def llm_specialist(

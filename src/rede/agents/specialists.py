@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from rede.errors import ConfigError
 from rede.models._base import ChatModel, ModelRequest
 from rede.protocol.codec import describe_validation_error
-from rede.protocol.messages import Critique, Result, Task, Usage
+from rede.protocol.messages import Budget, Critique, Result, Task, Usage
 
 SCORES = [round(i / 20, 2) for i in range(21)]
 CRITIQUE_SCHEMA: dict[str, Any] = {
@@ -221,7 +221,6 @@ class LLMSpecialist(Specialist):
         return ModelRequest.of(
             text,
             json_schema=schema,
-            max_tokens=task.budget.max_tokens,
             logprobs=self.confidence == "logprobs" and schema is None,
             metadata=metadata,
         )
@@ -239,7 +238,10 @@ class LLMSpecialist(Specialist):
         return schema if isinstance(schema, dict) else None
 
     async def handle(self, task: Task, ctx: TaskContext) -> Result | Critique:
-        response = await self.model.complete(self._request(task))
+        request = within_budget(self.model, self._request(task), task.budget)
+        if isinstance(request, Result):
+            return request
+        response = await self.model.complete(request)
         structured = {"structured": response.structured} if response.structured else {}
         if task.capability == "critique":
             critique = self._critique(response.text, response.usage)
@@ -279,6 +281,43 @@ class LLMSpecialist(Specialist):
                 describe_validation_error(exc) if isinstance(exc, ValidationError) else str(exc)
             )
             raise ValueError(f"critic reply is not a valid critique: {detail}") from exc
+
+
+# --------------------------------------------------------------------------- budgets
+
+
+def within_budget(model: ChatModel, request: ModelRequest, budget: Budget) -> ModelRequest | Result:
+    """``request`` with its completion capped (``max_tokens``) so that the call spends no
+    more than the task's budget: ``budget.max_tokens`` counts prompt and completion together,
+    ``budget.max_cost_usd`` is priced at the model's prices, and the prompt is counted as the
+    model's backend will count it. When the prompt alone leaves no room, a failed result
+    marked ``over_budget`` (nothing was spent) instead."""
+    if budget.max_tokens is None and budget.max_cost_usd is None:
+        return request
+    prompt = model.prompt_tokens_bound(request)
+    room = None if budget.max_tokens is None else budget.max_tokens - prompt
+    if budget.max_cost_usd is not None:
+        price, cap = model.price, budget.max_cost_usd
+        if price.cost(prompt, 0) > cap:
+            room = 0
+        elif price.output_per_1k > 0:
+            by_cost = int(min((cap - price.cost(prompt, 0)) * 1000 / price.output_per_1k, 2**31))
+            while by_cost > 0 and price.cost(prompt, by_cost) > cap:  # float rounding
+                by_cost -= 1
+            room = by_cost if room is None else min(room, by_cost)
+    if room is not None and room < 1:
+        return Result(
+            status="failed",
+            error=(
+                f"over budget: the prompt is {prompt} tokens and the task's budget "
+                f"(max_tokens={budget.max_tokens}, max_cost_usd={budget.max_cost_usd}) "
+                "leaves no room for an answer; not sent to the model"
+            ),
+            data={"over_budget": {"prompt_tokens": prompt}},
+        )
+    if room is None:
+        return request
+    return request.model_copy(update={"max_tokens": min(room, request.max_tokens or room)})
 
 
 # --------------------------------------------------------------------------- tools

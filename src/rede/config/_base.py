@@ -13,7 +13,7 @@ from pydantic import (
     ValidationError,
 )
 
-from rede.errors import ConfigError
+from rede.errors import ConfigError, one_line
 from rede.protocol.codec import describe_validation_error
 
 NAME = r"^[A-Za-z0-9_\-]+$"
@@ -45,13 +45,26 @@ class _Conf(BaseModel):
 def read_yaml(path: Path, what: str) -> Any:
     """The parsed content of a YAML file; a ConfigError naming the file if it cannot be."""
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read {what} file {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{what} file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8"
+        ) from None
     try:
         return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = one_line(" ".join(filter(None, (exc.context, exc.problem))))
+        raise ConfigError(f"{path} is not valid YAML: {problem}{where}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+        raise ConfigError(f"{path} is not valid YAML: {one_line(str(exc))}") from None
+    except RecursionError:
+        raise ConfigError(f"{path} is nested too deeply to be a {what} file") from None
+    except ValueError as exc:  # a scalar YAML resolves but cannot build (2001-13-01)
+        raise ConfigError(f"{path} has a value YAML cannot read: {one_line(str(exc))}") from None
 
 
 def validate_mapping(model: type[M], data: Any, *, source: str, what: str, key: str) -> M:

@@ -113,6 +113,14 @@ def tokens_for_chars(chars: int) -> int:
     return max(1, (chars + 3) // 4) if chars > 0 else 0
 
 
+def truncate(text: str, max_tokens: int | None) -> tuple[str, bool]:
+    """``text`` cut so that :func:`estimate_tokens` counts at most ``max_tokens`` of it, and
+    whether it was cut: how backends that count by the estimate honour ``max_tokens``."""
+    if max_tokens is None or estimate_tokens(text) <= max_tokens:
+        return text, False
+    return text[: max_tokens * 4], True
+
+
 class ChatModel(abc.ABC):
     """A chat model backend. Subclasses implement :meth:`complete`; streaming is optional."""
 
@@ -128,6 +136,13 @@ class ChatModel(abc.ABC):
         response = await self.complete(request)
         yield StreamChunk(delta=response.text)
         yield StreamChunk(response=response)
+
+    def prompt_tokens_bound(self, request: ModelRequest) -> int:
+        """The most prompt tokens this backend will count for ``request``, before it is sent.
+
+        Backends that count by :func:`estimate_tokens` (sim, scripted) know it exactly;
+        a backend whose server counts with its own tokenizer overrides this with a bound."""
+        return estimate_tokens(request.prompt_text)
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections. Backends without any keep the default."""

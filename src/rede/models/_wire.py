@@ -29,7 +29,7 @@ from rede.errors import (
     ModelResponseError,
     ModelUnavailable,
 )
-from rede.models._base import ModelRequest, ToolCall
+from rede.models._base import ModelRequest, ToolCall, estimate_tokens
 from rede.models._structured import DIALECT_PARAMS, names_dialect
 
 CONTEXT_WORDS = re.compile(
@@ -340,3 +340,31 @@ def rejection(
     if 400 <= exc.status_code < 500 and exc.status_code not in (401, 403, 404):
         return InvalidModelRequest(f"{said}: {message}")
     return ModelError(f"{said}: {message}")
+
+
+# --------------------------------------------------------------------------- token counts
+
+
+def prompt_bound(request: ModelRequest) -> int:
+    """The most prompt tokens a server can count for ``request``, known before it is sent.
+
+    A byte-level tokenizer never makes more tokens than the text has UTF-8 bytes; the chat
+    template adds a few markers per message; a schema or tools may be rendered into the
+    prompt. Loose (about 4x a typical count), but a bound: budgets reserve by it."""
+    extra = json.dumps(request.json_schema) if request.json_schema else ""
+    if request.tools:
+        extra += json.dumps([tool.model_dump() for tool in request.tools])
+    return len((request.prompt_text + extra).encode()) + 8 * len(request.messages) + 16
+
+
+def counted_tokens(raw: Any, request: ModelRequest, text: str) -> tuple[int, int, bool]:
+    """(prompt, completion, estimated): the server's counts when it reports them, else the
+    estimate, with the completion never counted past the ``max_tokens`` the server kept to."""
+    prompt = getattr(raw, "prompt_tokens", None)
+    completion = getattr(raw, "completion_tokens", None)
+    if isinstance(prompt, int) and isinstance(completion, int) and prompt >= 0 and completion >= 0:
+        return prompt, completion, False
+    estimated = estimate_tokens(text)
+    if request.max_tokens is not None:
+        estimated = min(estimated, request.max_tokens)
+    return estimate_tokens(request.prompt_text), estimated, True

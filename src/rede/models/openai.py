@@ -52,7 +52,6 @@ from rede.models._base import (
     Price,
     StreamChunk,
     ToolCall,
-    estimate_tokens,
 )
 from rede.models._endpoint import DEFAULT_BASE_URL, LOOPBACK_ENV, checked_url, is_loopback
 from rede.models._structured import (
@@ -67,10 +66,12 @@ from rede.models._wire import (
     add_tool_call_deltas,
     arguments_text,
     chunks,
+    counted_tokens,
     first_choice,
     malformed,
     mark_unretryable,
     not_an_object,
+    prompt_bound,
     refuses_dialect,
     rejection,
     request_is_wrong,
@@ -369,15 +370,9 @@ class OpenAIModel(ChatModel):
 
     # ---------------------------------------------------------------- usage
 
+    def prompt_tokens_bound(self, request: ModelRequest) -> int:
+        return prompt_bound(request)
+
     def _usage(self, raw: Any, request: ModelRequest, text: str, latency_s: float) -> Usage:
-        prompt = getattr(raw, "prompt_tokens", None)
-        completion = getattr(raw, "completion_tokens", None)
-        if isinstance(prompt, int) and isinstance(completion, int):
-            if prompt >= 0 and completion >= 0:
-                return self.usage(prompt, completion, latency_s)
-        return self.usage(
-            estimate_tokens(request.prompt_text),
-            estimate_tokens(text),
-            latency_s,
-            estimated=True,
-        )
+        prompt, completion, estimated = counted_tokens(raw, request, text)
+        return self.usage(prompt, completion, latency_s, estimated=estimated)

@@ -30,7 +30,14 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from rede.errors import ConfigError, ModelError
-from rede.models._base import ChatModel, ModelRequest, ModelResponse, Price, estimate_tokens
+from rede.models._base import (
+    ChatModel,
+    ModelRequest,
+    ModelResponse,
+    Price,
+    estimate_tokens,
+    truncate,
+)
 from rede.models.recordings import FORMATS, Recording, load_recordings
 
 MIN_PREFIX_CHARS = 16
@@ -270,21 +277,33 @@ class ReplayModel(ChatModel):
             "and the rest of the prompt does not tell them apart; replay one run at a time",
         )
 
+    def prompt_tokens_bound(self, request: ModelRequest) -> int:
+        try:
+            recorded = self.lookup(request.prompt_text).prompt_tokens
+        except RecordingNotFound:
+            recorded = None  # the call will fail; it spends nothing
+        return recorded if recorded is not None else estimate_tokens(request.prompt_text)
+
     async def complete(self, request: ModelRequest) -> ModelResponse:
+        """The recorded answer, cut to ``max_tokens`` (as the server would have cut it)."""
         self.calls += 1
         rec = self.lookup(request.prompt_text)
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
+        text, cut = truncate(rec.prediction, request.max_tokens)
         if rec.prompt_tokens is not None and rec.completion_tokens is not None:
-            usage = self.usage(rec.prompt_tokens, rec.completion_tokens, self.latency_s)
+            completion = rec.completion_tokens
+            if request.max_tokens is not None and completion > request.max_tokens:
+                completion, cut = request.max_tokens, True
+            usage = self.usage(rec.prompt_tokens, completion, self.latency_s)
         else:
             usage = self.usage(
                 estimate_tokens(request.prompt_text),
-                estimate_tokens(rec.prediction),
+                estimate_tokens(text),
                 self.latency_s,
                 estimated=True,
             )
-        return ModelResponse(text=rec.prediction, usage=usage, finish_reason="stop")
+        return ModelResponse(text=text, usage=usage, finish_reason="length" if cut else "stop")
 
 
 __all__ = ["Recording", "RecordingNotFound", "ReplayModel", "question_key"]

@@ -11,7 +11,14 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from rede.models._base import ChatModel, ModelRequest, ModelResponse, Price, estimate_tokens
+from rede.models._base import (
+    ChatModel,
+    ModelRequest,
+    ModelResponse,
+    Price,
+    estimate_tokens,
+    truncate,
+)
 
 Handler = Callable[[ModelRequest], str | Awaitable[str]]
 
@@ -69,10 +76,11 @@ class ScriptedModel(ChatModel):
         finally:
             self.in_flight -= 1
         assert isinstance(text, str)
+        text, cut = truncate(text, request.max_tokens)
         usage = self.usage(
             estimate_tokens(request.prompt_text),
             estimate_tokens(text),
             self.delay_s,
             estimated=True,
         )
-        return ModelResponse(text=text, usage=usage, finish_reason="stop")
+        return ModelResponse(text=text, usage=usage, finish_reason="length" if cut else "stop")

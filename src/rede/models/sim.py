@@ -18,18 +18,18 @@ What it writes, by capability:
 - with ``metadata["truth"]`` (simulation workloads with known answers): the correct answer
   with probability ``quality``, else one of ``metadata["wrong"]``, with a stated confidence.
 
-Calibrated from real models (``sim_calibration.json``, written by
-``python benchmarks/calibrate_sim.py --data ../shared/data/gsm8k-zeroeval`` from 19 real
-models' recorded GSM8K answers): each size's accuracy is that of the real models mapped to it,
-and errors coincide as real models' do. A question has a latent difficulty ``d`` shared by
-every model (drawn from a hash of the question alone, not of the model or its seed); a model
-is wrong when ``sqrt(rho) * d + sqrt(1 - rho) * e > Phi^-1(quality)``, with ``e`` its own
-noise, so models fail on the same hard questions at the measured rate of joint errors. A
-wrong answer is the question's one "attractive" wrong answer often enough that two wrong
-models give the same one at the measured rate. The stated confidence carries only as much
-information about being right as agreement between two real models does (its AUROC for
-right-vs-wrong is the profile's ``confidence_auroc``): confidence is the probability of
-being right given a noisy signal, pulled ``overconfidence`` of the way toward 1.
+Calibrated from real models (``sim_calibration.json``, written by ``python
+benchmarks/calibrate_sim.py --data ../shared/data/gsm8k-zeroeval`` from 19 real models' recorded
+GSM8K answers): each size's accuracy is that of the real models mapped to it, and errors
+coincide as real models' do. A question has a latent difficulty ``d`` shared by every model
+(drawn from a hash of the question alone, not of the model or its seed); a model is wrong when
+``sqrt(rho) * d + sqrt(1 - rho) * e > Phi^-1(quality)``, with ``e`` its own noise, so models
+fail on the same hard questions at the measured rate of joint errors. A wrong answer is the
+question's one "attractive" wrong answer often enough that two wrong models give the same one at
+the measured rate. The stated confidence carries only as much information about being right as
+agreement between two real models does (its AUROC for right-vs-wrong is the profile's
+``confidence_auroc``): confidence is the probability of being right given a noisy signal, pulled
+``overconfidence`` of the way toward 1.
 """
 
 from __future__ import annotations
@@ -44,10 +44,18 @@ from importlib import resources
 from statistics import NormalDist
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rede.errors import ConfigError, ModelUnavailable
-from rede.models._base import ChatModel, ModelRequest, ModelResponse, Price, estimate_tokens
+from rede.models._base import (
+    ChatModel,
+    ModelRequest,
+    ModelResponse,
+    Price,
+    estimate_tokens,
+    truncate,
+)
+from rede.protocol.codec import describe_validation_error
 
 QUALITY_MARK = re.compile(r"\[sim quality (\d\.\d+)\]")
 
@@ -136,36 +144,10 @@ PROFILES: dict[str, SimProfile] = {
 }
 
 _WORDS = re.compile(r"[A-Za-z][A-Za-z\-]{3,}")
-_STOP = {
-    "about",
-    "with",
-    "that",
-    "this",
-    "what",
-    "which",
-    "from",
-    "into",
-    "their",
-    "there",
-    "should",
-    "would",
-    "could",
-    "write",
-    "short",
-    "brief",
-    "give",
-    "explain",
-    "please",
-    "compare",
-    "research",
-    "answer",
-    "question",
-    "report",
-    "using",
-    "them",
-    "they",
-    "does",
-}
+_STOP = set(
+    "about with that this what which from into their there should would could write short brief "
+    "give explain please compare research answer question report using them they does".split()
+)
 
 
 def _keywords(text: str, n: int = 4) -> list[str]:
@@ -236,7 +218,10 @@ class SimModel(ChatModel):
         base = PROFILES.get(profile)
         if base is None:
             raise ConfigError(f"unknown sim profile {profile!r}; known: {', '.join(PROFILES)}")
-        prof = SimProfile.model_validate({**base.model_dump(), **overrides}) if overrides else base
+        try:
+            prof = SimProfile.model_validate({**base.model_dump(), **(overrides or {})})
+        except ValidationError as exc:
+            raise ConfigError(f"sim: {describe_validation_error(exc)}") from None
         return cls(name or f"sim-{profile}", prof, seed=seed, time_scale=time_scale)
 
     def _rng(self, request: ModelRequest) -> random.Random:
@@ -255,7 +240,7 @@ class SimModel(ChatModel):
         if rng.random() < self.profile.failure_rate:
             await self._wait(self.profile.ttft_s)
             raise ModelUnavailable(f"simulated outage of {self.name} (failure_rate)")
-        text = self.write(request, rng, capability, quality)
+        text, cut = truncate(self.write(request, rng, capability, quality), request.max_tokens)
         completion_tokens = estimate_tokens(text)
         latency = self.profile.ttft_s + completion_tokens / self.profile.tokens_per_s
         await self._wait(latency)
@@ -265,7 +250,7 @@ class SimModel(ChatModel):
             usage=self.usage(
                 prompt_tokens, completion_tokens, latency * self.time_scale, estimated=True
             ),
-            finish_reason="stop",
+            finish_reason="length" if cut else "stop",
         )
 
     def write(

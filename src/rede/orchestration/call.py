@@ -2,10 +2,11 @@
 
 :meth:`Calls.call` reads top to bottom: make sure an agent can serve the capability (spawn
 one from a template, or wait up to the step timeout for a configured one to come back), then
-until an answer is kept or the retries run out: route, hold the expected spend on the budget
-caps, send and wait, account for what came back, and decide whether to keep it, retry (a
-failure, a lost reply: see :mod:`rede.orchestration.tries`) or escalate (a cascade answer
-below its confidence threshold). Every choice is recorded as a decision.
+until an answer is kept or the retries run out: route, reserve what the call may spend on the
+budget caps (:mod:`rede.orchestration.spend`), send and wait, account for what came back, and
+decide whether to keep it, retry (a failure, a lost reply: see :mod:`rede.orchestration.tries`)
+or escalate (a cascade answer below its confidence threshold). Every choice is recorded as a
+decision.
 """
 
 from __future__ import annotations
@@ -16,15 +17,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from rede.errors import BusError, RunLimitExceeded, StepFailed
+from rede.errors import BusError, StepFailed
 from rede.models._base import tokens_for_chars
 from rede.orchestration.run import CallRecord, StepRecord
+from rede.orchestration.spend import before_call, call_size, refused_for_budget, task_budget
 from rede.orchestration.state import ReaderStopped, RunState
 from rede.orchestration.tries import Tries, expected_kind
 from rede.protocol.messages import Budget, ContextItem, Critique, Envelope, Result, Task
 from rede.protocol.topics import Topic
 from rede.routing.auction import run_auction
-from rede.routing.budget import Hold, hold_all
 from rede.routing.feedback import reported_confidence
 from rede.routing.router import Route, RouteRequest
 
@@ -43,6 +44,10 @@ class Ask:
     required_confidence: float = 0.0
     acceptance: str | None = None
     metadata: dict[str, Any] | None = None
+
+    def texts(self, request: str) -> list[str]:
+        """What the task's prompt is built from: instruction, request and context."""
+        return [self.instruction, request, *(c.content for c in self.context)]
 
 
 class Calls:
@@ -121,8 +126,7 @@ class Calls:
     async def _route(
         self, rec: StepRecord, ask: Ask, tries: Tries, agent: str | None
     ) -> Route | None:
-        size = len(ask.instruction) + len(self.s.request) + sum(len(c.content) for c in ask.context)
-        prompt_tokens = max(1, tokens_for_chars(size))
+        prompt_tokens = max(1, tokens_for_chars(sum(map(len, ask.texts(self.s.request)))))
         live = self.router.candidates(ask.capability)
         req = RouteRequest(
             ask.capability,
@@ -160,7 +164,8 @@ class Calls:
     ) -> Result | Critique | None:
         """Send to the routed agent and account for its reply; None when it failed or was
         lost (recorded, and the agent excluded from this call's next tries)."""
-        holds = self._before_call(route)
+        size = call_size(self.s, route, ask.texts(self.s.request), ask.metadata or {})
+        reservation = await before_call(self.s, route, size, wait=rec.kind != "input")
         self.s.decide(
             "route",
             step=rec.id,
@@ -178,18 +183,24 @@ class Calls:
         service: float | None = None
         attempt = self.s.attempts.get(rec.id, 0)
         self.s.attempts[rec.id] = attempt + 1
+        stranded = False
         try:
-            payload = await self.send(rec, route, ask, attempt)
+            payload = await self.send(rec, route, ask, attempt, task_budget(reservation))
             service = payload.usage.latency_s
         except Lost as lost:
+            # a late reply may still come and be booked: its reservation stays until then
+            stranded = self.s.strand(rec.id, reservation)
             tries.failed(route.agent, str(lost))
             self.router.observe_result(route.agent, ask.capability, ok=False)
             self.s.decide("reroute", step=rec.id, agent=route.agent, reason=str(lost))
             return None
         finally:  # also when cancelled: the router's load and the caps stay right
             self.router.finished(route.agent, started, service)
-            for hold in holds:
-                hold.release()
+            if not stranded:
+                reservation.release()
+        refused = refused_for_budget(payload, reservation, size, route.agent)
+        if refused is not None:
+            raise refused
         payload = expected_kind(ask.capability, payload)
         ok = self._account(rec, route, ask.capability, payload, f"{rec.id}/{attempt}")
         if not ok:
@@ -284,35 +295,16 @@ class Calls:
         )
         return result
 
-    def _before_call(self, route: Route) -> list[Hold]:
-        """Count the call against max_steps and hold its expected spend on the budget caps
-        (per run and per network); raise, naming the cap, if it cannot be paid for."""
-        self.s.calls += 1
-        limits = self.s.limits
-        if self.s.calls > limits.max_steps:
-            raise RunLimitExceeded(
-                "max_steps",
-                limits.max_steps,
-                self.s.calls - 1,
-                "step executions, planning and critiques included",
-            )
-        return hold_all(
-            (self.s.budget, self.s.services.network_budget),
-            route.expected_cost_usd,
-            route.expected_tokens,
-            f"the next call to {route.agent}",
-        )
-
     # ------------------------------------------------------------------ send and wait
 
     async def send(
-        self, rec: StepRecord, route: Route, ask: Ask, attempt: int
+        self, rec: StepRecord, route: Route, ask: Ask, attempt: int, budget: Budget
     ) -> Result | Critique:
         """Publish the task to the agent and wait for its reply, the agent's disappearance,
         the step timeout, or the run's reply reader dying (then raise, naming why)."""
         s = self.s
         timeout = s.limits.step_timeout_s
-        env = self._task_envelope(rec, ask, attempt, timeout)
+        env = self._task_envelope(rec, ask, attempt, timeout, budget)
         key = (rec.id, attempt)
         future: asyncio.Future[Result | Critique] = asyncio.get_running_loop().create_future()
         s.futures[key] = future
@@ -348,11 +340,10 @@ class Calls:
             unwatch()
             s.futures.pop(key, None)
 
-    def _task_envelope(self, rec: StepRecord, ask: Ask, attempt: int, timeout: float) -> Envelope:
+    def _task_envelope(
+        self, rec: StepRecord, ask: Ask, attempt: int, timeout: float, budget: Budget
+    ) -> Envelope:
         s = self.s
-        remaining_tokens = None
-        if s.limits.max_tokens is not None:
-            remaining_tokens = max(1, s.limits.max_tokens - s.record.usage.total_tokens)
         return Envelope(
             run_id=s.run_id,
             step_id=rec.id,
@@ -367,7 +358,7 @@ class Calls:
                 context=ask.context,
                 required_confidence=ask.required_confidence,
                 acceptance=ask.acceptance,
-                budget=Budget(max_tokens=remaining_tokens),
+                budget=budget,
                 metadata={**s.metadata, **(ask.metadata or {})},
                 idempotency_key=f"{s.run_id}/{rec.id}/{attempt}/{ask.capability}",
             ),

@@ -211,6 +211,7 @@ class _Run:
         # the last events (the final step's) still go out to the bus's observers
         await asyncio.gather(*s.events, return_exceptions=True)
         await asyncio.shield(self.replies.leave(s))
+        s.release_stranded()
         self._ended()
         s.record.wall_time_s = s.elapsed()
         s.record.critical_path, s.record.critical_path_s = critical_path(s.record)

@@ -189,7 +189,9 @@ def validate_plan(plan: Plan, capabilities: Iterable[str], *, max_steps: int) ->
             )
         missing = [d for d in step.depends_on if d not in ids]
         if missing:
-            raise PlanError(f"step {step.id!r} depends on unknown step(s): {', '.join(missing)}")
+            raise PlanError(
+                f"step {step.id!r} depends on unknown step(s): {', '.join(map(repr, missing))}"
+            )
     try:
         graphlib.TopologicalSorter(plan.graph()).prepare()
     except graphlib.CycleError as exc:

@@ -148,6 +148,10 @@ def account_late(s: RunState, env: Envelope, payload: Result | Critique) -> None
     if sent is None or rec is None:
         return
     route, capability = sent
+    s.settle_late((env.step_id or "", env.attempt))  # booked below, no longer reserved
+    key = f"{env.step_id}/{env.attempt}"
+    if key in s.booked_before or key in s.checkpoint.accounted:
+        return  # the same answer again (a re-sent task answered from the agent's kept reply)
     usage = payload.usage
     rec.usage = rec.usage + usage
     rec.calls.append(

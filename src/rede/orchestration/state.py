@@ -24,7 +24,7 @@ from rede.orchestration.ledger import Ledger
 from rede.orchestration.run import RunResult, StepRecord
 from rede.protocol.messages import Critique, Envelope, Event, Result, Usage
 from rede.protocol.topics import Topic
-from rede.routing.budget import BudgetCap
+from rede.routing.budget import BudgetCap, Reservation
 from rede.routing.router import Route, Router
 from rede.runtime.registry import Registry
 
@@ -77,6 +77,8 @@ class RunState:
     replies: set[str] = field(default_factory=set)
     """Ids of the replies received, so a reply delivered twice is counted once."""
     calls: int = 0
+    stranded: dict[tuple[str, int], Reservation] = field(default_factory=dict)
+    """(step, attempt) -> what a lost call reserved, kept until its late reply or the end."""
     helpers: set[asyncio.Task[None]] = field(default_factory=set)
     """Tasks the run owns besides its steps (answering agents' questions)."""
     events: set[asyncio.Task[None]] = field(default_factory=set)
@@ -190,6 +192,23 @@ class RunState:
                 errors.append(exc)
         if errors:
             raise errors[0]
+
+    def strand(self, step_id: str, reservation: Reservation) -> bool:
+        """Keep a lost call's reservation on the caps (its reply may yet come and be booked)
+        until :meth:`settle_late` or :meth:`release_stranded`; True."""
+        reservation.strand()
+        self.stranded[(step_id, self.attempts.get(step_id, 1) - 1)] = reservation
+        return True
+
+    def settle_late(self, key: tuple[str, int]) -> None:
+        reservation = self.stranded.pop(key, None)
+        if reservation is not None:
+            reservation.release()
+
+    def release_stranded(self) -> None:
+        """The run is over: what its lost calls reserved is free again."""
+        for key in list(self.stranded):
+            self.settle_late(key)
 
     def affordable(self, cost_usd: float, tokens: int) -> bool:
         caps = (self.budget, self.services.network_budget)

@@ -9,25 +9,35 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 
 from pydantic import ValidationError
 
-from rede.errors import MalformedMessage, MessageTooLarge, SignatureError
+from rede.errors import MalformedMessage, MessageTooLarge, SignatureError, one_line
 from rede.protocol.messages import ENVELOPE_ADAPTER, Envelope
 
 DEFAULT_MAX_MESSAGE_BYTES = 1_000_000
 
 
 def describe_validation_error(exc: ValidationError) -> str:
-    """``payload.task.confidence: Input should be less than or equal to 1`` style summary."""
+    """``payload.task.confidence: Input should be less than or equal to 1`` style summary, on
+    one line: a field name that is not a plain word (it came from the input) is quoted."""
     parts = []
     for err in exc.errors()[:5]:
-        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
-        parts.append(f"{loc}: {err['msg']}")
+        loc = ".".join(_loc_part(p) for p in err["loc"]) or "(root)"
+        parts.append(f"{loc}: {one_line(err['msg'])}")
     more = exc.error_count() - len(parts)
     if more > 0:
         parts.append(f"... and {more} more")
     return "; ".join(parts)
+
+
+def _loc_part(part: str | int) -> str:
+    text = str(part)
+    return text if _PLAIN.fullmatch(text) else repr(text)
+
+
+_PLAIN = re.compile(r"[\w\-\[\]]{1,64}")
 
 
 class Codec:
@@ -84,15 +94,16 @@ class Codec:
         if self._key is not None:
             if not envelope.sig:
                 raise SignatureError(
-                    f"unsigned envelope {envelope.id} from {envelope.sender!r} "
+                    f"unsigned envelope {envelope.id!r} from {envelope.sender!r} "
                     "rejected: this bus requires a signature"
                 )
             body = ENVELOPE_ADAPTER.dump_json(
                 envelope.model_copy(update={"sig": None}), exclude={"sig"}
             )
-            if not hmac.compare_digest(envelope.sig, self._signature(body)):
+            expected = self._signature(body).encode()
+            if not hmac.compare_digest(envelope.sig.encode(), expected):  # any text, not only ASCII
                 raise SignatureError(
-                    f"forged or corrupted envelope {envelope.id} from {envelope.sender!r} "
+                    f"forged or corrupted envelope {envelope.id!r} from {envelope.sender!r} "
                     "rejected: signature does not match the shared key"
                 )
         return envelope

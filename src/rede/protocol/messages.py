@@ -75,6 +75,12 @@ class ContextItem(_Model):
 
 
 class Budget(_Model):
+    """What one task may spend, set by the orchestrator from what its caps have left.
+
+    An agent keeps within it: ``max_tokens`` counts prompt and completion together (the
+    agent caps the completion at what its prompt leaves), ``max_cost_usd`` is priced at the
+    agent's own prices. None: no bound."""
+
     max_tokens: int | None = Field(None, gt=0)
     max_cost_usd: float | None = Field(None, ge=0)
 

@@ -104,6 +104,9 @@ class FaultyModel(ChatModel):
         self.source = inner.source
         self.price = inner.price
 
+    def prompt_tokens_bound(self, request: ModelRequest) -> int:
+        return self.inner.prompt_tokens_bound(request)
+
     async def complete(self, request: ModelRequest) -> ModelResponse:
         if await self.controller.before_call(self.agent):
             await asyncio.Future()  # dies holding this call: the kill cancels it
