@@ -297,3 +297,49 @@ def test_the_default_in_memory_ledger_keeps_only_the_last_runs() -> None:
         ).ledger.max_runs
         == 1000
     )
+
+
+def test_a_served_run_is_approved_over_http_and_an_orphan_is_adopted_at_start(
+    tmp_path: Path,
+) -> None:
+    import httpx
+
+    from rede.server import ServerSettings, create_app
+    from rede.server.live import LiveServer, free_port
+
+    network = tmp_path / "team.yaml"
+    network.write_text(NETWORK_YAML)
+    ledger = str(tmp_path / "ledger.db")
+
+    async def leave_one_paused() -> None:  # a process that died with a run waiting
+        async with Network.from_yaml(network, ledger=ledger, time_scale=0.0) as net:
+            running = asyncio.create_task(net.ask("Compare two queues", run_id="run-orphan"))
+            await until(lambda: waiting(net, "run-orphan"))
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+
+    asyncio.run(leave_one_paused())
+    import time
+
+    time.sleep(0.4)  # its lease lapses
+    port = free_port()
+    net = Network.from_yaml(network, ledger=ledger, time_scale=0.0)
+    with LiveServer(create_app([net], ServerSettings(port=port)), port=port) as live:
+        deadline = time.monotonic() + 10
+        while httpx.get(f"{live.url}/v1/runs/run-orphan").json().get("source") != "resumed":
+            assert time.monotonic() < deadline, "the server did not adopt the orphaned run"
+            time.sleep(0.05)
+        early = httpx.post(f"{live.url}/v1/runs/run-orphan/answer", json={"step": "later"})
+        assert early.json()["answered"] == "step:later"  # kept for when that step waits
+        approved = httpx.post(
+            f"{live.url}/v1/runs/run-orphan/answer", json={"step": "plan", "by": "ops"}
+        )
+        assert approved.json() == {"id": "run-orphan", "answered": "plan"}
+        again = httpx.post(f"{live.url}/v1/runs/run-orphan/answer", json={"step": "plan"})
+        assert again.status_code == 409 and "already answered" in again.text
+        while (run := httpx.get(f"{live.url}/v1/runs/run-orphan").json())["status"] == "running":
+            assert time.monotonic() < deadline + 10, run
+            time.sleep(0.05)
+    assert run["status"] == "ok", run
+    by = [d for d in run["decisions"] if d["name"] == "human_answer"]
+    assert [d["by"] for d in by] == ["ops"]

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from rede import Network
+from rede import Network, RedeError
 from rede.server.http import APIError
 from rede.server.runs import RunManager, ServedRun, UnknownRun
 
@@ -21,6 +21,18 @@ from rede.server.runs import RunManager, ServedRun, UnknownRun
 class RunRequest(BaseModel):
     input: str = Field(min_length=1, description="The request the network answers.")
     model: str | None = Field(None, description="The network (default: the first served).")
+
+
+class Answer(BaseModel):
+    """A person's answer to a paused run (``human:`` in the network YAML)."""
+
+    step: str | None = Field(
+        None, description="'plan', a step id, or none: what the run waits for, if one thing."
+    )
+    approved: bool = Field(True, description="False rejects the plan or the step's output.")
+    reason: str = Field("", description="Why; recorded in the ledger.")
+    text: str = Field("", description="The answer to a question, or a step's output to use.")
+    by: str = Field("api", description="Who answers; recorded in the ledger.")
 
 
 def _events(run: ServedRun, after: int) -> AsyncIterator[str]:
@@ -152,6 +164,22 @@ def router(runs: RunManager) -> APIRouter:
             live(run_id)  # 404 with the reason
         run = await runs.cancel(run_id)
         return run.summary()
+
+    @api.post("/v1/runs/{run_id}/answer", summary="Approve, reject or answer a paused run")
+    async def answer(run_id: str, body: Answer) -> dict[str, Any]:
+        net = next(iter(runs.networks.values()))  # the served networks share one ledger
+        try:
+            wait = net.approve(
+                run_id,
+                body.step,
+                approved=body.approved,
+                reason=body.reason,
+                text=body.text,
+                by=body.by,
+            )
+        except RedeError as exc:
+            raise APIError(409, str(exc), "not_waiting") from None
+        return {"id": run_id, "answered": wait}
 
     @api.get("/v1/networks", tags=["Networks"], summary="The served networks, live")
     async def networks() -> dict[str, Any]:
