@@ -49,7 +49,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NamedTuple, Self
+from typing import Any, NamedTuple, Self
 
 from rede.errors import ProtocolError
 from rede.protocol.codec import DEFAULT_MAX_MESSAGE_BYTES, Codec, lenient_text
@@ -195,7 +195,7 @@ class Bus(abc.ABC):
         self.options = options or BusOptions()
         self.codec = self.options.codec()
         self.stats = BusStats()
-        self._kept: dict[str, tuple[bytes, float]] = {}
+        self._kept: dict[str, tuple[Any, float]] = {}
 
     @property
     @abc.abstractmethod
@@ -263,16 +263,21 @@ class Bus(abc.ABC):
 
     # ------------------------------------------------------------------ shared values
 
-    async def remember(self, key: str, value: bytes, ttl_s: float) -> None:
+    keeps_objects = True
+    """Whether :meth:`remember` keeps a Python object as it is (this process's store) rather
+    than bytes (a server's): :mod:`rede.runtime.once` then skips encoding its replies."""
+
+    async def remember(self, key: str, value: Any, ttl_s: float) -> None:
         """Keep ``value`` under ``key`` for ``ttl_s`` seconds where every process on this bus
-        can read it (agents' idempotent replies, :mod:`rede.runtime.once`). The default
-        keeps it in this process, which is every process of an in-process bus."""
+        can read it (agents' idempotent replies, :mod:`rede.runtime.once`): bytes, or any
+        object on a bus that :attr:`keeps_objects`. The default keeps it in this process,
+        which is every process of an in-process bus."""
         now = time.monotonic()
         if len(self._kept) > 10_000:  # drop the expired now and then, not on every call
             self._kept = {k: v for k, v in self._kept.items() if v[1] > now}
         self._kept[key] = (value, now + ttl_s)
 
-    async def claim(self, key: str, value: bytes, ttl_s: float) -> bytes | None:
+    async def claim(self, key: str, value: Any, ttl_s: float) -> Any:
         """Keep ``value`` under ``key`` unless something is kept there: None if it is now
         kept, else what was kept (in one step: two claimants never both get None)."""
         held, until = self._kept.get(key, (None, 0.0))

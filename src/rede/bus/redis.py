@@ -372,12 +372,14 @@ class RedisBus(Bus):
         ttl_ms = max(1, int(ttl_s * 1000))
         await self._call(lambda: self._redis.set(key, data, px=ttl_ms))
 
-    async def remember(self, key: str, value: bytes, ttl_s: float) -> None:
+    keeps_objects = False
+
+    async def remember(self, key: str, value: Any, ttl_s: float) -> None:
         self._check_open()
         name, ttl_ms = f"{self.namespace}rede:kept:{key}", max(1, int(ttl_s * 1000))
         await self._call(lambda: self._redis.set(name, value, px=ttl_ms))
 
-    async def claim(self, key: str, value: bytes, ttl_s: float) -> bytes | None:
+    async def claim(self, key: str, value: Any, ttl_s: float) -> Any:
         self._check_open()
         name, ttl_ms = f"{self.namespace}rede:kept:{key}", max(1, int(ttl_s * 1000))
         # SET NX GET (Redis 7.0+, Valkey): set if absent and return what was there, at once

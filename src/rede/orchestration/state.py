@@ -243,7 +243,7 @@ class RunState:
             rec.confidence = result.confidence
         rec.ended_at = self.elapsed()
         if result is not None:
-            self.checkpoint.done[rec.id] = DoneStep(record=rec, result=result)
+            self.checkpoint.done[rec.id] = DoneStep.model_construct(record=rec, result=result)
             self.save()
         self.emit(
             "step_finished",

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from rede.bus import Bus
 from rede.errors import RedeError
@@ -85,7 +86,9 @@ class OnceOnly:
                 return None
             await asyncio.sleep(self.poll_s)
 
-    def _decode(self, raw: bytes) -> Reply | None:
+    def _decode(self, raw: Any) -> Reply | None:
+        if isinstance(raw, Result | Critique):  # kept as it is by an in-process bus
+            return raw
         try:
             payload = self.bus.codec.decode(raw).payload
         except RedeError:
@@ -94,7 +97,9 @@ class OnceOnly:
 
     async def _keep(self, key: str, reply: Reply) -> None:
         try:
-            data = self.bus.codec.encode(Envelope(sender=self.sender, payload=reply))
+            data: Any = reply  # kept as sent: nothing changes a reply once it is sent
+            if not self.bus.keeps_objects:
+                data = self.bus.codec.encode(Envelope(sender=self.sender, payload=reply))
             await self.bus.remember(key, data, self.ttl_s)
         except RedeError:
             pass  # not kept: a resumed run would have the work done again, never lose it

@@ -18,6 +18,7 @@ import random
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from rede.bus import Bus, Subscription
 from rede.errors import ClosedBusError
@@ -68,10 +69,14 @@ class WrapperBus(Bus):
     async def _dead_letter(self, topic: Topic, raw: bytes, code: str, reason: str) -> None:
         await self.inner._dead_letter(topic, raw, code, reason)
 
-    async def remember(self, key: str, value: bytes, ttl_s: float) -> None:
+    @property
+    def keeps_objects(self) -> bool:  # type: ignore[override]
+        return self.inner.keeps_objects
+
+    async def remember(self, key: str, value: Any, ttl_s: float) -> None:
         await self.inner.remember(key, value, ttl_s)
 
-    async def claim(self, key: str, value: bytes, ttl_s: float) -> bytes | None:
+    async def claim(self, key: str, value: Any, ttl_s: float) -> Any:
         return await self.inner.claim(key, value, ttl_s)
 
 
