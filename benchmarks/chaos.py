@@ -366,8 +366,9 @@ def explained(prev: dict[str, Any], again: dict[str, Any], ended: set[tuple[str,
         if not prev["t"] - 1 <= f["at"] <= again["t"]:
             continue
         if f["fault"] == "agent_kill" and f["pid"] == prev["pid"]:
-            return (prev["key"], prev["pid"]) not in ended
-        if f["fault"] in ("redis_restart", "orchestrator_kill"):
+            if (prev["key"], prev["pid"]) not in ended:
+                return True
+        elif f["fault"] in ("redis_restart", "orchestrator_kill"):
             return True
     return False
 
