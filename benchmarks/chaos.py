@@ -100,8 +100,8 @@ class Valkey:
     def start(self) -> None:
         from rede.bus.embedded import wait_until_serving
 
-        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(self.dir)]  # fmt: skip
+        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+                "yes", "--appendfsync", "everysec", "--dir", str(self.dir)]  # fmt: skip
         for _ in range(50):  # the port may linger a moment after a kill
             with open(self.dir / "server.log", "ab") as log:
                 self.proc = subprocess.Popen(
@@ -145,7 +145,7 @@ class Chaos:
 
     def _spawn(self, args: list[str]) -> subprocess.Popen[bytes]:
         self.n_started += 1
-        log = open(self.out / "logs" / f"{args[0]}-{self.n_started}.log", "wb")  # noqa: SIM115
+        log = open(self.out / "logs" / f"{args[0]}-{self.n_started}.log", "wb")
         try:
             return subprocess.Popen(
                 [sys.executable, "-m", "rede", *args], env=self.env, stdout=log,
@@ -286,7 +286,9 @@ class Client:
 # --------------------------------------------------------------------------- the faults
 
 
-async def kill_agents(chaos: Chaos, every_s: float, rng: random.Random, stop: asyncio.Event) -> None:
+async def kill_agents(
+    chaos: Chaos, every_s: float, rng: random.Random, stop: asyncio.Event
+) -> None:
     """SIGKILL a random agent process every ``every_s`` and keep capacity with a new one."""
     next_kill = time.monotonic() + every_s
     while not stop.is_set():
@@ -357,29 +359,27 @@ def read_calls(out: Path) -> dict[str, list[dict[str, Any]]]:
     return calls
 
 
-def explained(prev: dict[str, Any], again: dict[str, Any], ended: set[tuple[str, int]],
-              faults: list[dict[str, Any]]) -> bool:  # fmt: skip
+def explained(prev: dict[str, Any], again: dict[str, Any], faults: list[dict[str, Any]]) -> bool:
     """Whether a call made again is explained by a fault between the two calls: the first
-    caller SIGKILLed before it finished, Redis restarted (a kept answer or an ack may be
-    lost), or an orchestrator killed (its in-flight step is sent again)."""
+    caller SIGKILLed (before its tool ended, or after but before its answer was kept and
+    acknowledged), Redis restarted (a kept answer or an ack may be lost), or an orchestrator
+    killed (its in-flight step is sent again)."""
     for f in faults:
         if not prev["t"] - 1 <= f["at"] <= again["t"]:
             continue
         if f["fault"] == "agent_kill" and f["pid"] == prev["pid"]:
-            if (prev["key"], prev["pid"]) not in ended:
-                return True
-        elif f["fault"] in ("redis_restart", "orchestrator_kill"):
+            return True
+        if f["fault"] in ("redis_restart", "orchestrator_kill"):
             return True
     return False
 
 
 def analyse(chaos: Chaos, outcomes: list[RunOutcome], wall_s: float) -> dict[str, Any]:
     calls = read_calls(chaos.out)
-    ended = {(r["key"], r["pid"]) for recs in calls.values() for r in recs if r["phase"] == "end"}
     starts = {k: [r for r in recs if r["phase"] == "start"] for k, recs in calls.items()}
     paid_twice = sum(len(v) - 1 for v in starts.values() if len(v) > 1)
     paid_explained = sum(
-        explained(v[i - 1], v[i], ended, chaos.faults)
+        explained(v[i - 1], v[i], chaos.faults)
         for v in starts.values()
         for i in range(1, len(v))
     )
@@ -389,7 +389,7 @@ def analyse(chaos: Chaos, outcomes: list[RunOutcome], wall_s: float) -> dict[str
         by_step[(run, step)].extend(recs)
     re_exec = {k: sorted(v, key=lambda r: r["t"]) for k, v in by_step.items() if len(v) > 1}
     re_explained = sum(
-        any(explained(v[i - 1], v[i], ended, chaos.faults) or _any_fault(v[0], v[i], chaos.faults)
+        any(explained(v[i - 1], v[i], chaos.faults) or _any_fault(v[0], v[i], chaos.faults)
             for i in range(1, len(v)))
         for v in re_exec.values()
     )  # fmt: skip
@@ -429,8 +429,9 @@ def analyse(chaos: Chaos, outcomes: list[RunOutcome], wall_s: float) -> dict[str
         "faults": {
             "agent_kills": kinds["agent_kill"],
             "redis_restarts": kinds["redis_restart"],
-            "redis_outages_s": [round(f["outage_s"], 1) for f in chaos.faults
-                                if f["fault"] == "redis_restart"],  # fmt: skip
+            "redis_outages_s": [
+                round(f["outage_s"], 1) for f in chaos.faults if f["fault"] == "redis_restart"
+            ],
             "orchestrator_kills": kinds["orchestrator_kill"],
         },
         "wall_time_s": round(wall_s, 1),
@@ -476,13 +477,18 @@ def table(s: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- main
 
 
-async def soak(args: argparse.Namespace) -> dict[str, Any]:
-    rng = random.Random(args.seed)
-    out = Path(args.out or tempfile.mkdtemp(prefix="rede-chaos-")).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "logs").mkdir(exist_ok=True)
+def prepare(out_arg: str | None) -> Path:
+    """The out dir, emptied of an earlier soak's call logs and ledger."""
+    out = Path(out_arg or tempfile.mkdtemp(prefix="rede-chaos-")).resolve()
+    (out / "logs").mkdir(parents=True, exist_ok=True)
     for old in [*out.glob("calls-*.jsonl"), *out.glob("ledger.db*")]:
         old.unlink()
+    return out
+
+
+async def soak(args: argparse.Namespace) -> dict[str, Any]:
+    rng = random.Random(args.seed)
+    out = prepare(args.out)
     valkey = Valkey(out)
     valkey.start()
     network = out / "network.yaml"

@@ -26,7 +26,7 @@ PLAN = {
     "steps": [
         {"id": "a", "capability": "research", "instruction": "look up part a"},
         {"id": "b", "capability": "analyse", "instruction": "work out part b"},
-        {"id": "c", "capability": "analyse", "instruction": "combine a and b", "depends_on": ["a", "b"]},
+        {"id": "c", "capability": "analyse", "instruction": "combine", "depends_on": ["a", "b"]},
     ],
 }
 
@@ -35,7 +35,7 @@ def _write(phase: str, task: Task) -> None:
     global _log
     if _log is None:
         out = Path(os.environ["REDE_CHAOS_OUT"])
-        _log = open(out / f"calls-{os.getpid()}.jsonl", "a", buffering=1)  # noqa: SIM115
+        _log = open(out / f"calls-{os.getpid()}.jsonl", "a", buffering=1)
     line = {"key": task.idempotency_key, "pid": os.getpid(), "t": time.time(), "phase": phase}
     _log.write(json.dumps(line) + "\n")  # line-buffered: on disk before the work starts
 

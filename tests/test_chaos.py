@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_a_small_chaos_soak_loses_nothing_and_answers_once(tmp_path: Path) -> None:
     out = tmp_path / "chaos"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    path = os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": path}
     args = ["--runs", "50", "--agents", "4", "--kill-every", "6", "--redis-restarts", "1",
             "--outage-s", "2", "--orchestrator-kills", "1", "--concurrency", "16",
             "--deadline-s", "60", "--out", str(out)]  # fmt: skip
