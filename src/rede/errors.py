@@ -17,6 +17,7 @@
     ├── UnknownStep              a plan or run has no step of that id (also a KeyError)
     ├── UnknownCapability        no agent in the network serves a capability
     ├── StepFailed               a step failed on every agent that could take it
+    ├── RunTakenOver             another orchestrator holds the run now (this one stalled)
     └── RunLimitExceeded         a run hit a hard limit (steps, rounds, time, cost, tokens)
 
 Every message says what was wrong and, where it can, what to do about it.
@@ -138,6 +139,18 @@ class StepFailed(RedeError):
         self.step_id = step_id
         self.reason = reason
         super().__init__(f"step {step_id!r} failed: {reason}")
+
+
+class RunTakenOver(RedeError):
+    """Another orchestrator took the run over (this one's lease on it lapsed, so the run
+    looked orphaned): this one stops and leaves it to the new holder."""
+
+    def __init__(self, run_id: str, owner: str) -> None:
+        super().__init__(
+            f"run {run_id} is held by another orchestrator now ({owner}): this one let its "
+            "lease lapse (stalled past durable.lease_s) and stops; the new holder finishes it"
+        )
+        self.run_id, self.owner = run_id, owner
 
 
 class RunLimitExceeded(RedeError):

@@ -138,13 +138,25 @@ class Ledger:
 
     # ------------------------------------------------------------------ checkpoints
 
-    def save_run(self, run_id: str, network: str, status: str, owner: str, state: Any) -> None:
-        """Keep a run's checkpoint (``state``: a pydantic model) and renew its owner's lease
-        by nothing: :meth:`claim_run` and :meth:`renew` set leases."""
+    def save_run(
+        self, run_id: str, network: str, status: str, owner: str, state: Any, lease_s: float = 0.0
+    ) -> bool:
+        """Keep a run's checkpoint (``state``: a pydantic model) for ``owner``. Its lease is
+        kept as it is if ``owner`` holds the run; a new run (or one taken from a holder whose
+        lease lapsed) is held for ``lease_s`` from now, in the same write, so it is never an
+        orphan in between. False, and nothing written, while another owner's lease runs: a
+        stalled orchestrator never takes back a run another one adopted."""
         old = self._states.get(run_id)
-        lease = old[3] if old is not None and old[2] == owner else 0.0
+        now = time.time()
+        if old is not None and old[2] != owner and old[3] >= now:
+            return False
+        if old is not None and old[2] == owner:
+            lease = old[3]
+        else:
+            lease = now + lease_s if lease_s else 0.0
         self._kept(run_id)
         self._states[run_id] = (network, status, owner, lease, state)
+        return True
 
     def load_run(self, run_id: str) -> RunRow | None:
         held = self._states.get(run_id)
@@ -269,16 +281,22 @@ class SQLiteLedger(Ledger):
 
     # ------------------------------------------------------------------ checkpoints
 
-    def save_run(self, run_id: str, network: str, status: str, owner: str, state: Any) -> None:
-        self._db.execute(
+    def save_run(
+        self, run_id: str, network: str, status: str, owner: str, state: Any, lease_s: float = 0.0
+    ) -> bool:
+        now = time.time()
+        saved = self._db.execute(
             "INSERT INTO runs (run_id, network, status, owner, lease_until, state, updated) "
-            "VALUES (?, ?, ?, ?, 0, ?, ?) ON CONFLICT(run_id) DO UPDATE SET "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(run_id) DO UPDATE SET "
             "status = excluded.status, state = excluded.state, updated = excluded.updated, "
-            "lease_until = CASE WHEN owner = excluded.owner THEN lease_until ELSE 0 END, "
-            "owner = excluded.owner",
-            (run_id, network, status, owner, state.model_dump_json(), time.time()),
-        )
+            "lease_until = CASE WHEN owner = excluded.owner THEN lease_until "
+            "ELSE excluded.lease_until END, owner = excluded.owner "
+            "WHERE owner = excluded.owner OR lease_until < ?",
+            (run_id, network, status, owner, now + lease_s if lease_s else 0.0,
+             state.model_dump_json(), now, now),
+        ).rowcount  # fmt: skip
         self._db.commit()
+        return saved == 1
 
     def load_run(self, run_id: str) -> RunRow | None:
         row = self._db.execute(

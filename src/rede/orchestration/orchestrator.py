@@ -100,16 +100,29 @@ class Orchestrator:
         plan: Plan | None = None,
     ) -> RunResult:
         run_id = run_id or new_id("run-")
-        try:
-            Topic.reply(run_id)
-        except ValueError:
-            raise ConfigError(
-                f"invalid run_id {run_id!r}: use letters, digits, '_' and '-' only"
-            ) from None
+        _check_run_id(run_id)
         state = RunState(self.services, run_id, request, metadata or {}, observer)
-        state.save()
-        self.ledger.claim_run(run_id, self.id, self.services.durable.lease_s)
+        state.save(lease_s=self.services.durable.lease_s)  # held from its first write
         return await self._execute(state, plan)
+
+    def accept(self, run_id: str, request: str, metadata: dict[str, Any] | None = None) -> None:
+        """Make a run durable before it starts: its first checkpoint, held by this
+        orchestrator (and renewed) from now. A server accepts a run only after this, so a
+        run it answered 202 for is resumed elsewhere if the server dies before it starts;
+        :meth:`run` with the same ``run_id`` takes it up. Raises ConfigError for a bad id."""
+        _check_run_id(run_id)
+        state = RunState(self.services, run_id, request, metadata or {}, None)
+        state.save(lease_s=self.services.durable.lease_s)
+        self._hold(run_id)
+
+    def release(self, run_id: str) -> None:
+        """Stop renewing the lease on a run this orchestrator no longer runs."""
+        self.live.discard(run_id)
+
+    def _hold(self, run_id: str) -> None:
+        self.live.add(run_id)
+        if self._renewing is None or self._renewing.done():
+            self._renewing = asyncio.create_task(self._renew_leases())
 
     async def resume(
         self, run_id: str, *, observer: Observer | None = None, force: bool = False
@@ -134,9 +147,7 @@ class Orchestrator:
         return await self._execute(state, cp.plan)
 
     async def _execute(self, state: RunState, plan: Plan | None) -> RunResult:
-        self.live.add(state.run_id)
-        if self._renewing is None or self._renewing.done():
-            self._renewing = asyncio.create_task(self._renew_leases())
+        self._hold(state.run_id)
         try:
             return await _Run(state, self.dispatcher, self.replies).execute(plan)
         finally:
@@ -191,13 +202,14 @@ class _Run:
         s = self.s
         s.record.status = "failed"
         s.record.error = str(exc) or type(exc).__name__
-        s.decide("run_failed", error=s.record.error, error_type=type(exc).__name__)
+        if not s.taken_over:  # the new holder writes the run's end, not this one
+            s.decide("run_failed", error=s.record.error, error_type=type(exc).__name__)
 
     def _ended(self) -> None:
         """Checkpoint the run's end: it is no longer resumable. A run cancelled by its
         process stopping stays live in the ledger, for another to resume."""
         s, cp = self.s, self.s.checkpoint
-        if s.record.status == "running":
+        if s.record.status == "running" or s.taken_over:
             return
         cp.status, cp.answer, cp.error = s.record.status, s.record.answer, s.record.error
         cp.waiting.clear()
@@ -363,6 +375,15 @@ class _Run:
         result, kept = await decide_by_agreement(conf, ask, self.s.decide, rec.id)
         rec.agent, rec.tier = kept.agent, kept.tier
         return result
+
+
+def _check_run_id(run_id: str) -> None:
+    try:
+        Topic.reply(run_id)
+    except ValueError:
+        raise ConfigError(
+            f"invalid run_id {run_id!r}: use letters, digits, '_' and '-' only"
+        ) from None
 
 
 def _why(answer: dict[str, Any]) -> str:

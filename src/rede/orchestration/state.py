@@ -18,7 +18,7 @@ from typing import Any
 
 from rede.bus import Bus
 from rede.config import DurableConfig, HumanConfig, LimitsConfig
-from rede.errors import RedeError, RunLimitExceeded
+from rede.errors import RedeError, RunLimitExceeded, RunTakenOver
 from rede.orchestration.durable import DoneStep, RunCheckpoint
 from rede.orchestration.ledger import Ledger
 from rede.orchestration.run import RunResult, StepRecord
@@ -89,6 +89,8 @@ class RunState:
     """Calls (``step/attempt``) whose usage a resumed run's checkpoint already holds."""
     clock: asyncio.Timeout | None = None
     """The run's wall-time limit, moved on by the time it waits for a person."""
+    taken_over: bool = False
+    """Another orchestrator holds the run now: this one writes nothing more of it."""
 
     def __post_init__(self) -> None:
         self.record = RunResult(run_id=self.run_id, request=self.request)
@@ -104,10 +106,15 @@ class RunState:
 
     # ------------------------------------------------------------------ checkpoints
 
-    def save(self) -> None:
-        """Write the checkpoint to the ledger (a SQLite ledger: to its file)."""
-        cp = self.checkpoint
-        self.services.ledger.save_run(self.run_id, cp.network, cp.status, self.services.sender, cp)
+    def save(self, lease_s: float = 0.0) -> None:
+        """Write the checkpoint to the ledger (a SQLite ledger: to its file); ``lease_s``:
+        hold a new run for that long from this same write. Raises :class:`RunTakenOver`
+        (and sets ``taken_over``) if another orchestrator holds the run now."""
+        cp, ledger, me = self.checkpoint, self.services.ledger, self.services.sender
+        if not ledger.save_run(self.run_id, cp.network, cp.status, me, cp, lease_s):
+            self.taken_over = True
+            row = ledger.load_run(self.run_id)
+            raise RunTakenOver(self.run_id, row.owner if row is not None else "?")
 
     def restore(self, cp: RunCheckpoint) -> None:
         """Take up a checkpoint: its finished steps, usage and calls are this run's."""

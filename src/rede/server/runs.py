@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from rede import Event, Network, RedeError, RunResult, Usage
+from rede.errors import RunTakenOver
 
 log = logging.getLogger("rede.server")
 
@@ -257,6 +258,8 @@ class RunManager:
         run = ServedRun(
             id=f"run-{uuid.uuid4().hex[:16]}", model=model, request=request, source=source
         )
+        if net.orchestrator is not None:  # durable before the client hears of it
+            net.orchestrator.accept(run.id, request)
         self.runs[run.id] = run
         self.active += 1
         run.task = asyncio.create_task(self._execute(net, run), name=f"rede-{run.id}")
@@ -293,7 +296,7 @@ class RunManager:
 
     async def _execute(self, net: Network, run: ServedRun, resume: bool = False) -> None:
         started = time.perf_counter()
-        status: RunStatus = "cancelled"
+        status: RunStatus | Literal["taken_over"] = "cancelled"
         try:
             run.result = await (
                 net.resume(run.id, observer=run.observe)
@@ -302,6 +305,8 @@ class RunManager:
             )
             run.usage = run.result.usage
             status = "ok"
+        except RunTakenOver as exc:  # another server runs it now: its record is the ledger's
+            run.error, status = str(exc), "taken_over"
         except RedeError as exc:
             run.result, run.error, status = exc.run, str(exc), "failed"
             if exc.run is not None:
@@ -316,7 +321,21 @@ class RunManager:
             log.exception("run %s failed unexpectedly", run.id)
             run.error, status = f"{type(exc).__name__}: {exc}", "failed"
         finally:
-            self._close(run, status, time.perf_counter() - started)
+            if net.orchestrator is not None:
+                net.orchestrator.release(run.id)
+            if status == "taken_over":
+                self._forget(run)
+            else:
+                self._close(run, status, time.perf_counter() - started)
+
+    def _forget(self, run: ServedRun) -> None:
+        """A run another server took over: no record of its end here (the new holder
+        writes it); ``describe`` reads it from the ledger from now on."""
+        log.warning("%s", run.error)
+        self.active -= 1
+        self.runs.pop(run.id, None)
+        run.status = "failed"  # ends its followers here; they may follow it on the new holder
+        run.add("run_closed", {"status": "taken_over", "error": run.error})
 
     def _close(self, run: ServedRun, status: RunStatus, wall: float) -> None:
         run.status = status
