@@ -243,6 +243,15 @@ durable: {lease_s: 0.3}
 runner = CliRunner()
 
 
+async def leave_paused(network: Path, ledger: str, run_id: str) -> None:
+    """A process that stops (or dies) while its run waits for a person."""
+    async with Network.from_yaml(network, ledger=ledger, time_scale=0.0) as net:
+        running = asyncio.create_task(net.ask("Compare two databases", run_id=run_id))
+        await until(lambda: waiting(net, run_id))
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+
+
 def test_a_paused_run_survives_a_restart_of_everything_and_finishes_after_approval(
     tmp_path: Path,
 ) -> None:
@@ -250,14 +259,7 @@ def test_a_paused_run_survives_a_restart_of_everything_and_finishes_after_approv
     network.write_text(NETWORK_YAML)
     ledger = str(tmp_path / "ledger.db")
 
-    async def start_then_stop() -> None:  # the whole process goes away while the run waits
-        async with Network.from_yaml(network, ledger=ledger, time_scale=0.0) as net:
-            running = asyncio.create_task(net.ask("Compare two databases", run_id="run-paused"))
-            await until(lambda: waiting(net, "run-paused"))
-            running.cancel()
-            await asyncio.gather(running, return_exceptions=True)
-
-    asyncio.run(start_then_stop())
+    asyncio.run(leave_paused(network, ledger, "run-paused"))  # everything stops meanwhile
     listed = runner.invoke(app, ["runs", "--ledger", ledger], terminal_width=200)
     assert "waiting: plan" in listed.output, listed.output
     approved = runner.invoke(app, ["approve", "run-paused", "--ledger", ledger])
@@ -311,14 +313,7 @@ def test_a_served_run_is_approved_over_http_and_an_orphan_is_adopted_at_start(
     network.write_text(NETWORK_YAML)
     ledger = str(tmp_path / "ledger.db")
 
-    async def leave_one_paused() -> None:  # a process that died with a run waiting
-        async with Network.from_yaml(network, ledger=ledger, time_scale=0.0) as net:
-            running = asyncio.create_task(net.ask("Compare two queues", run_id="run-orphan"))
-            await until(lambda: waiting(net, "run-orphan"))
-            running.cancel()
-            await asyncio.gather(running, return_exceptions=True)
-
-    asyncio.run(leave_one_paused())
+    asyncio.run(leave_paused(network, ledger, "run-orphan"))
     import time
 
     time.sleep(0.4)  # its lease lapses
