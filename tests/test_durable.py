@@ -6,7 +6,9 @@ person's approval or answer, from the Python API or the CLI, across a restart of
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -338,3 +340,43 @@ def test_a_served_run_is_approved_over_http_and_an_orphan_is_adopted_at_start(
     assert run["status"] == "ok", run
     by = [d for d in run["decisions"] if d["name"] == "human_answer"]
     assert [d["by"] for d in by] == ["ops"]
+
+
+def test_rede_run_interrupted_says_how_to_resume_and_resume_finishes_it(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    network = tmp_path / "team.yaml"
+    network.write_text(NETWORK_YAML.replace("human: {approve_plan: true, poll_s: 0.05}\n", ""))
+    ledger = str(tmp_path / "ledger.db")
+    env = {**os.environ, "COLUMNS": "200"}
+    run = subprocess.Popen(
+        [sys.executable, "-m", "rede", "run", str(network), "Compare two caches",
+         "--ledger", ledger],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not (Path(ledger).exists() and _has_a_finished_step(ledger)):
+        assert run.poll() is None and time.monotonic() < deadline, run.communicate()[0]
+        time.sleep(0.05)
+    run.send_signal(signal.SIGINT)
+    out = run.communicate(timeout=30)[0]
+    assert run.returncode == 130, out
+    (run_id,) = re.findall(r"rede resume (run-[0-9a-f]+)", out)
+    time.sleep(0.4)  # the interrupted process's lease lapses
+    resumed = runner.invoke(app, ["resume", run_id, str(network), "--ledger", ledger, "--fast"])
+    assert resumed.exit_code == 0, resumed.output
+
+
+def _has_a_finished_step(ledger: str) -> bool:
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(ledger)) as db:
+        try:
+            rows = db.execute("SELECT state FROM runs").fetchall()
+        except sqlite3.OperationalError:
+            return False
+    return any(len(json.loads(r[0])["done"]) >= 2 for r in rows)

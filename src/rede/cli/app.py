@@ -22,7 +22,7 @@ from rede.errors import RedeError
 from rede.evals.cli import bench_app
 from rede.network import Network
 from rede.orchestration.ledger import SQLiteLedger
-from rede.protocol.messages import protocol_schema
+from rede.protocol.messages import new_id, protocol_schema
 from rede.scaling import supervisor
 from rede.server.cli import serve_command
 from rede.sim.cli import sim_command
@@ -52,7 +52,7 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-async def _ask(net: Network, request: str, *, live: bool, as_json: bool) -> int:
+async def _ask(net: Network, request: str, run_id: str, *, live: bool, as_json: bool) -> int:
     async with net:
         result = None
         try:
@@ -60,9 +60,9 @@ async def _ask(net: Network, request: str, *, live: bool, as_json: bool) -> int:
                 with LiveView(
                     console, simulated=net.simulated, title=f"{net.config.name}: {request[:70]}"
                 ) as view:
-                    result = await net.ask(request, observer=view)
+                    result = await net.ask(request, observer=view, run_id=run_id)
             else:
-                result = await net.ask(request)
+                result = await net.ask(request, run_id=run_id)
         except RedeError as exc:
             result = exc.run
             if as_json and result is not None:
@@ -79,11 +79,28 @@ async def _ask(net: Network, request: str, *, live: bool, as_json: bool) -> int:
         return 0
 
 
-def _run(net: Network, request: str, *, live: bool = True, as_json: bool = False) -> None:
+def _run(
+    net: Network,
+    request: str,
+    *,
+    network: Path | None = None,
+    ledger: str = "",
+    as_json: bool = False,
+) -> None:
+    run_id = new_id("run-")
     try:
-        asyncio.run(_ask(net, request, live=live, as_json=as_json))
+        asyncio.run(_ask(net, request, run_id, live=True, as_json=as_json))
     except RedeError as exc:
         raise _fail(str(exc)) from None
+    except KeyboardInterrupt:
+        if ledger and net.ledger.load_run(run_id) is not None:  # checkpointed: resumable
+            where = network or demo_network_path()
+            console.print(
+                f"interrupted: run {run_id} is kept in {ledger}; take it up again with "
+                f"[cyan]rede resume {run_id} {where} --ledger {ledger}[/cyan]",
+                highlight=False,
+            )
+        raise typer.Exit(130) from None
 
 
 LedgerOpt = Annotated[
@@ -109,7 +126,7 @@ def demo(
     net = Network.from_yaml(
         demo_network_path(), time_scale=0.0 if fast else 1.0, ledger=ledger or None
     )
-    _run(net, request)
+    _run(net, request, ledger=ledger)
     if ledger:
         console.print(f"recorded in {ledger}: [cyan]rede trace --ledger {ledger}[/cyan]")
 
@@ -154,7 +171,7 @@ def run(
             net.serve_only(set())
     except RedeError as exc:
         raise _fail(str(exc)) from None
-    _run(net, request, as_json=as_json)
+    _run(net, request, network=network, ledger=ledger, as_json=as_json)
 
 
 BusOpt = Annotated[
