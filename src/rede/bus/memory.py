@@ -178,6 +178,10 @@ class MemoryBus(Bus):
     async def publish_raw(self, topic: Topic, data: bytes) -> str:
         return self._append(topic, data)
 
+    def listened(self, topic: Topic) -> bool:
+        stream = self._streams.get(str(topic))
+        return stream is not None and bool(stream.fanout or stream.groups)
+
     def _append(self, topic: Topic, data: Entry) -> str:
         self._check_open()
         if topic.ephemeral:

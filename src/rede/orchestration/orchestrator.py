@@ -253,7 +253,8 @@ class _Run:
             validate_plan(plan, capabilities, max_steps=s.limits.max_plan_steps)
         s.record.plan = s.checkpoint.plan = plan
         s.save()
-        s.emit("plan_ready", plan=plan.model_dump())
+        if s.observed:  # the plan's dump is made only for someone to see it
+            s.emit("plan_ready", plan=plan.model_dump())
         if s.services.human.approve_plan:
             shown = "\n".join(f"{st.id} [{st.capability}]: {st.instruction}" for st in plan.steps)
             answer = await ask_person(s, "plan", "plan", "plan", "Approve the plan?", shown)
