@@ -292,7 +292,10 @@ class _Run:
         sorter = graphlib.TopologicalSorter(plan.graph())
         sorter.prepare()
         outputs: dict[str, Result] = {}
-        running: dict[asyncio.Task[Result], str] = {}
+        running: dict[str, asyncio.Task[None]] = {}
+        # each step puts its outcome here as it ends: the loop wakes one turn after, where
+        # asyncio.wait on the tasks takes two (the task's done callback, then the waiter)
+        ended: asyncio.Queue[tuple[str, Result | BaseException]] = asyncio.Queue()
         try:
             while sorter.is_active():
                 for step_id in sorter.get_ready():
@@ -303,19 +306,36 @@ class _Run:
                         continue
                     step = plan.step(step_id)
                     context = [_context_item(plan.step(d), outputs[d]) for d in step.depends_on]
-                    running[asyncio.create_task(self._run_step(step, context))] = step_id
+                    running[step_id] = asyncio.create_task(self._step_into(ended, step, context))
                 if not running:
                     continue
-                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    step_id = running.pop(task)
-                    outputs[step_id] = task.result()  # a failed step ends the run
-                    sorter.done(step_id)
+                step_id, outcome = await ended.get()
+                del running[step_id]
+                if isinstance(outcome, BaseException):
+                    raise outcome  # a failed step ends the run
+                outputs[step_id] = outcome
+                sorter.done(step_id)
         finally:
-            for task in running:
+            for task in running.values():
                 task.cancel()
-            await asyncio.gather(*running, return_exceptions=True)
+            await asyncio.gather(*running.values(), return_exceptions=True)
         return outputs
+
+    async def _step_into(
+        self,
+        ended: asyncio.Queue[tuple[str, Result | BaseException]],
+        step: Step,
+        context: list[ContextItem],
+    ) -> None:
+        """Run a step and put its result, or its error, on ``ended``."""
+        try:
+            result = await self._run_step(step, context)
+        except BaseException as exc:
+            ended.put_nowait((step.id, exc))
+            if not isinstance(exc, Exception):
+                raise  # cancelled: the task ends cancelled too
+            return
+        ended.put_nowait((step.id, result))
 
     async def _run_step(self, step: Step, context: list[ContextItem]) -> Result:
         s = self.s
