@@ -59,11 +59,32 @@ class _Stream:
         self.fanout: set[_FanoutSubscription] = set()
         self.members: set[_GroupSubscription] = set()
         """Open group subscriptions."""
-        self.changed = asyncio.Event()
+        self._waiters: list[asyncio.Future[None]] = []
 
     def notify(self) -> None:
-        self.changed.set()
-        self.changed = asyncio.Event()
+        """Wake every receiver waiting for this stream to change."""
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def changed(self, until: float | None = None) -> None:
+        """Wait for the next :meth:`notify`, or until ``until`` (the loop's time). A bare
+        future (and a timer only with a deadline): a receive waits once per delivery, and an
+        ``asyncio.Event`` and ``asyncio.timeout`` each time were a good part of a hop."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiters.append(waiter)
+        timer = None if until is None else loop.call_at(until, _wake, waiter)
+        try:
+            await waiter
+        except BaseException:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
 
     def drop_oldest(self) -> None:
         seq, _ = self.entries.popitem(last=False)
@@ -264,6 +285,11 @@ class MemoryBus(Bus):
             stream.notify()
 
 
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 async def _envelope(bus: MemoryBus, topic: Topic, entry: Entry) -> Envelope | None:
     """The entry's envelope: itself if carried as one, else its bytes decoded (and
     dead-lettered, returning None, if they are not a valid envelope)."""
@@ -283,20 +309,24 @@ class _FanoutSubscription(Subscription):
         self.closed = False
 
     async def receive(self, timeout: float | None = None) -> Delivery:
+        if timeout is None:
+            return await self._receive()
         async with asyncio.timeout(timeout):
-            while True:
-                if self.closed or self._bus._closed:
-                    raise ClosedBusError(f"subscription to {self.topic} is closed")
-                if self.queue.empty():
-                    changed = self._stream.changed
-                    await changed.wait()
-                    continue
-                seq, raw = self.queue.get_nowait()
-                envelope = await _envelope(self._bus, self.topic, raw)
-                if envelope is None:
-                    continue
-                self._bus.stats.delivered += 1
-                return _MemoryDelivery(None, envelope, self.topic, seq, 1)
+            return await self._receive()
+
+    async def _receive(self) -> Delivery:
+        while True:
+            if self.closed or self._bus._closed:
+                raise ClosedBusError(f"subscription to {self.topic} is closed")
+            if self.queue.empty():
+                await self._stream.changed()
+                continue
+            seq, raw = self.queue.get_nowait()
+            envelope = await _envelope(self._bus, self.topic, raw)
+            if envelope is None:
+                continue
+            self._bus.stats.delivered += 1
+            return _MemoryDelivery(None, envelope, self.topic, seq, 1)
 
     async def aclose(self) -> None:
         self.closed = True
@@ -344,42 +374,41 @@ class _GroupSubscription(Subscription):
         return True
 
     async def receive(self, timeout: float | None = None) -> Delivery:
+        if timeout is None:
+            return await self._receive()
+        async with asyncio.timeout(timeout):
+            return await self._receive()
+
+    async def _receive(self) -> Delivery:
         loop = asyncio.get_running_loop()
         opts = self._bus.options
-        async with asyncio.timeout(timeout):
-            while True:
-                if self.closed or self._bus._closed:
-                    raise ClosedBusError(f"subscription to {self.topic} is closed")
-                changed = self._stream.changed
-                state = self._state
-                now = loop.time()
-                # 1. claim a delivery whose visibility timeout ran out (oldest first)
-                claimed = await self._claim_expired(state, now)
-                if claimed is not None:
-                    return claimed
-                # 2. the next new entry
-                seq = next((s for s in self._stream.entries if s > state.last), None)
-                if seq is not None:
-                    state.last = seq
-                    raw = self._stream.entries[seq]
-                    envelope = await _envelope(self._bus, self.topic, raw)
-                    if envelope is None:
-                        self._bus._trim(self._stream)
-                        continue
-                    state.pending[seq] = _Pending(self.consumer, now + opts.visibility_timeout_s, 1)
-                    self._bus.stats.delivered += 1
-                    return _MemoryDelivery(self, envelope, self.topic, seq, 1)
-                # 3. wait for a publish, a nack, or the next pending expiry
-                wait = None
-                if state.pending:
-                    wait = max(0.0, min(p.deadline for p in state.pending.values()) - now)
-                try:
-                    async with asyncio.timeout(wait):
-                        await changed.wait()
-                except TimeoutError:
-                    if wait is None:
-                        raise
+        while True:
+            if self.closed or self._bus._closed:
+                raise ClosedBusError(f"subscription to {self.topic} is closed")
+            state = self._state
+            now = loop.time()
+            # 1. claim a delivery whose visibility timeout ran out (oldest first)
+            claimed = await self._claim_expired(state, now)
+            if claimed is not None:
+                return claimed
+            # 2. the next new entry
+            seq = next((s for s in self._stream.entries if s > state.last), None)
+            if seq is not None:
+                state.last = seq
+                raw = self._stream.entries[seq]
+                envelope = await _envelope(self._bus, self.topic, raw)
+                if envelope is None:
+                    self._bus._trim(self._stream)
                     continue
+                state.pending[seq] = _Pending(self.consumer, now + opts.visibility_timeout_s, 1)
+                self._bus.stats.delivered += 1
+                return _MemoryDelivery(self, envelope, self.topic, seq, 1)
+            # 3. wait for a publish, a nack, or the next pending expiry (no await since the
+            # checks above, so no change can slip in between)
+            until = None
+            if state.pending:
+                until = min(p.deadline for p in state.pending.values())
+            await self._stream.changed(until)
 
     async def _claim_expired(self, state: _Group, now: float) -> Delivery | None:
         opts = self._bus.options
