@@ -43,6 +43,13 @@ class AgentView:
     def capabilities(self) -> list[str]:
         return self.card.capabilities
 
+    def cost(self, prompt_tokens: float, completion_tokens: float) -> float:
+        """What a call of this size costs at the card's prices."""
+        card = self.card
+        return (
+            prompt_tokens * card.price_in_per_1k + completion_tokens * card.price_out_per_1k
+        ) / 1000
+
 
 class Registry:
     def __init__(self, *, ttl_s: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
