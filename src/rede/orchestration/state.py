@@ -257,7 +257,7 @@ class RunState:
             rec.confidence = result.confidence
         rec.ended_at = self.elapsed()
         if result is not None:
-            self.checkpoint.done[rec.id] = DoneStep.model_construct(record=rec, result=result)
+            self.checkpoint.done[rec.id] = DoneStep(record=rec, result=result)
             self.save()
         if not self.observed:  # the usage dump below is not free
             return
