@@ -32,6 +32,9 @@ async def run_steps(
     outputs: dict[str, Result] = {}
     running: dict[str, asyncio.Task[None]] = {}
     ended: Ended = asyncio.Queue()
+    steps: dict[str, Step] = {}
+    for st in plan.steps:  # looked up by id once per run, not searched per step and context
+        steps.setdefault(st.id, st)
     try:
         while sorter.is_active():
             ready = []
@@ -41,8 +44,8 @@ async def run_steps(
                     outputs[step_id] = kept
                     sorter.done(step_id)
                     continue
-                step = plan.step(step_id)
-                context = [context_item(plan.step(d), outputs[d]) for d in step.depends_on]
+                step = steps.get(step_id) or plan.step(step_id)
+                context = [context_item(steps[d], outputs[d]) for d in step.depends_on]
                 ready.append((step, context))
             if len(ready) == 1 and not running:  # the only step that can run until it ends
                 step, context = ready[0]
