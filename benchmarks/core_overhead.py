@@ -17,13 +17,17 @@ subprocess, in the same run as Rede's; without that environment only Rede is mea
 
 Reported per hop: wall microseconds (runs one after another, so wall = the hop's whole
 latency) and CPU microseconds (the process's CPU time over the same runs), medians of
-``--rounds`` rounds, and Rede/LangGraph ratios.
+``--rounds`` rounds, and Rede/LangGraph ratios; and how much of the CPU went to Python's
+garbage collector (``gc.callbacks``): what a run keeps (Rede's in-memory ledger keeps every
+envelope and decision, and the scripted model every request) makes later collections longer,
+so the GC share varies from round to round and grows with the number of runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import statistics
 import subprocess
@@ -73,22 +77,50 @@ async def rede(shape: str, runs: int, rounds: int) -> dict[str, float]:
     the_plan = plan(shape)
     walls: list[float] = []
     cpus: list[float] = []
+    gcs: list[float] = []
     async with net:
         for _ in range(20):  # warm up
             await net.ask("go", plan=the_plan)
         for _ in range(rounds):
-            wall, cpu = time.perf_counter(), time.process_time()
-            for _ in range(runs):
-                await net.ask("go", plan=the_plan)
-            hops = runs * SHAPES[shape]
-            walls.append((time.perf_counter() - wall) / hops * 1e6)
-            cpus.append((time.process_time() - cpu) / hops * 1e6)
-    return {"wall_us": statistics.median(walls), "cpu_us": statistics.median(cpus)}
+            with GcClock() as in_gc:
+                wall, cpu = time.perf_counter(), time.process_time()
+                for _ in range(runs):
+                    await net.ask("go", plan=the_plan)
+                hops = runs * SHAPES[shape]
+                walls.append((time.perf_counter() - wall) / hops * 1e6)
+                cpus.append((time.process_time() - cpu) / hops * 1e6)
+            gcs.append(in_gc.seconds / hops * 1e6)
+    return {
+        "wall_us": statistics.median(walls),
+        "cpu_us": statistics.median(cpus),
+        "gc_us": statistics.median(gcs),
+    }
+
+
+class GcClock:
+    """Seconds spent in the garbage collector while in the ``with`` block."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._start = 0.0
+
+    def _tick(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._start
+
+    def __enter__(self) -> GcClock:
+        gc.callbacks.append(self._tick)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._tick)
 
 
 LANGGRAPH = textwrap.dedent(
     """
-    import asyncio, json, operator, statistics, sys, time
+    import asyncio, gc, json, operator, statistics, sys, time
     from typing import Annotated, TypedDict
     from langgraph.graph import END, START, StateGraph
 
@@ -126,15 +158,31 @@ LANGGRAPH = textwrap.dedent(
         graph = build(shape)
         for _ in range(20):
             await graph.ainvoke({"request": "go", "results": []})
-        walls, cpus = [], []
+        walls, cpus, gcs = [], [], []
+        clock = {"start": 0.0, "seconds": 0.0}
+
+        def tick(phase, info):
+            if phase == "start":
+                clock["start"] = time.perf_counter()
+            else:
+                clock["seconds"] += time.perf_counter() - clock["start"]
+
         for _ in range(rounds):
+            clock["seconds"] = 0.0
+            gc.callbacks.append(tick)
             wall, cpu = time.perf_counter(), time.process_time()
             for _ in range(runs):
                 out = await graph.ainvoke({"request": "go", "results": []})
                 assert len(out["results"]) == hops
             walls.append((time.perf_counter() - wall) / (runs * hops) * 1e6)
             cpus.append((time.process_time() - cpu) / (runs * hops) * 1e6)
-        print(json.dumps({"wall_us": statistics.median(walls), "cpu_us": statistics.median(cpus)}))
+            gc.callbacks.remove(tick)
+            gcs.append(clock["seconds"] / (runs * hops) * 1e6)
+        print(json.dumps({
+            "wall_us": statistics.median(walls),
+            "cpu_us": statistics.median(cpus),
+            "gc_us": statistics.median(gcs),
+        }))
 
     shape, runs, rounds, hops = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     asyncio.run(main(shape, runs, rounds, hops))
@@ -179,13 +227,21 @@ def main() -> None:
     version = langgraph_version()
     print(f"python {sys.version.split()[0]}; langgraph {version or '(peers venv absent)'}")
     print(f"{args.runs} runs x {args.rounds} rounds per shape; microseconds per hop, medians")
-    print("| shape | Rede wall | Rede CPU | LangGraph wall | LangGraph CPU | Rede / LangGraph |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(
+        "| shape | Rede wall | Rede CPU | of which GC | LangGraph wall | LangGraph CPU "
+        "| of which GC | Rede / LangGraph (CPU) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         ours, theirs = r["rede"], r["langgraph"]
-        lg = f"{theirs['wall_us']:.0f} | {theirs['cpu_us']:.0f}" if theirs else "- | -"
-        ratio = f"{ours['wall_us'] / theirs['wall_us']:.2f}x" if theirs else "-"
-        print(f"| {r['shape']} | {ours['wall_us']:.0f} | {ours['cpu_us']:.0f} | {lg} | {ratio} |")
+        lg = (
+            f"{theirs['wall_us']:.0f} | {theirs['cpu_us']:.0f} | {theirs['gc_us']:.0f}"
+            if theirs
+            else "- | - | -"
+        )
+        ratio = f"{ours['cpu_us'] / theirs['cpu_us']:.2f}x" if theirs else "-"
+        mine = f"{ours['wall_us']:.0f} | {ours['cpu_us']:.0f} | {ours['gc_us']:.0f}"
+        print(f"| {r['shape']} | {mine} | {lg} | {ratio} |")
     if args.json:
         args.json.write_text(json.dumps({"langgraph": version, "rows": rows}, indent=1) + "\n")
 

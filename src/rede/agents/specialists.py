@@ -205,7 +205,7 @@ class LLMSpecialist(Specialist):
             "acceptance": task.acceptance or "answers the request correctly and completely",
             "draft": task.context[-1].content if task.context else task.instruction,
             "capabilities": ", ".join(task.metadata.get("capabilities", [])),
-            "schema": json.dumps(task.metadata.get("schema", {})),
+            "schema": json.dumps(task.metadata["schema"]) if "schema" in task.metadata else "{}",
         }
         text = self.prompt(task.capability).safe_substitute(values)
         metadata = {

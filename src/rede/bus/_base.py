@@ -218,6 +218,14 @@ class Bus(abc.ABC):
         need not start a task per event."""
         return None
 
+    def listened(self, topic: Topic) -> bool:
+        """Whether a publish to ``topic`` may reach anyone. False only where the bus knows
+        that nobody does or will: no fan-out subscriber and no consumer group (the
+        in-process bus knows its subscribers). A publisher of best-effort messages nobody
+        must receive (observers' events) may then skip making them. The default, True: a
+        bus whose subscribers live in other processes cannot tell."""
+        return True
+
     @abc.abstractmethod
     async def publish_raw(self, topic: Topic, data: bytes) -> str:
         """Append bytes as they are. For bridges and tests: receivers still validate them."""

@@ -20,64 +20,12 @@ nobody looks at again go too.
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
-from dataclasses import dataclass, field
 
 from rede.bus._base import Backlog, Bus, BusOptions, Delivery, Subscription
+from rede.bus._stream import Entry, Group, Pending, Stream
 from rede.errors import ClosedBusError
 from rede.protocol.messages import Envelope, new_id
 from rede.protocol.topics import Topic
-
-Entry = bytes | Envelope
-"""A stream entry: bytes from ``publish_raw`` (or a signing bus), else the envelope itself."""
-
-
-@dataclass
-class _Pending:
-    consumer: str
-    deadline: float
-    count: int
-
-
-@dataclass
-class _Group:
-    last: int
-    pending: OrderedDict[int, _Pending] = field(default_factory=OrderedDict)
-
-
-class _Stream:
-    def __init__(self, first_seq: int, now: float, ephemeral: bool = False) -> None:
-        self.ephemeral = ephemeral
-        self.idle_since = now
-        """When the last subscriber left (or the stream was made), on the event loop's
-        clock: an ephemeral stream with no subscriber expires a TTL after it."""
-        self.entries: OrderedDict[int, Entry] = OrderedDict()
-        self.stamps: dict[int, float] = {}
-        """When each entry was published (the event loop's clock)."""
-        self.next_seq = first_seq
-        self.groups: dict[str, _Group] = {}
-        self.fanout: set[_FanoutSubscription] = set()
-        self.members: set[_GroupSubscription] = set()
-        """Open group subscriptions."""
-        self.changed = asyncio.Event()
-
-    def notify(self) -> None:
-        self.changed.set()
-        self.changed = asyncio.Event()
-
-    def drop_oldest(self) -> None:
-        seq, _ = self.entries.popitem(last=False)
-        self.stamps.pop(seq, None)
-
-    def leave(self, sub: _FanoutSubscription | _GroupSubscription) -> None:
-        """A subscription closed; with it the last, the expiry clock starts."""
-        if isinstance(sub, _FanoutSubscription):
-            self.fanout.discard(sub)
-        else:
-            self.members.discard(sub)
-        if not self.fanout and not self.members:
-            self.idle_since = asyncio.get_running_loop().time()
-        self.notify()
 
 
 class _MemoryDelivery(Delivery):
@@ -113,7 +61,7 @@ class MemoryBus(Bus):
 
     def __init__(self, options: BusOptions | None = None) -> None:
         super().__init__(options)
-        self._streams: dict[str, _Stream] = {}
+        self._streams: dict[str, Stream] = {}
         self._ephemeral: set[str] = set()
         """Keys of the ephemeral streams, which the sweep looks at."""
         self._next_sweep = 0.0
@@ -124,18 +72,18 @@ class MemoryBus(Bus):
     def url(self) -> str:
         return "memory://"
 
-    def _stream(self, topic: Topic) -> _Stream:
+    def _stream(self, topic: Topic) -> Stream:
         """The topic's stream, made if missing (by a subscribe, or a durable topic's publish)."""
         key = str(topic)
         stream = self._existing(key)
         if stream is None:
             now = asyncio.get_running_loop().time()
-            stream = self._streams[key] = _Stream(0, now, topic.ephemeral)
+            stream = self._streams[key] = Stream(0, now, topic.ephemeral)
             if topic.ephemeral:
                 self._ephemeral.add(key)
         return stream
 
-    def _existing(self, key: str) -> _Stream | None:
+    def _existing(self, key: str) -> Stream | None:
         """The stream at ``key``, unless it is missing or has just expired."""
         stream = self._streams.get(key)
         if stream is not None and stream.ephemeral:
@@ -143,7 +91,7 @@ class MemoryBus(Bus):
             stream = self._streams.get(key)
         return stream
 
-    def _expire(self, key: str, stream: _Stream, now: float) -> None:
+    def _expire(self, key: str, stream: Stream, now: float) -> None:
         """Drop an ephemeral stream no one has subscribed to for ``ephemeral_ttl_s``, as
         Redis expires a key no live subscriber renews."""
         if stream.fanout or stream.members:
@@ -178,6 +126,10 @@ class MemoryBus(Bus):
     async def publish_raw(self, topic: Topic, data: bytes) -> str:
         return self._append(topic, data)
 
+    def listened(self, topic: Topic) -> bool:
+        stream = self._streams.get(str(topic))
+        return stream is not None and bool(stream.fanout or stream.groups)
+
     def _append(self, topic: Topic, data: Entry) -> str:
         self._check_open()
         if topic.ephemeral:
@@ -201,7 +153,7 @@ class MemoryBus(Bus):
         stream.notify()
         return str(seq)
 
-    def _trim(self, stream: _Stream) -> None:
+    def _trim(self, stream: Stream) -> None:
         while len(stream.entries) > self.options.maxlen:
             stream.drop_oldest()
         if not stream.groups:
@@ -225,7 +177,7 @@ class MemoryBus(Bus):
             return sub
         if group not in stream.groups:
             first = next(iter(stream.entries), None)
-            stream.groups[group] = _Group(last=first - 1 if first is not None else self._last_seq)
+            stream.groups[group] = Group(last=first - 1 if first is not None else self._last_seq)
         return _GroupSubscription(self, topic, stream, group, consumer)
 
     async def backlog(self, topic: Topic, group: str) -> Backlog:
@@ -269,7 +221,7 @@ async def _envelope(bus: MemoryBus, topic: Topic, entry: Entry) -> Envelope | No
 
 
 class _FanoutSubscription(Subscription):
-    def __init__(self, bus: MemoryBus, topic: Topic, stream: _Stream, consumer: str) -> None:
+    def __init__(self, bus: MemoryBus, topic: Topic, stream: Stream, consumer: str) -> None:
         self._bus = bus
         self._stream = stream
         self.topic = topic
@@ -279,20 +231,24 @@ class _FanoutSubscription(Subscription):
         self.closed = False
 
     async def receive(self, timeout: float | None = None) -> Delivery:
+        if timeout is None:
+            return await self._receive()
         async with asyncio.timeout(timeout):
-            while True:
-                if self.closed or self._bus._closed:
-                    raise ClosedBusError(f"subscription to {self.topic} is closed")
-                if self.queue.empty():
-                    changed = self._stream.changed
-                    await changed.wait()
-                    continue
-                seq, raw = self.queue.get_nowait()
-                envelope = await _envelope(self._bus, self.topic, raw)
-                if envelope is None:
-                    continue
-                self._bus.stats.delivered += 1
-                return _MemoryDelivery(None, envelope, self.topic, seq, 1)
+            return await self._receive()
+
+    async def _receive(self) -> Delivery:
+        while True:
+            if self.closed or self._bus._closed:
+                raise ClosedBusError(f"subscription to {self.topic} is closed")
+            if self.queue.empty():
+                await self._stream.changed()
+                continue
+            seq, raw = self.queue.get_nowait()
+            envelope = await _envelope(self._bus, self.topic, raw)
+            if envelope is None:
+                continue
+            self._bus.stats.delivered += 1
+            return _MemoryDelivery(None, envelope, self.topic, seq, 1)
 
     async def aclose(self) -> None:
         self.closed = True
@@ -301,7 +257,7 @@ class _FanoutSubscription(Subscription):
 
 class _GroupSubscription(Subscription):
     def __init__(
-        self, bus: MemoryBus, topic: Topic, stream: _Stream, group: str, consumer: str
+        self, bus: MemoryBus, topic: Topic, stream: Stream, group: str, consumer: str
     ) -> None:
         self._bus = bus
         self._stream = stream
@@ -312,7 +268,7 @@ class _GroupSubscription(Subscription):
         stream.members.add(self)
 
     @property
-    def _state(self) -> _Group:
+    def _state(self) -> Group:
         state = self._stream.groups.get(self.group or "")
         if state is None:
             raise ClosedBusError(f"topic {self.topic} was deleted")
@@ -340,44 +296,43 @@ class _GroupSubscription(Subscription):
         return True
 
     async def receive(self, timeout: float | None = None) -> Delivery:
+        if timeout is None:
+            return await self._receive()
+        async with asyncio.timeout(timeout):
+            return await self._receive()
+
+    async def _receive(self) -> Delivery:
         loop = asyncio.get_running_loop()
         opts = self._bus.options
-        async with asyncio.timeout(timeout):
-            while True:
-                if self.closed or self._bus._closed:
-                    raise ClosedBusError(f"subscription to {self.topic} is closed")
-                changed = self._stream.changed
-                state = self._state
-                now = loop.time()
-                # 1. claim a delivery whose visibility timeout ran out (oldest first)
-                claimed = await self._claim_expired(state, now)
-                if claimed is not None:
-                    return claimed
-                # 2. the next new entry
-                seq = next((s for s in self._stream.entries if s > state.last), None)
-                if seq is not None:
-                    state.last = seq
-                    raw = self._stream.entries[seq]
-                    envelope = await _envelope(self._bus, self.topic, raw)
-                    if envelope is None:
-                        self._bus._trim(self._stream)
-                        continue
-                    state.pending[seq] = _Pending(self.consumer, now + opts.visibility_timeout_s, 1)
-                    self._bus.stats.delivered += 1
-                    return _MemoryDelivery(self, envelope, self.topic, seq, 1)
-                # 3. wait for a publish, a nack, or the next pending expiry
-                wait = None
-                if state.pending:
-                    wait = max(0.0, min(p.deadline for p in state.pending.values()) - now)
-                try:
-                    async with asyncio.timeout(wait):
-                        await changed.wait()
-                except TimeoutError:
-                    if wait is None:
-                        raise
+        while True:
+            if self.closed or self._bus._closed:
+                raise ClosedBusError(f"subscription to {self.topic} is closed")
+            state = self._state
+            now = loop.time()
+            # 1. claim a delivery whose visibility timeout ran out (oldest first)
+            claimed = await self._claim_expired(state, now)
+            if claimed is not None:
+                return claimed
+            # 2. the next new entry
+            seq = next((s for s in self._stream.entries if s > state.last), None)
+            if seq is not None:
+                state.last = seq
+                raw = self._stream.entries[seq]
+                envelope = await _envelope(self._bus, self.topic, raw)
+                if envelope is None:
+                    self._bus._trim(self._stream)
                     continue
+                state.pending[seq] = Pending(self.consumer, now + opts.visibility_timeout_s, 1)
+                self._bus.stats.delivered += 1
+                return _MemoryDelivery(self, envelope, self.topic, seq, 1)
+            # 3. wait for a publish, a nack, or the next pending expiry (no await since the
+            # checks above, so no change can slip in between)
+            until = None
+            if state.pending:
+                until = min(p.deadline for p in state.pending.values())
+            await self._stream.changed(until)
 
-    async def _claim_expired(self, state: _Group, now: float) -> Delivery | None:
+    async def _claim_expired(self, state: Group, now: float) -> Delivery | None:
         opts = self._bus.options
         for seq, pending in list(state.pending.items()):
             if pending.deadline > now:

@@ -9,7 +9,8 @@ capability when one fails, times out or vanishes from the registry. Replies are 
 Run limits (steps, refine rounds, wall time, cost, tokens) end a run with an error naming
 the limit; the partial run record travels on the error as ``exc.run``.
 
-The parts: :mod:`~rede.orchestration.call` (one call: route, send, await, retry, escalate),
+The parts: :mod:`~rede.orchestration.steps` (the plan loop), :mod:`~rede.orchestration.call`
+(one call: route, send, await, retry, escalate),
 :mod:`~rede.orchestration.replies` (the reply reader), :mod:`~rede.orchestration.review`
 (critique and refine), :mod:`~rede.orchestration.agreement` (tiers that vote), all sharing
 the run's :class:`~rede.orchestration.state.RunState`.
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import graphlib
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -39,6 +39,7 @@ from rede.orchestration.replies import SharedReplies
 from rede.orchestration.review import review
 from rede.orchestration.run import RunResult, StepRecord, critical_path
 from rede.orchestration.state import Observer, RunState, Services
+from rede.orchestration.steps import context_item, run_steps
 from rede.protocol.messages import ContextItem, Result, new_id
 from rede.protocol.topics import Topic
 from rede.routing.budget import BudgetCap
@@ -242,7 +243,7 @@ class _Run:
         s = self.s
         capabilities = s.services.router.known_capabilities()
         plan = await self._planned(plan, capabilities)
-        outputs = await self._run_plan(plan)
+        outputs = await run_steps(plan, s.checkpoint.restored, self._run_step)
         sinks = plan.sinks()
         if len(plan.steps) > 1 and "synthesise" in capabilities:
             s.record.answer = (await self._synthesis(plan, outputs)).output
@@ -265,7 +266,8 @@ class _Run:
             validate_plan(plan, capabilities, max_steps=s.limits.max_plan_steps)
         s.record.plan = s.checkpoint.plan = plan
         s.save()
-        s.emit("plan_ready", plan=plan.model_dump())
+        if s.observed:  # the plan's dump is made only for someone to see it
+            s.emit("plan_ready", plan=plan.model_dump())
         if s.services.human.approve_plan:
             shown = "\n".join(f"{st.id} [{st.capability}]: {st.instruction}" for st in plan.steps)
             answer = await ask_person(s, "plan", "plan", "plan", "Approve the plan?", shown)
@@ -278,7 +280,7 @@ class _Run:
         kept = s.checkpoint.restored("synthesis")
         if kept is not None:
             return kept
-        context = [_context_item(plan.step(st.id), outputs[st.id]) for st in plan.steps]
+        context = [context_item(plan.step(st.id), outputs[st.id]) for st in plan.steps]
         sinks = [st.id for st in plan.sinks()]
         rec = s.new_record(
             "synthesis", "synthesise", "Write the final answer.", sinks, kind="synthesis"
@@ -298,35 +300,6 @@ class _Run:
             return Result(status="failed", error=exc.reason)
         s.finish(rec, result)
         return result  # type: ignore[no-any-return]
-
-    async def _run_plan(self, plan: Plan) -> dict[str, Result]:
-        sorter = graphlib.TopologicalSorter(plan.graph())
-        sorter.prepare()
-        outputs: dict[str, Result] = {}
-        running: dict[asyncio.Task[Result], str] = {}
-        try:
-            while sorter.is_active():
-                for step_id in sorter.get_ready():
-                    kept = self.s.checkpoint.restored(step_id)
-                    if kept is not None:  # finished before the run was resumed
-                        outputs[step_id] = kept
-                        sorter.done(step_id)
-                        continue
-                    step = plan.step(step_id)
-                    context = [_context_item(plan.step(d), outputs[d]) for d in step.depends_on]
-                    running[asyncio.create_task(self._run_step(step, context))] = step_id
-                if not running:
-                    continue
-                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    step_id = running.pop(task)
-                    outputs[step_id] = task.result()  # a failed step ends the run
-                    sorter.done(step_id)
-        finally:
-            for task in running:
-                task.cancel()
-            await asyncio.gather(*running, return_exceptions=True)
-        return outputs
 
     async def _run_step(self, step: Step, context: list[ContextItem]) -> Result:
         s = self.s
@@ -388,12 +361,6 @@ def _check_run_id(run_id: str) -> None:
 
 def _why(answer: dict[str, Any]) -> str:
     return f"{answer.get('reason') or 'no reason given'} ({answer.get('by') or 'someone'})"
-
-
-def _context_item(step: Step, result: Result) -> ContextItem:
-    return ContextItem(
-        step_id=step.id, capability=step.capability, content=result.output, data=result.data
-    )
 
 
 __all__ = ["Observer", "Orchestrator"]

@@ -38,8 +38,9 @@ def call_size(
     metadata and :data:`TEMPLATE_TOKENS`."""
     texts = list(texts)
     prompt = max(1, tokens_for_chars(sum(len(t) for t in texts)))
-    extra = json.dumps({**s.metadata, **metadata}, default=str)
-    worst_prompt = 2 * sum(len(t.encode()) for t in texts) + len(extra.encode())
+    merged = {**s.metadata, **metadata}
+    extra = json.dumps(merged, default=str) if merged else "{}"
+    worst_prompt = 2 * sum(map(_utf8_len, texts)) + _utf8_len(extra)
     router = s.services.router
     _, completion = router.expected_tokens(route.agent, route.capability, prompt)
     allowed = max(MIN_COMPLETION_TOKENS, 2 * round(completion))
@@ -50,6 +51,10 @@ def call_size(
     else:  # the agent vanished: price every token at the route's expected average
         price_in = price_out = route.expected_cost_usd * 1000 / max(1, route.expected_tokens)
     return CallSize(prompt, worst_prompt + TEMPLATE_TOKENS + allowed, price_in, price_out)
+
+
+def _utf8_len(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode())
 
 
 async def before_call(s: RunState, route: Route, size: CallSize, *, wait: bool) -> Reservation:

@@ -142,12 +142,26 @@ class RunState:
 
     # ------------------------------------------------------------------ records
 
+    @property
+    def observed(self) -> bool:
+        """Whether an event would reach anyone: the run's observer, or a subscriber to
+        ``rede.events`` (a bus that cannot tell is assumed to have one)."""
+        services = self.services
+        return self.observer is not None or (
+            services.publish_events and services.bus.listened(EVENTS)
+        )
+
     def emit(self, name: str, **data: Any) -> None:
-        """An event to the observer and, unless turned off, to ``rede.events``."""
+        """An event to the observer and, unless turned off, to ``rede.events``; not even made
+        when neither is there (an in-process bus with no subscriber to ``rede.events``)."""
+        services = self.services
+        publish = services.publish_events and services.bus.listened(EVENTS)
+        if self.observer is None and not publish:
+            return
         event = Event(name=name, data={"run_id": self.run_id, **data})
         if self.observer is not None:
             self.observer(event)
-        if self.services.publish_events:
+        if publish:
             env = Envelope(run_id=self.run_id, sender=self.services.sender, payload=event)
             try:
                 if self.services.bus.publish_now(EVENTS, env) is not None:
@@ -250,8 +264,10 @@ class RunState:
             rec.confidence = result.confidence
         rec.ended_at = self.elapsed()
         if result is not None:
-            self.checkpoint.done[rec.id] = DoneStep.model_construct(record=rec, result=result)
+            self.checkpoint.done[rec.id] = DoneStep(record=rec, result=result)
             self.save()
+        if not self.observed:  # the usage dump below is not free
+            return
         self.emit(
             "step_finished",
             step=rec.id,

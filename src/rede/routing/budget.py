@@ -103,12 +103,19 @@ class BudgetCap:
 
     def shortfall(self, cost_usd: float, tokens: int, what: str = "") -> RunLimitExceeded | None:
         """The error a call of this expected size would hit, or None if the caps allow it."""
+        over_cost = self.max_cost_usd is not None and (
+            self.spent_usd + self.held_usd + cost_usd > self.max_cost_usd
+        )
+        over_tokens = self.max_tokens is not None and (
+            self.spent_tokens + self.held_tokens + tokens > self.max_tokens
+        )
+        if not (over_cost or over_tokens):  # the common case: asked per candidate per call
+            return None
         what = what or "the next call"
         where = "this run" if self.scope == "run" else "this network's runs together"
         held = " (plus calls in flight)" if self.held_usd or self.held_tokens else ""
-        if self.max_cost_usd is not None and (
-            self.spent_usd + self.held_usd + cost_usd > self.max_cost_usd
-        ):
+        if over_cost:
+            assert self.max_cost_usd is not None
             return RunLimitExceeded(
                 f"{self._prefix}max_cost_usd",
                 self.max_cost_usd,
@@ -116,17 +123,14 @@ class BudgetCap:
                 f"{where} spent ${self.spent_usd:.6f}{held}; {what} would cost about "
                 f"${cost_usd:.6f}; not started",
             )
-        if self.max_tokens is not None and (
-            self.spent_tokens + self.held_tokens + tokens > self.max_tokens
-        ):
-            return RunLimitExceeded(
-                f"{self._prefix}max_tokens",
-                self.max_tokens,
-                self.spent_tokens,
-                f"{where} used {self.spent_tokens} tokens{held}; {what} would use about "
-                f"{tokens}; not started",
-            )
-        return None
+        assert self.max_tokens is not None
+        return RunLimitExceeded(
+            f"{self._prefix}max_tokens",
+            self.max_tokens,
+            self.spent_tokens,
+            f"{where} used {self.spent_tokens} tokens{held}; {what} would use about "
+            f"{tokens}; not started",
+        )
 
     def refusal(self, size: CallSize, what: str) -> RunLimitExceeded:
         """The error for a call this cap cannot pay even a minimal version of."""

@@ -128,7 +128,7 @@ class Router:
     clock: Callable[[], float] = time.monotonic
     configured: frozenset[str] = frozenset()
     """Capabilities the network's configuration serves: without a live agent, absent."""
-    _changed: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
+    _changed: asyncio.Event | None = field(default=None, init=False, repr=False)
 
     @property
     def decay(self) -> float:
@@ -155,12 +155,13 @@ class Router:
         self._notify()
 
     def _notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
 
     async def wait_change(self, timeout: float | None = None) -> bool:
         """Wait until a call starts or finishes; False after ``timeout``."""
-        changed = self._changed
+        changed = self._changed = self._changed or asyncio.Event()  # made only when waited for
         try:
             async with asyncio.timeout(timeout):
                 await changed.wait()
@@ -249,8 +250,7 @@ class Router:
     def expected_cost(
         self, view: AgentView, capability: str, prompt_hint: int | None = None
     ) -> float:
-        p, c = self.expected_tokens(view.name, capability, prompt_hint)
-        return (p * view.card.price_in_per_1k + c * view.card.price_out_per_1k) / 1000
+        return view.cost(*self.expected_tokens(view.name, capability, prompt_hint))
 
     def strategy_for(self, capability: str) -> str:
         return self.config.per_capability.get(capability, self.config.strategy)
@@ -300,7 +300,7 @@ class Router:
             req.capability,
             strategy,
             reason,
-            (p * view.card.price_in_per_1k + c * view.card.price_out_per_1k) / 1000,
+            view.cost(p, c),
             self.expected_quality(view, req.capability),
             view.card.tier,
             round(p + c),
@@ -336,11 +336,10 @@ class Router:
             views = [v for v in views if self.rank(v) >= req.min_rank]
         if not views:
             return None
-        cost = {v.name: self.expected_cost(v, cap, req.prompt_tokens) for v in views}
+        est = {v.name: self.expected_tokens(v.name, cap, req.prompt_tokens) for v in views}
+        cost = {v.name: v.cost(*est[v.name]) for v in views}
         quality = {v.name: self.expected_quality(v, cap) for v in views}
-        tokens = {
-            v.name: round(sum(self.expected_tokens(v.name, cap, req.prompt_tokens))) for v in views
-        }
+        tokens = {v.name: round(sum(est[v.name])) for v in views}
         payable = [
             v for v in views if req.afford is None or req.afford(cost[v.name], tokens[v.name])
         ]

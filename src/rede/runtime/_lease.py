@@ -35,23 +35,39 @@ class Lease:
         self._until = until
         self._loop = asyncio.get_running_loop()
         self._touching: asyncio.Task[None] | None = None
-        self.stopped = asyncio.Event()
+        self._stopped = False
+        self._stopped_event: asyncio.Event | None = None
         self._timer: asyncio.TimerHandle | None = self._loop.call_later(every_s, self._due)
+
+    @property
+    def stopped(self) -> asyncio.Event:
+        """Set once the lease stops renewing on its own (made when first asked for: two
+        leases a task, and nothing waits on most)."""
+        if self._stopped_event is None:
+            self._stopped_event = asyncio.Event()
+            if self._stopped:
+                self._stopped_event.set()
+        return self._stopped_event
+
+    def _stop(self) -> None:
+        self._stopped = True
+        if self._stopped_event is not None:
+            self._stopped_event.set()
 
     def _due(self) -> None:
         self._timer = None
         if self._until is not None and self._loop.time() >= self._until:
-            self.stopped.set()
+            self._stop()
             return
         self._touching = self._loop.create_task(self._touch())
 
     async def _touch(self) -> None:
         try:
             if not await self._delivery.touch():
-                self.stopped.set()
+                self._stop()
                 return
         except RedeError:
-            self.stopped.set()
+            self._stop()
             return
         self._timer = self._loop.call_later(self._every, self._due)
 

@@ -231,11 +231,10 @@ class AgentRunner:
                     data={"delivery_count": delivery.delivery_count, "topic": str(delivery.topic)},
                 )
                 await self._publish(topic, env.reply(note, sender=self.id))
-            lease = Lease(
-                delivery, self.bus.options.visibility_timeout_s / 3, _loop_time(env.deadline)
-            )
+            until = _loop_time(env.deadline)
+            lease = Lease(delivery, self.bus.options.visibility_timeout_s / 3, until)
             try:
-                reply_payload = await self._run_task(env)
+                reply_payload = await self._run_task(env, until)
             finally:
                 await lease.end()
             reply = env.reply(reply_payload, sender=self.id)
@@ -254,10 +253,9 @@ class AgentRunner:
             self.in_flight -= 1
             self._slots.release()
 
-    async def _run_task(self, env: Envelope):  # type: ignore[no-untyped-def]
+    async def _run_task(self, env: Envelope, until: float | None):  # type: ignore[no-untyped-def]
         task = env.payload
         assert isinstance(task, Task)
-        until = _loop_time(env.deadline)
         if until is not None and until <= asyncio.get_running_loop().time():
             return Result(status="failed", error="the task's deadline passed before it started")
         return await self.once.run(

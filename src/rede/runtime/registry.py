@@ -43,6 +43,13 @@ class AgentView:
     def capabilities(self) -> list[str]:
         return self.card.capabilities
 
+    def cost(self, prompt_tokens: float, completion_tokens: float) -> float:
+        """What a call of this size costs at the card's prices."""
+        card = self.card
+        return (
+            prompt_tokens * card.price_in_per_1k + completion_tokens * card.price_out_per_1k
+        ) / 1000
+
 
 class Registry:
     def __init__(self, *, ttl_s: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
@@ -55,6 +62,11 @@ class Registry:
         self._unreachable_since: float | None = None
         self._unreachable_s = 0.0
         """Time the bus was unreachable, before the current outage: not counted as silence."""
+        self._oldest: float | None = None
+        """The oldest heartbeat's time (None: to be worked out), so that :meth:`expire`,
+        run on every query, looks at the cards only when one may have expired."""
+        self._views: dict[str | None, list[AgentView]] = {}
+        """:meth:`agents` by capability, until the cards change (every call routes by it)."""
 
     # ------------------------------------------------------------------ the clock
 
@@ -94,6 +106,8 @@ class Registry:
             self._notify()
 
     def _notify(self) -> None:
+        self._oldest = None
+        self._views.clear()
         self._changed.set()
         self._changed = asyncio.Event()
         if self._gone_watchers:
@@ -106,6 +120,10 @@ class Registry:
         """Drop cards whose last heartbeat is older than ``ttl_s`` (of time the bus could
         be reached); return them."""
         now = self._now()
+        if self._oldest is None:
+            self._oldest = min((seen for _, seen in self._cards.values()), default=now)
+        if now - self._oldest <= self.ttl_s:
+            return []
         gone = [c for c, seen in self._cards.values() if now - seen > self.ttl_s]
         for card in gone:
             del self._cards[card.id]
@@ -164,13 +182,17 @@ class Registry:
 
     def agents(self, capability: str | None = None) -> list[AgentView]:
         """Live agents (replicas grouped by name) that serve ``capability``."""
-        by_name: dict[str, list[AgentCard]] = {}
-        for card in self.cards(capability):
-            by_name.setdefault(card.name, []).append(card)
-        return [
-            AgentView(name, cards[0], len(cards), sum(c.load for c in cards))
-            for name, cards in sorted(by_name.items())
-        ]
+        self.expire()
+        views = self._views.get(capability)
+        if views is None:
+            by_name: dict[str, list[AgentCard]] = {}
+            for card in self.cards(capability):
+                by_name.setdefault(card.name, []).append(card)
+            views = self._views[capability] = [
+                AgentView(name, cards[0], len(cards), sum(c.load for c in cards))
+                for name, cards in sorted(by_name.items())
+            ]
+        return list(views)
 
     def capabilities(self) -> set[str]:
         return {cap for c in self.cards() for cap in c.capabilities}
