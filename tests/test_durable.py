@@ -380,3 +380,59 @@ def _has_a_finished_step(ledger: str) -> bool:
         except sqlite3.OperationalError:
             return False
     return any(len(json.loads(r[0])["done"]) >= 2 for r in rows)
+
+
+async def test_a_run_resumed_mid_review_replays_its_calls_without_paying_twice() -> None:
+    """Crash while the second draft is being written: on resume, the first draft and the
+    critique come back from the agents' kept answers and only the second draft is awaited."""
+    release = asyncio.Event()
+    drafts = 0
+
+    async def write(request: ModelRequest) -> str:
+        nonlocal drafts
+        drafts += 1
+        if drafts == 2:
+            await release.wait()
+        return f"draft {drafts}\nCONFIDENCE: 0.7"
+
+    verdicts = iter([False, True])
+
+    def critic(request: ModelRequest) -> str:
+        ok = next(verdicts)
+        return json.dumps(
+            {"score": 0.9 if ok else 0.3, "accepted": ok, "issues": [], "advice": "more"}
+        )
+
+    plan = json.dumps(
+        {"steps": [{"id": "d", "capability": "write", "instruction": "do d", "review": True}]}
+    )
+    models = {
+        "p": ScriptedModel(lambda r: plan, name="p"),
+        "w": ScriptedModel(write, name="w"),
+        "c": ScriptedModel(critic, name="c"),
+    }
+    net = Network.from_dict(
+        {
+            "models": {n: {"spec": "sim:7b"} for n in models},
+            "agents": [
+                {"name": "planner", "capabilities": ["plan"], "model": "p"},
+                {"name": "writer", "capabilities": ["write"], "model": "w"},
+                {"name": "critic", "capabilities": ["critique"], "model": "c"},
+            ],
+            "heartbeat_s": 0.1,
+            "limits": {"step_timeout_s": 10, "max_refine_rounds": 2},
+        },
+        models=models,
+    )
+    async with net:
+        running = asyncio.create_task(net.ask("write", run_id="run-review"))
+        await until(lambda: drafts == 2)
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        resumed = asyncio.create_task(net.resume("run-review", force=True))
+        await asyncio.sleep(0.2)
+        release.set()
+        result = await resumed
+    assert result.status == "ok" and result.answer == "draft 2"
+    assert drafts == 2 and len(models["c"].requests) == 2, "no model was called twice"
+    assert len(models["p"].requests) == 1
