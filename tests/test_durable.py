@@ -144,7 +144,7 @@ async def test_a_run_waits_for_plan_approval_and_goes_on_once_approved() -> None
     net, models = make(
         None,
         lambda r: "text\nCONFIDENCE: 0.9",
-        conf={"human": {"approve_plan": True, "poll_s": 0.02}},
+        conf={"human": {"approve_plan": True, "poll_s": 60}},  # an answer here wakes the run
     )
     async with net:
         running = asyncio.create_task(net.ask("write", run_id="run-hitl", observer=events.append))
@@ -156,7 +156,8 @@ async def test_a_run_waits_for_plan_approval_and_goes_on_once_approved() -> None
         with pytest.raises(ConfigError, match=r"no run .run-unknown. with a checkpoint"):
             net.approve("run-unknown")
         assert net.approve("run-hitl", reason="fine", by="ana") == "plan"
-        result = await running
+        async with asyncio.timeout(10):  # well before the next look in the ledger
+            result = await running
     assert result.status == "ok"
     answered = [d for d in result.decisions if d["name"] == "human_answer"]
     assert answered and answered[0]["by"] == "ana" and answered[0]["approved"] is True

@@ -320,9 +320,12 @@ class Network:
         one step's output (``text`` replaces the output), or answer a question (``text``).
         Written to the ledger, where the run (in this process or any other) finds it.
         ``step`` None: what the run waits for now, if only one thing. Returns the wait's id."""
-        return answer_wait(
+        wait = answer_wait(
             self.ledger, run_id, step, approved=approved, reason=reason, text=text, by=by
         )
+        if self.orchestrator is not None:  # a run waiting in this process goes on at once
+            self.orchestrator.wake(run_id, wait)
+        return wait
 
     def ask_sync(self, request: str, **kwargs: Any) -> RunResult:
         """:meth:`ask` for code that is not async: start the network, ask, stop it. The

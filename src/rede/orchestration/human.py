@@ -14,6 +14,7 @@ nobody answers: fail the step, accept, or answer with ``human.default``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import time
 from typing import Any, Literal
@@ -70,13 +71,18 @@ async def _wait(s: RunState, wait: Wait) -> dict[str, Any]:
         timeout_s=wait.timeout_s,
     )
     started = time.monotonic()
+    answered = s.services.answered.setdefault((s.run_id, wait.id), asyncio.Event())
     try:
         while (answer := ledger.answer_for(s.run_id, wait.id)) is None:
             if conf.timeout_s is not None and time.monotonic() - started >= conf.timeout_s:
                 return _on_timeout(s, wait)
-            await asyncio.sleep(conf.poll_s)
+            # an answer given in this process wakes the run at once; another process's is
+            # only in the ledger, looked at every poll_s
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(answered.wait(), conf.poll_s)
         return answer
     finally:
+        s.services.answered.pop((s.run_id, wait.id), None)
         if s.clock is not None and s.clock.when() is not None:  # waiting costs no wall time
             s.clock.reschedule(s.clock.when() + time.monotonic() - started)  # type: ignore[operator]
 

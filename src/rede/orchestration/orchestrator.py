@@ -147,6 +147,13 @@ class Orchestrator:
         state.restore(cp)
         return await self._execute(state, cp.plan)
 
+    def wake(self, run_id: str, wait_id: str) -> None:
+        """A person answered ``wait_id`` of ``run_id`` (the answer is in the ledger): if the
+        run waits for it here, it goes on now instead of at its next look."""
+        answered = self.services.answered.get((run_id, wait_id))
+        if answered is not None:
+            answered.set()
+
     async def _execute(self, state: RunState, plan: Plan | None) -> RunResult:
         self._hold(state.run_id)
         try:

@@ -55,6 +55,9 @@ class Services:
     network: str = ""
     human: HumanConfig = field(default_factory=HumanConfig)
     durable: DurableConfig = field(default_factory=DurableConfig)
+    answered: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
+    """(run, wait) -> set when a person's answer is written in this process, so the run
+    waiting for it goes on at once (answers from other processes are polled for)."""
 
 
 @dataclass
