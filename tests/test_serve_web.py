@@ -96,3 +96,45 @@ def test_the_page_runs_a_request_and_draws_it_live(server: LiveServer, tmp_path:
         finally:
             browser.close()
     assert shot.stat().st_size > 10_000
+
+
+def test_the_page_shows_a_run_waiting_for_approval_and_approves_it(tmp_path: Path) -> None:
+    executable = chromium()
+    from playwright.sync_api import expect, sync_playwright
+
+    from rede.config import HumanConfig, NetworkConfig
+
+    conf = NetworkConfig.from_yaml(DEMO_YAML)
+    conf = conf.model_copy(update={"human": HumanConfig(approve_plan=True, poll_s=0.05)})
+    port = free_port()
+    net = Network(conf, time_scale=0)
+    with (
+        LiveServer(create_app([net], ServerSettings(port=port)), port=port) as live,
+        sync_playwright() as p,
+    ):
+        browser = p.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(live.url + "/")
+            expect(page.locator("#agents tr[data-agent=planner]")).to_be_visible()
+            page.fill("#request", "Compare Redis Streams and Kafka for a small team")
+            page.click("#run")
+            expect(page.locator("#human")).to_be_visible(timeout=30_000)
+            expect(page.locator("#human-prompt")).to_have_text("Approve the plan?")
+            expect(page.locator("#run-status")).to_have_attribute("data-state", "waiting")
+            expect(page.locator("#graph g[data-step=plan]")).to_have_attribute(
+                "data-state", "paused"
+            )
+            page.click("#approve")
+            expect(page.locator("#run-status")).to_have_attribute(
+                "data-state", "done", timeout=60_000
+            )
+            expect(page.locator("#human")).to_be_hidden()
+            assert not errors, errors
+        finally:
+            browser.close()
+    run_id = net.ledger.runs()[-1]
+    (answered,) = net.ledger.decisions(run_id, "human_answer")
+    assert answered.data["by"] == "web page" and answered.data["approved"] is True

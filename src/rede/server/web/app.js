@@ -123,6 +123,8 @@ function resetRun(runId) {
   $("#run-id").textContent = runId;
   $("#answer").textContent = "";
   $("#run-usage").textContent = "";
+  state.wait = null;
+  $("#human").hidden = true;
   setStatus("running");
 }
 
@@ -173,8 +175,26 @@ function onEvent(name, d) {
     });
   } else if (name === "critique") {
     step(d.step).score = d.score;
+  } else if (name === "waiting_for_human") {
+    // the run waits for a person: show what to judge, and the buttons that answer it
+    step(d.step).state = "paused";
+    state.wait = d;
+    setStatus("waiting");
+    $("#human-prompt").textContent = d.prompt;
+    $("#human-show").textContent = d.kind === "input" ? "" : d.show || "";
+    $("#approve").textContent = d.kind === "input" ? "Answer" : "Approve";
+    $("#reject").hidden = d.kind === "input";
+    $("#human-text").value = "";
+    $("#human").hidden = false;
+  } else if (name === "human_answered") {
+    const s = step(d.step);
+    if (s.state === "paused") s.state = d.step === "plan" ? "ok" : "running";
+    state.wait = null;
+    $("#human").hidden = true;
+    setStatus("running");
   } else if (name === "run_closed") {
     const u = d.usage || {};
+    $("#human").hidden = true;
     $("#answer").textContent = d.answer || d.error || "";
     $("#run-usage").textContent =
       `${u.total_tokens ?? 0} tokens, $${(u.cost_usd ?? 0).toFixed(6)}, ${u.calls ?? 0} calls` +
@@ -328,6 +348,29 @@ $("#ask").onsubmit = async (event) => {
     $("#answer").textContent = String(err.message || err);
   }
 };
+
+async function answer(approved) {
+  const wait = state.wait;
+  if (!wait) return;
+  const text = $("#human-text").value.trim();
+  const body = { step: wait.step, approved, by: "web page" };
+  if (approved) body.text = text; else body.reason = text;
+  try {
+    await api(`/v1/runs/${state.run}/answer`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    });
+  } catch (err) {
+    $("#human-prompt").textContent = String(err.message || err);
+  }
+}
+
+$("#human-form").onsubmit = (event) => {
+  event.preventDefault();
+  answer(true);
+};
+$("#reject").onclick = () => answer(false);
 
 $("#key").value = localStorage.getItem("rede-api-key") || "";
 $("#key").onchange = () => {
