@@ -37,20 +37,27 @@ def make(
     write: Any,
     *,
     conf: dict[str, Any] | None = None,
+    plan: str = PLAN,
+    critic: Any = None,
 ) -> tuple[Network, dict[str, ScriptedModel]]:
+    """The planner plans ``plan``; a researcher, a writer (``write``) and, if given, a critic."""
     models = {
-        "p": ScriptedModel(lambda r: PLAN, name="p"),
+        "p": ScriptedModel(lambda r: plan, name="p"),
         "r": ScriptedModel(lambda r: "facts about a\nCONFIDENCE: 0.9", name="r"),
         "w": ScriptedModel(write, name="w"),
     }
+    agents = [
+        {"name": "planner", "capabilities": ["plan"], "model": "p"},
+        {"name": "researcher", "capabilities": ["research"], "model": "r"},
+        {"name": "writer", "capabilities": ["write"], "model": "w"},
+    ]
+    if critic is not None:
+        models["c"] = ScriptedModel(critic, name="c")
+        agents.append({"name": "critic", "capabilities": ["critique"], "model": "c"})
     data: dict[str, Any] = {
         "name": "durable-team",
         "models": {name: {"spec": "sim:7b"} for name in models},
-        "agents": [
-            {"name": "planner", "capabilities": ["plan"], "model": "p"},
-            {"name": "researcher", "capabilities": ["research"], "model": "r"},
-            {"name": "writer", "capabilities": ["write"], "model": "w"},
-        ],
+        "agents": agents,
         "heartbeat_s": 0.1,
         "agent_ttl_s": 0.6,
         "limits": {"step_timeout_s": 10},
@@ -407,24 +414,8 @@ async def test_a_run_resumed_mid_review_replays_its_calls_without_paying_twice()
     plan = json.dumps(
         {"steps": [{"id": "d", "capability": "write", "instruction": "do d", "review": True}]}
     )
-    models = {
-        "p": ScriptedModel(lambda r: plan, name="p"),
-        "w": ScriptedModel(write, name="w"),
-        "c": ScriptedModel(critic, name="c"),
-    }
-    net = Network.from_dict(
-        {
-            "models": {n: {"spec": "sim:7b"} for n in models},
-            "agents": [
-                {"name": "planner", "capabilities": ["plan"], "model": "p"},
-                {"name": "writer", "capabilities": ["write"], "model": "w"},
-                {"name": "critic", "capabilities": ["critique"], "model": "c"},
-            ],
-            "heartbeat_s": 0.1,
-            "limits": {"step_timeout_s": 10, "max_refine_rounds": 2},
-        },
-        models=models,
-    )
+    conf = {"limits": {"step_timeout_s": 10, "max_refine_rounds": 2}}
+    net, models = make(None, write, conf=conf, plan=plan, critic=critic)
     async with net:
         running = asyncio.create_task(net.ask("write", run_id="run-review"))
         await until(lambda: drafts == 2)
