@@ -6,6 +6,7 @@ artifact."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -86,3 +87,32 @@ async def test_a_task_streams_its_steps_and_the_answer(server: LiveServer) -> No
     assert len(steps) >= 4  # plan, research x2+, write, synthesis
     (answer,) = [e.artifact_update.artifact for e in events if e.HasField("artifact_update")]
     assert get_artifact_text(answer).startswith("[simulated")
+
+
+async def test_a_run_waiting_for_a_person_asks_for_input_and_the_next_message_answers(
+    tmp_path: Path,
+) -> None:
+    from rede.config import HumanConfig, NetworkConfig
+
+    conf = NetworkConfig.from_yaml(DEMO_YAML)
+    conf = conf.model_copy(update={"human": HumanConfig(approve_plan=True, poll_s=0.05)})
+    port = free_port()
+    net = Network(conf, time_scale=0.0)
+    with LiveServer(create_app([net], ServerSettings(port=port)), port=port) as live:
+        async with httpx.AsyncClient(timeout=60) as http:
+            config = ClientConfig(httpx_client=http, streaming=True)
+            client = await create_client(live.url, client_config=config)
+            first = [r async for r in client.send_message(_request("Compare cats and dogs"))]
+            paused = [e.status_update for e in first if e.HasField("status_update")][-1]
+            assert paused.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
+            assert "Approve the plan?" in paused.status.message.parts[0].text
+            reply = new_text_message(
+                "yes", role=Role.ROLE_USER, task_id=paused.task_id, context_id=paused.context_id
+            )
+            rest = [r async for r in client.send_message(SendMessageRequest(message=reply))]
+    states = [e.status_update.status.state for e in rest if e.HasField("status_update")]
+    assert states[-1] == TaskState.TASK_STATE_COMPLETED, states
+    (answer,) = [e.artifact_update.artifact for e in rest if e.HasField("artifact_update")]
+    run_id = answer.metadata["run_id"]
+    (answered,) = net.ledger.decisions(run_id, "human_answer")
+    assert answered.data["by"] == "a2a" and answered.data["approved"] is True

@@ -10,6 +10,8 @@ answer as an artifact (with the run id in its metadata).
 
 from __future__ import annotations
 
+from typing import Any
+
 from a2a.helpers import new_task_from_user_message, new_text_message, new_text_part
 from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.events import EventQueue
@@ -28,7 +30,7 @@ from a2a.utils.constants import PROTOCOL_VERSION_CURRENT, TransportProtocol
 from starlette.routing import BaseRoute
 
 from rede import Network, RedeError, __version__
-from rede.server.runs import RunManager
+from rede.server.runs import RunManager, ServedRun
 
 _CAPABILITY_TEXT = {
     "plan": "Plans a request into steps for the network's agents.",
@@ -79,6 +81,9 @@ class NetworkExecutor(AgentExecutor):
         self.runs = runs
         self.model = model
         self.by_task: dict[str, str] = {}
+        self.paused: dict[str, tuple[str, dict[str, Any], int]] = {}
+        """task id -> (run id, the wait, the event it came with): tasks whose run waits for
+        a person; the next message on the task answers it."""
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
         task = context.current_task
@@ -91,41 +96,73 @@ class NetworkExecutor(AgentExecutor):
         def say(text: str):  # type: ignore[no-untyped-def]
             return new_text_message(text, context_id=task.context_id, task_id=task.id)
 
-        try:
-            run = self.runs.start(self.model, context.get_user_input(), source="a2a")
-        except RedeError as exc:
-            await updater.reject(say(str(exc)))
-            return
+        paused = self.paused.pop(task.id, None)
+        if paused is not None:  # the reply to the question the run asked a person
+            run_id, wait, after = paused
+            run = self.runs.get(run_id)
+            if run is None:
+                await updater.failed(say(f"run {run_id} is no longer held by this server"))
+                return
+            self._answer(run_id, wait, context.get_user_input())
+        else:
+            try:
+                run = self.runs.start(self.model, context.get_user_input(), source="a2a")
+            except RedeError as exc:
+                await updater.reject(say(str(exc)))
+                return
+            after = 0
+            await updater.start_work(say(f"run {run.id} started"))
         self.by_task[task.id] = run.id
         try:
-            await updater.start_work(say(f"run {run.id} started"))
-            async for event in run.follow():
-                if event.name == "step_finished":
-                    d = event.data
-                    await updater.update_status(
-                        TaskState.TASK_STATE_WORKING,
-                        say(f"step {d.get('step')} {d.get('status')} by {d.get('agent')}"),
-                        metadata={"run_id": run.id, "event": event.wire()},
-                    )
-            if run.status == "ok" and run.result is not None:
-                await updater.add_artifact(
-                    [new_text_part(run.result.answer, media_type="text/plain")],
-                    name="answer",
-                    metadata={
-                        "run_id": run.id,
-                        "total_tokens": run.usage.total_tokens,
-                        "cost_usd": run.usage.cost_usd,
-                    },
-                )
-                await updater.complete()
-            elif run.status == "cancelled":
-                await updater.cancel(say(f"run {run.id} was cancelled: {run.error}"))
-            else:
-                await updater.failed(say(f"run {run.id} failed: {run.error}"))
+            await self._report(run, after, task.id, updater, say)
         finally:
             self.by_task.pop(task.id, None)
-            if not run.done:  # the task was cancelled while the run went on
+            if not run.done and task.id not in self.paused:  # the task was cancelled
                 self.runs.cancel_nowait(run.id, "the A2A task was cancelled")
+
+    async def _report(self, run: ServedRun, after: int, task_id: str, updater, say) -> None:  # type: ignore[no-untyped-def]
+        """Follow the run on the task until it ends, or until it waits for a person (the
+        task then asks for input: the next message on it is the answer)."""
+        async for event in run.follow(after):
+            d = event.data
+            if event.name == "step_finished":
+                await updater.update_status(
+                    TaskState.TASK_STATE_WORKING,
+                    say(f"step {d.get('step')} {d.get('status')} by {d.get('agent')}"),
+                    metadata={"run_id": run.id, "event": event.wire()},
+                )
+            elif event.name == "waiting_for_human":
+                self.paused[task_id] = (run.id, d, event.seq)
+                how = "" if d.get("kind") == "input" else " (reply 'reject: why' to reject)"
+                shown = f"\n\n{d['show']}" if d.get("show") and d.get("kind") != "input" else ""
+                await updater.requires_input(say(f"{d['prompt']}{how}{shown}"))
+                return
+        if run.status == "ok" and run.result is not None:
+            await updater.add_artifact(
+                [new_text_part(run.result.answer, media_type="text/plain")],
+                name="answer",
+                metadata={
+                    "run_id": run.id,
+                    "total_tokens": run.usage.total_tokens,
+                    "cost_usd": run.usage.cost_usd,
+                },
+            )
+            await updater.complete()
+        elif run.status == "cancelled":
+            await updater.cancel(say(f"run {run.id} was cancelled: {run.error}"))
+        else:
+            await updater.failed(say(f"run {run.id} failed: {run.error}"))
+
+    def _answer(self, run_id: str, wait: dict[str, Any], text: str) -> None:
+        """A message on a task waiting for a person: the answer to an agent's question, or
+        an approval (a message starting with 'reject' or 'no' rejects, the rest its reason)."""
+        net = self.runs.networks[self.model]
+        if wait.get("kind") == "input":
+            net.approve(run_id, wait["step"], text=text, by="a2a")
+            return
+        verdict, _, why = text.strip().partition(":")
+        rejected = verdict.strip().lower() in ("reject", "no", "rejected")
+        net.approve(run_id, wait["step"], approved=not rejected, reason=why.strip(), by="a2a")
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
         run_id = self.by_task.get(context.task_id or "")
