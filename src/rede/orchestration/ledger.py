@@ -164,6 +164,10 @@ class Ledger:
         else:
             lease = now + lease_s if lease_s else 0.0
         self._kept(run_id)
+        if status not in LIVE:
+            # an ended run's checkpoint is only read from now on: kept as its JSON text, not
+            # as the dozens of objects (a few a step) the garbage collector would walk
+            state = state.model_dump_json()
         self._states[run_id] = (network, status, owner, lease, state)
         return True
 
@@ -172,7 +176,8 @@ class Ledger:
         if held is None:
             return None
         network, status, owner, lease, state = held
-        return RunRow(run_id, network, status, owner, lease, state.model_dump(mode="json"))
+        data = json.loads(state) if isinstance(state, str) else state.model_dump(mode="json")
+        return RunRow(run_id, network, status, owner, lease, data)
 
     def claim_run(self, run_id: str, owner: str, lease_s: float, *, force: bool = False) -> bool:
         """Take a live run for ``owner`` if nobody holds it (or its holder's lease lapsed,
