@@ -28,6 +28,7 @@ from rede.orchestration.ledger import Ledger
 from rede.orchestration.plan import Plan, Step
 from rede.protocol.messages import Envelope, ErrorPayload, Event, Result, Task
 from rede.protocol.topics import Topic
+from rede.runtime._lease import Lease, Renewals
 from rede.runtime.agent import AgentRunner
 
 Handler = Callable[[ModelRequest], Any]
@@ -811,3 +812,38 @@ async def test_a_failed_call_goes_to_another_live_agent_before_the_same_one_agai
         result = await net.ask("look it up", plan=plan)
     assert tried == ["first", "second", "first"]
     assert result.answer == "first answer"
+
+
+class _Counted:
+    """A delivery that counts its touches and says when it has had ``enough``."""
+
+    def __init__(self, enough: int) -> None:
+        self.touches = 0
+        self.enough = enough
+        self.reached = asyncio.Event()
+
+    async def touch(self) -> bool:
+        self.touches += 1
+        if self.touches >= self.enough:
+            self.reached.set()
+        return True
+
+
+async def test_leases_sharing_one_timer_are_each_renewed_on_their_own_period() -> None:
+    renewals = Renewals()
+    slow, fast, late = _Counted(2), _Counted(4), _Counted(1)
+    loop = asyncio.get_running_loop()
+    slow_lease = Lease(slow, 0.04, renewals=renewals)
+    fast_lease = Lease(fast, 0.02, renewals=renewals)
+    late_lease = Lease(late, 0.02, until=loop.time() + 0.01, renewals=renewals)
+    async with asyncio.timeout(5):
+        await slow.reached.wait()
+        await fast.reached.wait()
+        await late_lease.stopped.wait()  # past its deadline: stopped, never touched
+    assert late.touches == 0
+    assert fast.touches >= 2 * slow.touches - 1  # each on its own period, not the other's
+    for lease in (slow_lease, fast_lease, late_lease):
+        await lease.end()
+    ended = (slow.touches, fast.touches)
+    await asyncio.sleep(0.1)  # nothing to wait on: an ended lease is never touched again
+    assert (slow.touches, fast.touches) == ended

@@ -18,6 +18,7 @@ import json
 import sqlite3
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -42,20 +43,27 @@ class Entry:
     data: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class _KeptEnvelope:
-    """An envelope entry of the in-memory ledger, turned into JSON data only when read:
-    envelopes are frozen, so the one kept is the one that travelled."""
+class _Kept(list):  # type: ignore[type-arg]
+    """The entries of one run in the in-memory ledger, flat: ``seq, at, name, item`` for each,
+    where ``item`` is the envelope itself or a decision's data (always a dict). No entry is an
+    object of its own (fewer objects for the garbage collector to walk); an :class:`Entry` is
+    made when read. Envelopes are frozen, so the one kept is the one that travelled, written
+    out as JSON data only when read."""
 
-    run_id: str
-    seq: int
-    at: float
-    name: str
-    envelope: Envelope
+    __slots__ = ()
 
-    def entry(self) -> Entry:
-        data = ENVELOPE_ADAPTER.dump_python(self.envelope, mode="json")
-        return Entry(self.run_id, self.seq, self.at, "envelope", self.name, data)
+    def rows(self) -> Iterator[tuple[int, float, str, Envelope | dict[str, Any]]]:
+        it = iter(self)
+        return zip(it, it, it, it, strict=True)
+
+    def items(self) -> list[Envelope | dict[str, Any]]:
+        return self[3::4]  # type: ignore[no-any-return]
+
+
+def _entry(run_id: str, seq: int, at: float, name: str, item: Envelope | dict[str, Any]) -> Entry:
+    if isinstance(item, dict):
+        return Entry(run_id, seq, at, "decision", name, item)
+    return Entry(run_id, seq, at, "envelope", name, ENVELOPE_ADAPTER.dump_python(item, mode="json"))
 
 
 @dataclass(frozen=True)
@@ -76,22 +84,25 @@ class Ledger:
 
     def __init__(self, max_runs: int | None = 1000) -> None:
         self.max_runs = max_runs
-        self._runs: OrderedDict[str, list[Entry | _KeptEnvelope]] = OrderedDict()
+        self._runs: OrderedDict[str, _Kept] = OrderedDict()
         self._seq = 0
         self._states: dict[str, tuple[str, str, str, float, Any]] = {}
         self._answers: dict[tuple[str, str], dict[str, Any]] = {}
 
-    def _kept(self, run_id: str) -> list[Entry | _KeptEnvelope]:
+    def _kept(self, run_id: str) -> _Kept:
         kept = self._runs.get(run_id)
         if kept is None:
-            kept = self._runs[run_id] = []
+            kept = self._runs[run_id] = _Kept()
             while self.max_runs is not None and len(self._runs) > self.max_runs:
                 old, _ = self._runs.popitem(last=False)
                 self._states.pop(old, None)
         return kept
 
     def _append(self, entry: Entry) -> None:
-        self._kept(entry.run_id).append(entry)
+        item = entry.data
+        if entry.kind == "envelope":
+            item = ENVELOPE_ADAPTER.validate_python(entry.data)
+        self._kept(entry.run_id).extend((self._next_seq(), entry.at, entry.name, item))
 
     def _next_seq(self) -> int:
         self._seq += 1
@@ -102,26 +113,24 @@ class Ledger:
 
     def _append_envelope(self, env: Envelope, at: float, name: str) -> None:
         """Keep the envelope itself; :meth:`entries` writes it out as data when asked."""
-        kept = _KeptEnvelope(env.run_id, self._next_seq(), at, name, env)
-        self._kept(env.run_id).append(kept)
+        self._kept(env.run_id).extend((self._next_seq(), at, name, env))
 
     def record_decision(self, run_id: str, name: str, **data: Any) -> None:
-        self._append(Entry(run_id, self._next_seq(), time.time(), "decision", name, data))
+        self._append_decision(run_id, time.time(), name, data)
 
-    def _all(self, run_id: str | None) -> list[Entry | _KeptEnvelope]:
-        if run_id is not None:
-            return list(self._runs.get(run_id, ()))
-        return sorted((e for kept in self._runs.values() for e in kept), key=lambda e: e.seq)
+    def _append_decision(self, run_id: str, at: float, name: str, data: dict[str, Any]) -> None:
+        self._kept(run_id).extend((self._next_seq(), at, name, data))
 
     def entries(self, run_id: str | None = None) -> list[Entry]:
-        return [e.entry() if isinstance(e, _KeptEnvelope) else e for e in self._all(run_id)]
+        if run_id is not None:
+            kept = self._runs.get(run_id)
+            return [] if kept is None else [_entry(run_id, *row) for row in kept.rows()]
+        rows = ((r, *row) for r, kept in self._runs.items() for row in kept.rows())
+        return [_entry(*row) for row in sorted(rows, key=lambda row: row[1])]
 
     def envelopes(self, run_id: str) -> list[Envelope]:
-        return [
-            e.envelope if isinstance(e, _KeptEnvelope) else ENVELOPE_ADAPTER.validate_python(e.data)
-            for e in self._all(run_id)
-            if isinstance(e, _KeptEnvelope) or e.kind == "envelope"
-        ]
+        kept = self._runs.get(run_id)
+        return [] if kept is None else [e for e in kept.items() if not isinstance(e, dict)]
 
     def decisions(self, run_id: str, name: str | None = None) -> list[Entry]:
         return [
@@ -155,6 +164,10 @@ class Ledger:
         else:
             lease = now + lease_s if lease_s else 0.0
         self._kept(run_id)
+        if status not in LIVE:
+            # an ended run's checkpoint is only read from now on: kept as its JSON text, not
+            # as the dozens of objects (a few a step) the garbage collector would walk
+            state = state.model_dump_json()
         self._states[run_id] = (network, status, owner, lease, state)
         return True
 
@@ -163,7 +176,8 @@ class Ledger:
         if held is None:
             return None
         network, status, owner, lease, state = held
-        return RunRow(run_id, network, status, owner, lease, state.model_dump(mode="json"))
+        data = json.loads(state) if isinstance(state, str) else state.model_dump(mode="json")
+        return RunRow(run_id, network, status, owner, lease, data)
 
     def claim_run(self, run_id: str, owner: str, lease_s: float, *, force: bool = False) -> bool:
         """Take a live run for ``owner`` if nobody holds it (or its holder's lease lapsed,
@@ -261,6 +275,9 @@ class SQLiteLedger(Ledger):
     def _append_envelope(self, env: Envelope, at: float, name: str) -> None:
         data = ENVELOPE_ADAPTER.dump_python(env, mode="json")
         self._append(Entry(env.run_id, 0, at, "envelope", name, data))
+
+    def _append_decision(self, run_id: str, at: float, name: str, data: dict[str, Any]) -> None:
+        self._append(Entry(run_id, 0, at, "decision", name, data))
 
     def entries(self, run_id: str | None = None) -> list[Entry]:
         q = "SELECT run_id, seq, at, kind, name, data FROM ledger"

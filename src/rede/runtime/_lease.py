@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import Protocol
 
 from rede.errors import RedeError
@@ -29,7 +30,13 @@ class Lease:
     A timer, not a task, between touches: most tasks end long before the first touch, and
     a task per task would be a large part of a fast hop's cost."""
 
-    def __init__(self, delivery: Touchable, every_s: float, until: float | None = None) -> None:
+    def __init__(
+        self,
+        delivery: Touchable,
+        every_s: float,
+        until: float | None = None,
+        renewals: Renewals | None = None,
+    ) -> None:
         self._delivery = delivery
         self._every = every_s
         self._until = until
@@ -37,7 +44,17 @@ class Lease:
         self._touching: asyncio.Task[None] | None = None
         self._stopped = False
         self._stopped_event: asyncio.Event | None = None
-        self._timer: asyncio.TimerHandle | None = self._loop.call_later(every_s, self._due)
+        self._renewals = renewals
+        self._timer: asyncio.TimerHandle | None = None
+        self._wait()
+
+    def _wait(self) -> None:
+        """Be due in ``every_s``: on the shared timer of ``renewals``, or on a timer of its
+        own."""
+        if self._renewals is not None:
+            self._renewals.add(self, self._loop.time() + self._every)
+        else:
+            self._timer = self._loop.call_later(self._every, self._due)
 
     @property
     def stopped(self) -> asyncio.Event:
@@ -69,9 +86,11 @@ class Lease:
         except RedeError:
             self._stop()
             return
-        self._timer = self._loop.call_later(self._every, self._due)
+        self._wait()
 
     async def end(self) -> None:
+        if self._renewals is not None:
+            self._renewals.discard(self)
         if self._timer is not None:
             self._timer.cancel()
         if self._touching is not None:
@@ -79,3 +98,55 @@ class Lease:
             await asyncio.gather(self._touching, return_exceptions=True)
         if self._timer is not None:  # set again by a touch that finished as it was cancelled
             self._timer.cancel()
+        if self._renewals is not None:
+            self._renewals.discard(self)
+
+
+class Renewals:
+    """The leases of one agent runner, made due by one timer between them instead of a timer
+    each: most leases end long before their first touch, and a timer made and cancelled per
+    lease (two a task) was a visible part of a fast hop. A lease ending only leaves the timer;
+    the timer, when it fires, touches the leases then due and is set again for the next one,
+    or not at all when none is left."""
+
+    def __init__(self) -> None:
+        self._due: dict[Lease, float] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._at = math.inf
+        """When the timer fires (inf: no timer)."""
+
+    def add(self, lease: Lease, due: float) -> None:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a runner started again in another loop
+            self._loop, self._timer, self._at = loop, None, math.inf
+            self._due.clear()
+        self._due[lease] = due
+        if due < self._at:
+            self._set(due)
+
+    def discard(self, lease: Lease) -> None:
+        self._due.pop(lease, None)
+
+    def _set(self, at: float) -> None:
+        assert self._loop is not None
+        if self._timer is not None:
+            self._timer.cancel()
+        self._at = at
+        self._timer = self._loop.call_at(at, self._fire)
+
+    def _fire(self) -> None:
+        assert self._loop is not None
+        self._timer, self._at = None, math.inf
+        now = self._loop.time() + _EARLY
+        due = [lease for lease, at in self._due.items() if at <= now]
+        for lease in due:
+            del self._due[lease]
+            lease._due()
+        if self._due:
+            self._set(min(self._due.values()))
+
+
+_EARLY = 0.001
+"""A shared timer may fire this early (the loop's clock resolution): a lease due that soon
+is touched now rather than by another turn of the timer."""

@@ -232,7 +232,8 @@ class AgentRunner:
                 )
                 await self._publish(topic, env.reply(note, sender=self.id))
             until = _loop_time(env.deadline)
-            lease = Lease(delivery, self.bus.options.visibility_timeout_s / 3, until)
+            every = self.bus.options.visibility_timeout_s / 3
+            lease = Lease(delivery, every, until, self.once.renewals)
             try:
                 reply_payload = await self._run_task(env, until)
             finally:

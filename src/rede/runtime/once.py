@@ -21,7 +21,7 @@ from typing import Any
 from rede.bus import Bus
 from rede.errors import RedeError
 from rede.protocol.messages import Critique, Envelope, Result
-from rede.runtime._lease import Lease
+from rede.runtime._lease import Lease, Renewals
 
 Reply = Result | Critique
 PENDING = b"pending"
@@ -39,6 +39,8 @@ class OnceOnly:
         self.reused = 0
         """Tasks answered from a kept answer instead of a model call."""
         self._running: dict[str, asyncio.Future[Reply]] = {}
+        self.renewals = Renewals()
+        """The runner's leases' shared timer (its deliveries' and its pending marks')."""
 
     async def run(
         self, key: str | None, deadline: datetime | None, work: Callable[[], Awaitable[Reply]]
@@ -55,7 +57,8 @@ class OnceOnly:
             return kept
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._running[key] = future
-        renewal = Lease(_PendingMark(self.bus, key, self.pending_s), self.pending_s / 3)
+        mark = _PendingMark(self.bus, key, self.pending_s)
+        renewal = Lease(mark, self.pending_s / 3, renewals=self.renewals)
         try:
             reply = await work()
             future.set_result(reply)
