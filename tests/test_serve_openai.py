@@ -203,7 +203,9 @@ def test_metrics_count_runs_tokens_and_requests(client: openai.OpenAI, server: L
     )
 
 
-def test_history_pages_through_the_ledger(server: LiveServer) -> None:
+def test_history_pages_through_the_ledger(server: LiveServer, client: openai.OpenAI) -> None:
+    for question in ("What is 1+1?", "What is 2+2?", "What is 3+3?"):  # at least three runs
+        client.chat.completions.create(model=DEMO, messages=[{"role": "user", "content": question}])
     page = httpx.get(f"{server.url}/v1/runs?limit=2").json()
     assert len(page["data"]) == 2 and page["has_more"] is True
     after = httpx.get(f"{server.url}/v1/runs?limit=2&before={page['next_before']}").json()
