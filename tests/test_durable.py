@@ -428,3 +428,15 @@ async def test_a_run_resumed_mid_review_replays_its_calls_without_paying_twice()
     assert result.status == "ok" and result.answer == "draft 2"
     assert drafts == 2 and len(models["c"].requests) == 2, "no model was called twice"
     assert len(models["p"].requests) == 1
+
+
+async def test_an_in_process_bus_keeps_the_last_answers_and_forgets_the_oldest() -> None:
+    from rede.bus import MemoryBus
+    from rede.bus._base import KEPT_IN_PROCESS
+
+    bus = MemoryBus()
+    for n in range(KEPT_IN_PROCESS + 50):
+        await bus.remember(f"k{n}", n, 3600)
+    assert await bus.claim(f"k{KEPT_IN_PROCESS + 49}", "pending", 60) == KEPT_IN_PROCESS + 49
+    assert await bus.claim("k50", "pending", 60) == 50  # the oldest still kept
+    assert await bus.claim("k49", "pending", 60) is None, "the ones before were forgotten"

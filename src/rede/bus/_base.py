@@ -46,7 +46,7 @@ from __future__ import annotations
 import abc
 import logging
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Self
@@ -184,6 +184,10 @@ class Subscription(abc.ABC):
             raise StopAsyncIteration from None
 
 
+KEPT_IN_PROCESS = 10_000
+"""How many values :meth:`Bus.remember` keeps in this process (a bus without a server)."""
+
+
 class Bus(abc.ABC):
     """Publish-subscribe with consumer groups, acknowledgements and dead letters."""
 
@@ -195,7 +199,7 @@ class Bus(abc.ABC):
         self.options = options or BusOptions()
         self.codec = self.options.codec()
         self.stats = BusStats()
-        self._kept: dict[str, tuple[Any, float]] = {}
+        self._kept: OrderedDict[str, tuple[Any, float]] = OrderedDict()
 
     @property
     @abc.abstractmethod
@@ -279,11 +283,13 @@ class Bus(abc.ABC):
         """Keep ``value`` under ``key`` for ``ttl_s`` seconds where every process on this bus
         can read it (agents' idempotent replies, :mod:`rede.runtime.once`): bytes, or any
         object on a bus that :attr:`keeps_objects`. The default keeps it in this process,
-        which is every process of an in-process bus."""
-        now = time.monotonic()
-        if len(self._kept) > 10_000:  # drop the expired now and then, not on every call
-            self._kept = {k: v for k, v in self._kept.items() if v[1] > now}
-        self._kept[key] = (value, now + ttl_s)
+        which is every process of an in-process bus: the last ``KEPT_IN_PROCESS`` values, the
+        oldest forgotten first (a resumed run then redoes that work: at least once, as ever)."""
+        kept = self._kept
+        kept[key] = (value, time.monotonic() + ttl_s)
+        kept.move_to_end(key)
+        while len(kept) > KEPT_IN_PROCESS:
+            kept.popitem(last=False)
 
     async def claim(self, key: str, value: Any, ttl_s: float) -> Any:
         """Keep ``value`` under ``key`` unless something is kept there: None if it is now
