@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from rede.bus.embedded import EmbeddedRedis
@@ -18,6 +17,7 @@ from rede.cli import durable as cli_durable
 from rede.cli import extra as cli_extra
 from rede.cli.tui import LiveView, render_result
 from rede.config import NetworkConfig
+from rede.console import make_console, print_error
 from rede.errors import RedeError
 from rede.evals.cli import bench_app
 from rede.network import Network
@@ -33,8 +33,8 @@ app = typer.Typer(
     cls=cli_extra.RedeGroup,
     context_settings=cli_extra.CONTEXT,
 )
-console = Console()
-err = Console(stderr=True)
+console = make_console()
+err = make_console(stderr=True)
 
 DEMO_REQUEST = (
     "Compare Redis Streams and Apache Kafka as the event backbone for a small "
@@ -48,7 +48,7 @@ def demo_network_path() -> Path:
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}")
+    print_error(err, message)
     return typer.Exit(code)
 
 

@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from rede.console import make_console, print_error
 from rede.errors import RedeError
 
-console = Console()
+console = make_console()
+err = make_console(stderr=True)
 LedgerPath = Annotated[str, typer.Option(help="Ledger file.")]
 DEFAULT_LEDGER = ".rede/ledger.db"
 
@@ -22,12 +23,12 @@ def _store(ledger: str):  # type: ignore[no-untyped-def]
     from rede.orchestration.ledger import SQLiteLedger
 
     if not Path(ledger).exists():
-        console.print(f"[red]error:[/red] no ledger at {ledger}; pass --ledger", highlight=False)
+        print_error(err, f"no ledger at {ledger}; pass --ledger")
         raise typer.Exit(1)
     try:
         return SQLiteLedger(ledger)
     except RedeError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        print_error(err, exc)
         raise typer.Exit(1) from None
 
 
@@ -38,7 +39,7 @@ def _answer(ledger: str, run_id: str, step: str | None, **answer: object) -> Non
     try:
         wait = answer_wait(store, run_id, step, **answer)  # type: ignore[arg-type]
     except RedeError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        print_error(err, exc)
         raise typer.Exit(1) from None
     finally:
         store.close()
@@ -110,5 +111,5 @@ def resume(
     except RedeError as exc:
         if exc.run is not None:
             render_result(console, exc.run)
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        print_error(err, exc)
         raise typer.Exit(1) from None

@@ -5,19 +5,21 @@
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
+from rede.console import make_console, print_error
 from rede.errors import RedeError
 
-console = Console()
+console = make_console()
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 
@@ -32,7 +34,38 @@ def _flags(cmd: Any, ctx: Any) -> Any:
     return cmd
 
 
+PLAIN_HELP_BELOW = 80
+"""Below this many columns, help is click's plain text, which wraps its words at any width,
+instead of rich's boxes, which cut option names (``--base…``) on a narrow terminal."""
+
+
+def _plain_help(cmd: Any) -> None:
+    cmd.rich_markup_mode = None
+    for sub in getattr(cmd, "commands", {}).values():
+        _plain_help(sub)
+
+
 class RedeGroup(TyperGroup):
+    def main(self, *args: Any, standalone_mode: bool = True, **extra: Any) -> Any:
+        """A usage error is one ``error:`` line with where to look, as every other error."""
+        if shutil.get_terminal_size().columns < PLAIN_HELP_BELOW:
+            _plain_help(self)
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **extra)
+        try:
+            code = super().main(*args, standalone_mode=False, **extra)
+        except typer.Abort:
+            print_error(make_console(stderr=True), "aborted")
+            sys.exit(1)
+        except typer.TyperException as exc:  # typer's click errors: usage, bad parameter, ...
+            message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+            ctx = getattr(exc, "ctx", None)
+            if ctx is not None:  # a usage error: say where the usage is
+                message += f" (see {ctx.command_path} -h)"
+            print_error(make_console(stderr=True), message)
+            sys.exit(getattr(exc, "exit_code", 1))
+        sys.exit(code if isinstance(code, int) else 0)
+
     def get_params(self, ctx: Any) -> Any:
         _flags(self, ctx)
         return super().get_params(ctx)
@@ -77,7 +110,7 @@ def validate(
         for agent in net.config.agents:
             net.spec(agent)  # builds its model, reads its prompt files, resolves its tool
     except RedeError as exc:
-        console.print(f"[red]invalid:[/red] {network}: {exc}", highlight=False)
+        print_error(console, f"{network}: {exc}", prefix="invalid")
         raise typer.Exit(1) from None
     conf = net.config
     summary = {
@@ -165,14 +198,15 @@ def runs(
     from rede.server.runs import describe
 
     if not Path(ledger).exists():
-        console.print(f"[red]error:[/red] no ledger at {ledger}; run something first")
+        print_error(make_console(stderr=True), f"no ledger at {ledger}; run something first")
         raise typer.Exit(1)
     store = SQLiteLedger(ledger)
     rows = [describe(store, rid) for rid in list(reversed(store.runs()))[:limit]]
     if as_json:
         console.print_json(json.dumps(rows, default=str))
         return
-    table = Table(title=f"runs in {ledger}")
+    console.print(f"runs in {ledger}", highlight=False, soft_wrap=True)
+    table = Table()
     ids = max((len(r["id"]) for r in rows), default=3)
     table.add_column("run", no_wrap=True, min_width=ids)  # an id is never cut: it is typed
     for col in ("started", "status", "source", "tokens", "cost"):

@@ -115,7 +115,8 @@ class LiveView:
         self._live.update(self._render())
 
     def _render(self) -> Panel:
-        table = Table(expand=True, show_edge=False)
+        wide = self.console.is_terminal  # off a terminal, as wide as the content
+        table = Table(expand=wide, show_edge=False)
         for col in ("step", "capability", "agent", "state", "tokens", "cost $", "time s", "notes"):
             table.add_column(
                 col,
@@ -146,18 +147,18 @@ class LiveView:
         sub = f"{running} step(s) running now · peak parallel {self.max_parallel}"
         if self.simulated:
             sub += " · SIMULATED models (sim backend), not real LLM output"
-        return Panel(table, title=self.title, subtitle=sub)
+        return Panel(table, title=self.title, subtitle=sub, expand=wide)
 
 
 def render_result(console: Console, result: RunResult) -> None:
     label = " (simulated models)" if result.simulated else ""
-    console.print(
-        Panel(
-            Text(result.answer or "(no answer)"),
-            title=f"Answer{label}",
-            border_style="green" if result.status == "ok" else "red",
-        )
-    )
+    answer = Text(result.answer or "(no answer)")
+    if console.is_terminal:
+        style = "green" if result.status == "ok" else "red"
+        console.print(Panel(answer, title=f"Answer{label}", border_style=style))
+    else:  # a pipe or a log: the answer as plain lines, never boxed at a guessed width
+        console.print(f"Answer{label}:", style="bold", highlight=False)
+        console.print(answer, soft_wrap=True)
     u = result.usage
     summary = Table.grid(padding=(0, 2))
     summary.add_column(style="bold")

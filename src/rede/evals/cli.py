@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from rede.console import make_console, print_error
 from rede.errors import ConfigError, RedeError
 from rede.evals.bbh import BBH
 from rede.evals.datasets import BENCHMARKS
@@ -29,8 +29,8 @@ bench_app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-console = Console()
-err = Console(stderr=True)
+console = make_console()
+err = make_console(stderr=True)
 
 STOP = ["\n\nQ:"]
 """Where a few-shot completion ends: the model starting the next question."""
@@ -72,7 +72,7 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar")
 
 
 def _fail(message: str) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    print_error(err, message)
     return typer.Exit(1)
 
 

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 
 import typer
 
+from rede.console import one_line
 from rede.errors import RedeError
 
 DEFAULT_LEDGER = ".rede/ledger.db"
@@ -175,7 +176,7 @@ def serve_command(
         )
         app = create_app(nets, settings)
     except RedeError as exc:
-        err(f"error: {exc}", err=True)
+        err(f"error: {one_line(str(exc))}", err=True)
         raise typer.Exit(1) from None
     _logging(log_level, not no_access_log)
     names = ", ".join(n.config.name for n in nets)

@@ -11,15 +11,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from rede.console import make_console, print_error
 from rede.errors import RedeError
 from rede.sim.report import render, write
 from rede.sim.runner import run_scenario
 from rede.sim.scenario import Scenario, bundled_scenarios, load_scenario
 
-console = Console()
-err = Console(stderr=True)
+console = make_console()
+err = make_console(stderr=True)
 
 
 def sim_command(
@@ -67,7 +67,7 @@ def sim_command(
             console.print(f"[cyan]{name}[/cyan]  {description}")
         return
     if scenario is None:
-        err.print("[red]error:[/red] name a scenario file or a bundled scenario (--list)")
+        print_error(err, "name a scenario file or a bundled scenario (--list)")
         raise typer.Exit(2)
     try:
         loaded = load_scenario(scenario)
@@ -89,7 +89,7 @@ def sim_command(
                 )
             )
     except RedeError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        print_error(err, exc)
         raise typer.Exit(1) from None
     if as_json:
         console.print_json(json.dumps(report.model_dump(mode="json"), default=str))
