@@ -18,7 +18,8 @@ equals or contains. Look-up, fastest first:
 
 Anything else raises :class:`RecordingNotFound`, naming the start of the prompt and where
 the recordings came from. Token counts are estimated (``estimated=True``) unless a recording
-carries ``usage``; latency is 0 unless ``latency_s`` is set.
+carries ``usage``; latency is 0 unless ``latency_s`` is set. ``max_tokens`` cuts a recording
+only where it surely runs past the limit (:func:`served`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import hashlib
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -36,7 +38,6 @@ from rede.models._base import (
     ModelResponse,
     Price,
     estimate_tokens,
-    truncate,
 )
 from rede.models.recordings import FORMATS, Recording, load_recordings
 
@@ -285,25 +286,46 @@ class ReplayModel(ChatModel):
         return recorded if recorded is not None else estimate_tokens(request.prompt_text)
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
-        """The recorded answer, cut to ``max_tokens`` (as the server would have cut it)."""
+        """The recorded answer, cut where it surely runs past ``max_tokens`` (see
+        :func:`served`)."""
         self.calls += 1
         rec = self.lookup(request.prompt_text)
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
-        text, cut = truncate(rec.prediction, request.max_tokens)
-        if rec.prompt_tokens is not None and rec.completion_tokens is not None:
-            completion = rec.completion_tokens
-            if request.max_tokens is not None and completion > request.max_tokens:
-                completion, cut = request.max_tokens, True
+        text, completion, cut = served(rec, request.max_tokens)
+        if rec.prompt_tokens is not None and completion is not None:
             usage = self.usage(rec.prompt_tokens, completion, self.latency_s)
         else:
+            estimate = estimate_tokens(text)
+            if request.max_tokens is not None:
+                estimate = min(estimate, request.max_tokens)  # the recorded model kept to it
             usage = self.usage(
-                estimate_tokens(request.prompt_text),
-                estimate_tokens(text),
-                self.latency_s,
-                estimated=True,
+                estimate_tokens(request.prompt_text), estimate, self.latency_s, estimated=True
             )
         return ModelResponse(text=text, usage=usage, finish_reason="length" if cut else "stop")
+
+
+def served(rec: Recording, max_tokens: int | None) -> tuple[str, int | None, bool]:
+    """A recording's text as served under ``max_tokens``, its completion tokens where the
+    recording counts them, and whether it was cut.
+
+    A recording is what a real model wrote under its own limit, so it is cut only where it
+    surely runs past ``max_tokens``: its recorded count is over it, or (no count) it has more
+    words than that, as no tokenizer of a real model (byte-level BPE, SentencePiece) makes
+    fewer tokens than whitespace-separated words. A cut by the 4-characters-a-token estimate
+    would cut real completions the model finished (some of BIG-Bench Hard's CoT recordings
+    hold over 2,048 characters in fewer than 512 words) and change their scores."""
+    text, counted = rec.prediction, rec.completion_tokens
+    if max_tokens is None:
+        return text, counted, False
+    if counted is not None:
+        if counted <= max_tokens:
+            return text, counted, False
+        return text[: len(text) * max_tokens // counted], max_tokens, True
+    words = list(re.finditer(r"\S+", text))
+    if len(words) <= max_tokens:
+        return text, None, False
+    return text[: words[max_tokens - 1].end()], None, True
 
 
 __all__ = ["Recording", "RecordingNotFound", "ReplayModel", "question_key"]
