@@ -7,9 +7,9 @@ of them, or a folder of such folders. A request is served the recording whose in
 equals or contains. Look-up, fastest first:
 
 1. the whole prompt, whitespace normalised (a BIG-Bench Hard input, a ZeroEval prompt);
-2. a recorded *question* (ZeroEval, MMLU-Pro) anywhere in the prompt, whatever Rede's agent
-   wrapped around it; where several are, of those not inside a longer one found, the one
-   that starts last (the question asked after few-shot examples);
+2. a recorded *question* (ZeroEval; MMLU-Pro: the question with its options) anywhere in the
+   prompt, whatever Rede's agent wrapped around it; where several are, of those not inside a
+   longer one found, the one that starts last (the question asked after few-shot examples);
 3. the *question* of a BIG-Bench Hard prompt: the last ``Q: ...`` block of the prompt and the
    answer cue that follows it (``A: Let's think step by step.`` or ``A:``), so few-shot
    examples, a system message or text after the cue do not matter;
@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import hashlib
+import itertools
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -43,6 +44,9 @@ from rede.models.recordings import FORMATS, Recording, load_recordings
 
 MIN_PREFIX_CHARS = 16
 """A truncated question must be at least this long to be matched by its start."""
+START_CHARS = 48
+"""Contained questions at least this long are indexed by their first this many characters,
+shorter ones by their first two words."""
 
 
 class RecordingNotFound(ModelError):
@@ -114,8 +118,10 @@ class ReplayModel(ChatModel):
         self._by_question: dict[str, list[Recording]] = {}
         self._contained: dict[str, list[Recording]] = {}
         """Normalised question -> its recordings, served to prompts that contain it."""
+        self._starts: dict[str, list[str]] = {}
+        """The first :data:`START_CHARS` characters of each contained question -> those."""
         self._heads: dict[tuple[str, str | None], list[str]] = {}
-        """The first two words of each contained question -> those questions."""
+        """The first two words of each shorter contained question -> those questions."""
         self.size = 0
         for rec in recordings:
             self.size += 1
@@ -137,7 +143,9 @@ class ReplayModel(ChatModel):
         if not question:
             raise ConfigError(f"a recording in {rec.file!r} has an empty question")
         same = self._contained.setdefault(question, [])
-        if not same:
+        if not same and len(question) >= START_CHARS:
+            self._starts.setdefault(question[:START_CHARS], []).append(question)
+        elif not same:
             words = question.split(" ")
             head = (words[0], words[1] if len(words) > 1 else None)
             self._heads.setdefault(head, []).append(question)
@@ -227,16 +235,13 @@ class ReplayModel(ChatModel):
         words = flat.split(" ")
         at = 0
         for i, word in enumerate(words):
-            nxt = words[i + 1] if i + 1 < len(words) else None
-            heads = [(word, nxt), (word, None)] if nxt is not None else [(word, None)]
-            for head in heads:
-                for question in self._heads.get(head, ()):
-                    end = at + len(question)
-                    if not flat.startswith(question, at):
-                        continue
-                    if end < len(flat) and flat[end].isalnum() and flat[end - 1].isalnum():
-                        continue  # the question's last word runs on in the prompt
-                    found.append((at, end, question))
+            for question in self._questions_at(flat, at, word, words[i + 1 : i + 2]):
+                end = at + len(question)
+                if not flat.startswith(question, at):
+                    continue
+                if end < len(flat) and flat[end].isalnum() and flat[end - 1].isalnum():
+                    continue  # the question's last word runs on in the prompt
+                found.append((at, end, question))
             at += len(word) + 1
         outer = [
             (start, end, q)
@@ -244,6 +249,15 @@ class ReplayModel(ChatModel):
             if not any(s <= start and end <= e and (s, e) != (start, end) for s, e, _ in found)
         ]
         return max(outer)[2] if outer else None
+
+    def _questions_at(self, flat: str, at: int, word: str, nxt: list[str]) -> Iterable[str]:
+        """The contained questions that may start at ``at``, where ``word`` starts."""
+        if self._starts:
+            yield from self._starts.get(flat[at : at + START_CHARS], ())
+        if self._heads:
+            if nxt:
+                yield from self._heads.get((word, nxt[0]), ())
+            yield from self._heads.get((word, None), ())
 
     def _starting_with(self, question: str, cue: str) -> list[str]:
         at = bisect.bisect_left(self._sorted_questions, question)
@@ -260,22 +274,23 @@ class ReplayModel(ChatModel):
     def _one(self, prompt: str, candidates: list[Recording]) -> Recording:
         if len({rec.prediction for rec in candidates}) == 1:
             return candidates[0]
-        # Several runs recorded the same question differently: the rest of the prompt (the
-        # few-shot part, a multiple-choice question's options) decides.
+        # Several runs recorded the same question differently: the few-shot part decides.
         flat = normalise(prompt)
-        inside = [
-            rec
-            for rec in candidates
-            if normalise(rec.input) in flat and all(normalise(d) in flat for d in rec.details)
-        ]
+        inside = [rec for rec in candidates if normalise(rec.input) in flat]
         if len({rec.prediction for rec in inside}) == 1:
             return inside[0]
         files = sorted({rec.file for rec in candidates})
+        where = (
+            f"{len(candidates)} times in {files[0]} with different answers"
+            if len(files) == 1
+            else f"in {len(files)} files with different answers ({', '.join(files)}); replay "
+            "one run at a time"
+        )
         raise RecordingNotFound(
             prompt,
             self.origin,
-            f"its question has {len(candidates)} different recordings ({', '.join(files)}) "
-            "and the rest of the prompt does not tell them apart; replay one run at a time",
+            f"its question is recorded {where}, and the rest of the prompt does not tell "
+            "them apart",
         )
 
     def prompt_tokens_bound(self, request: ModelRequest) -> int:
@@ -322,10 +337,10 @@ def served(rec: Recording, max_tokens: int | None) -> tuple[str, int | None, boo
         if counted <= max_tokens:
             return text, counted, False
         return text[: len(text) * max_tokens // counted], max_tokens, True
-    words = list(re.finditer(r"\S+", text))
-    if len(words) <= max_tokens:
+    if len(text.split()) <= max_tokens:
         return text, None, False
-    return text[: words[max_tokens - 1].end()], None, True
+    last = list(itertools.islice(re.finditer(r"\S+", text), max_tokens))[-1]
+    return text[: last.end()], None, True
 
 
 __all__ = ["Recording", "RecordingNotFound", "ReplayModel", "question_key"]
