@@ -102,6 +102,11 @@ def test_one_question_recorded_twice_with_other_answers_is_refused(tmp_path: Pat
     bench = MMLUPro(FIXTURE)
     with pytest.raises(RecordingNotFound, match=r"recorded 2 times in .* with different answers"):
         ReplayModel.from_path(twice).lookup(bench.prompt(bench.questions()[0]))
+    args = ["bench", "mmlu-pro", "--model", f"replay:{twice}", "--data", str(twice)]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "out"), "-q"])
+    assert result.exit_code != 0 and "\n" not in result.output.strip()
+    assert "question 884 (" in result.output and "2 times in" in result.output
+    assert "another benchmark" not in result.output
 
 
 def test_options_padded_with_na_are_dropped_as_mmlu_pro_does(tmp_path: Path) -> None:

@@ -10,9 +10,10 @@ Each reads its questions from a path the user gives (``--data``); nothing is shi
   "category"}`` (the test set, or a published ``model_outputs_*.json`` which carries the same
   fields; ``N/A`` options are dropped, as MMLU-Pro's ``preprocess`` does), or a folder of such
   files. The prompt is the MMLU-Pro chain-of-thought prompt with no examples (zero-shot; the
-  published runs use 5 examples from the validation split); a reply is scored by the published ``compute_accuracy.py``: ``answer is (X)``, then
-  ``Answer: X``, then the last letter A-J; a reply with none counts as that script's fixed
-  "random" guess (it seeds 12345 before each draw, which always gives G).
+  published runs use 5 examples from the validation split); a reply is scored by the
+  published ``compute_accuracy.py``: ``answer is (X)``, then ``Answer: X``, then the last
+  letter A-J; a reply with none counts as that script's fixed "random" guess (it seeds 12345
+  before each draw, which always gives G).
 """
 
 from __future__ import annotations

@@ -52,9 +52,15 @@ shorter ones by their first two words."""
 class RecordingNotFound(ModelError):
     """No recording matches the prompt of a request (or several disagree)."""
 
-    def __init__(self, prompt: str, origin: str, detail: str = "") -> None:
+    def __init__(
+        self, prompt: str, origin: str, detail: str = "", *, ambiguous: bool = False
+    ) -> None:
         self.prompt = prompt
         self.origin = origin
+        self.detail = detail
+        """Why, where known (``"it contains none of the recorded questions"``, ...)."""
+        self.ambiguous = ambiguous
+        """Recordings match, but disagree and the prompt does not tell them apart."""
         start = " ".join(prompt.split())[:120]
         why = f" ({detail})" if detail else ""
         super().__init__(
@@ -291,6 +297,7 @@ class ReplayModel(ChatModel):
             self.origin,
             f"its question is recorded {where}, and the rest of the prompt does not tell "
             "them apart",
+            ambiguous=True,
         )
 
     def prompt_tokens_bound(self, request: ModelRequest) -> int:
