@@ -333,8 +333,8 @@ def served(rec: Recording, max_tokens: int | None) -> tuple[str, int | None, boo
 
     A recording is what a real model wrote under its own limit, so it is cut only where it
     surely runs past ``max_tokens``: its recorded count is over it, or (no count) it has more
-    words than that, as no tokenizer of a real model (byte-level BPE, SentencePiece) makes
-    fewer tokens than whitespace-separated words. A cut by the 4-characters-a-token estimate
+    words than that, as the tokenizers of today's models (byte-level BPE, SentencePiece) never
+    join two whitespace-separated words in one token. A cut by the 4-characters-a-token estimate
     would cut real completions the model finished (some of BIG-Bench Hard's CoT recordings
     hold over 2,048 characters in fewer than 512 words) and change their scores."""
     text, counted = rec.prediction, rec.completion_tokens
