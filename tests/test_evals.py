@@ -192,6 +192,27 @@ async def test_replay_folder_of_folders_cues_prefixes_price_and_latency(tmp_path
     assert (await slow.complete(ModelRequest.of("Q: x\nA:"))).usage.latency_s == 0.01
 
 
+async def test_replay_cuts_a_recording_only_where_it_surely_passes_max_tokens() -> None:
+    # 2,400 characters in 300 words: over 512 tokens by the 4-characters estimate, yet a real
+    # tokenizer may fit it in 512 (no tokenizer makes fewer tokens than words): served whole
+    finished = "x" * 7 + (" abcdefg" * 299) + " So the answer is valid."
+    model = ReplayModel([Recording("Q: a\nA:", finished)])
+    whole = await model.complete(ModelRequest.of("Q: a\nA:", max_tokens=512))
+    assert whole.text == finished and whole.finish_reason == "stop"
+    assert whole.usage.completion_tokens <= 512 and whole.usage.estimated
+    # more words than max_tokens: surely cut, after the last word that fits
+    cut = await model.complete(ModelRequest.of("Q: a\nA:", max_tokens=3))
+    assert cut.text == "xxxxxxx abcdefg abcdefg" and cut.finish_reason == "length"
+    # a recording that counts its tokens is cut by its count
+    counted = Recording("Q: b\nA:", "one two three four", prompt_tokens=5, completion_tokens=8)
+    model = ReplayModel([counted])
+    half = await model.complete(ModelRequest.of("Q: b\nA:", max_tokens=4))
+    assert half.text == "one two t" and half.usage.completion_tokens == 4
+    assert half.finish_reason == "length" and not half.usage.estimated
+    fits = await model.complete(ModelRequest.of("Q: b\nA:", max_tokens=8))
+    assert fits.text == counted.prediction and fits.usage.completion_tokens == 8
+
+
 def test_replay_rejects_missing_and_malformed_recordings(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="do not exist"):
         ReplayModel.from_path(tmp_path / "nope")

@@ -8,11 +8,12 @@ Each reads its questions from a path the user gives (``--data``); nothing is shi
   (``json_number`` in :mod:`rede.answers`): the answer compared with the gold as a number.
 - :class:`MMLUPro`: a JSON list of ``{"question_id", "question", "options", "answer",
   "category"}`` (the test set, or a published ``model_outputs_*.json`` which carries the same
-  fields), or a folder of such files. The prompt is the MMLU-Pro chain-of-thought prompt with
-  no examples (zero-shot; the published runs use 5 examples from the validation split); a
-  reply is scored by the published ``compute_accuracy.py``: ``answer is (X)``, then
-  ``Answer: X``, then the last letter A-J; a reply with none counts as that script's fixed
-  "random" guess (it seeds 12345 before each draw, which always gives G).
+  fields; ``N/A`` options are dropped, as MMLU-Pro's ``preprocess`` does), or a folder of such
+  files. The prompt is the MMLU-Pro chain-of-thought prompt with no examples (zero-shot; the
+  published runs use 5 examples from the validation split); a reply is scored by the
+  published ``compute_accuracy.py``: ``answer is (X)``, then ``Answer: X``, then the last
+  letter A-J; a reply with none counts as that script's fixed "random" guess (it seeds 12345
+  before each draw, which always gives G).
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from typing import Any, Protocol
 
 from rede.answers import canonical_number, choice, json_number
 from rede.errors import ConfigError
+from rede.models.recordings import LETTERS, mmlu_pro_question
 
-LETTERS = "ABCDEFGHIJ"
 MMLU_PRO_NO_ANSWER = "G"
 """What MMLU-Pro's ``compute_accuracy.py`` scores a reply without a letter as: it calls
 ``random.seed(12345)`` then ``random.choice`` of A-J, which is G every time."""
@@ -42,9 +43,9 @@ GSM8K_PROMPT = (
 MMLU_PRO_PROMPT = (
     "The following are multiple choice questions (with answers) about {category}. Think step "
     'by step and then finish your answer with "the answer is (X)" where X is the correct '
-    "letter choice.\n\nQuestion: {question}\nOptions:\n{options}\nAnswer: Let's think step by "
-    "step."
+    "letter choice.\n\nQuestion: {question}\nAnswer: Let's think step by step."
 )
+"""``{question}`` is the question with its options (:func:`mmlu_pro_question`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +179,8 @@ class MMLUPro:
     @staticmethod
     def _question(index: int, item: dict[str, Any]) -> Question:
         options = item["options"]
+        if isinstance(options, list):  # as MMLU-Pro's evaluate scripts (``preprocess``) do
+            options = [o for o in options if o != "N/A"]
         answer = item["answer"]
         if not (
             isinstance(options, list)
@@ -202,11 +205,9 @@ class MMLUPro:
         return self._questions[:limit]
 
     def prompt(self, question: Question) -> str:
-        options = "\n".join(f"{LETTERS[i]}. {o}" for i, o in enumerate(question.options))
         return MMLU_PRO_PROMPT.format(
             category=question.category or "general knowledge",
-            question=question.text,
-            options=options,
+            question=mmlu_pro_question(question.text, question.options),
         )
 
     def score(self, text: str, question: Question) -> Scored:

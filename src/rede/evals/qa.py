@@ -87,11 +87,12 @@ async def check_recordings(system: System, bench: QABenchmark, questions: list[Q
         for q in questions:
             try:
                 model.lookup(bench.prompt(q))
-            except RecordingNotFound:
+            except RecordingNotFound as exc:
+                why = f": {exc.detail}" if exc.detail else ""
+                hint = "" if exc.ambiguous else "; are its recordings of another benchmark?"
                 raise ConfigError(
                     f"model {name!r} ({model.origin}) has no recording of {bench.name} "
-                    f"question {q.id} ({' '.join(q.text.split())[:60]!r}...); are its "
-                    "recordings of another benchmark?"
+                    f"question {q.id} ({' '.join(q.text.split())[:60]!r}...){why}{hint}"
                 ) from None
 
 

@@ -10,13 +10,16 @@ Three published formats are read, told apart by their shape:
   Served to any prompt that contains the question.
 - **MMLU-Pro** (``eval_results/model_outputs_<model>_5shots.json``): a JSON list of
   ``{"question_id", "question", "options": [...], "answer", "answer_index", "category",
-  "pred", "generated_text"}`` (``model_outputs`` in older files). Served to any prompt that
-  contains the question; questions recorded twice are told apart by their options.
+  "pred", "model_outputs"}`` (``generated_text`` in some). Keyed by what identifies a question:
+  its text and its options as MMLU-Pro's prompt lays them out (:func:`mmlu_pro_question`), so
+  the same text asked with other options is another question. Served to any prompt that
+  contains that block.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +29,7 @@ from rede.errors import ConfigError
 FORMATS = (
     'BIG-Bench Hard {"outputs": [{"input", "prediction"}]}, '
     'ZeroEval [{"question", "output": [...]}] or '
-    'MMLU-Pro [{"question_id", "question", "options", "generated_text"}]'
+    'MMLU-Pro [{"question_id", "question", "options", "model_outputs"}]'
 )
 
 
@@ -35,7 +38,8 @@ class Recording:
     """One recorded completion."""
 
     input: str
-    """The whole prompt recorded (BIG-Bench Hard), or the question (ZeroEval, MMLU-Pro)."""
+    """The whole prompt recorded (BIG-Bench Hard), the question (ZeroEval), or the question
+    with its options (MMLU-Pro)."""
     prediction: str
     file: str = ""
     prompt_tokens: int | None = None
@@ -44,10 +48,20 @@ class Recording:
     """Serve any prompt that contains ``input`` (a question), not only one that is it."""
     prompt: str | None = None
     """The prompt the recording was made with, where the file keeps it beside the question."""
-    details: tuple[str, ...] = ()
-    """Texts that tell apart recordings of the same question (a question's options)."""
     generator: str | None = None
     """The model that produced it, where the file says."""
+
+
+LETTERS = "ABCDEFGHIJ"
+"""MMLU-Pro's option letters (up to ten options)."""
+
+
+def mmlu_pro_question(question: str, options: Sequence[str]) -> str:
+    """A question and its options as MMLU-Pro's chain-of-thought prompt shows them
+    (``format_cot_example`` in its ``evaluate_from_*.py``): the text, ``Options:``, then
+    ``A. <option>`` a line."""
+    lines = "\n".join(f"{LETTERS[i]}. {o}" for i, o in enumerate(options))
+    return f"{question}\nOptions:\n{lines}"
 
 
 def load_recordings(file: Path) -> list[Recording]:
@@ -134,27 +148,30 @@ def _mmlu_pro(file: Path, items: list[Any]) -> list[Recording]:
     for i, item in enumerate(items):
         if not isinstance(item, dict):
             raise _bad(file, i, "to be an object")
-        text = item.get("generated_text", item.get("model_outputs"))
+        text = item.get("model_outputs", item.get("generated_text"))
         options = item.get("options")
         if not (
             isinstance(item.get("question"), str)
             and isinstance(text, str)
             and isinstance(options, list)
+            and 0 < len(options) <= len(LETTERS)
             and all(isinstance(o, str) for o in options)
         ):
             raise _bad(
-                file, i, "a string 'question', a list of string 'options' and 'generated_text'"
+                file,
+                i,
+                f"a string 'question', a list of 1 to {len(LETTERS)} string 'options' and "
+                "'model_outputs'",
             )
         recordings.append(
             Recording(
-                input=item["question"],
+                input=mmlu_pro_question(item["question"], options),
                 prediction=text,
                 file=str(file),
                 contained=True,
-                details=tuple(options),
             )
         )
     return recordings
 
 
-__all__ = ["FORMATS", "Recording", "load_recordings"]
+__all__ = ["FORMATS", "LETTERS", "Recording", "load_recordings", "mmlu_pro_question"]

@@ -7,9 +7,9 @@ of them, or a folder of such folders. A request is served the recording whose in
 equals or contains. Look-up, fastest first:
 
 1. the whole prompt, whitespace normalised (a BIG-Bench Hard input, a ZeroEval prompt);
-2. a recorded *question* (ZeroEval, MMLU-Pro) anywhere in the prompt, whatever Rede's agent
-   wrapped around it; where several are, of those not inside a longer one found, the one
-   that starts last (the question asked after few-shot examples);
+2. a recorded *question* (ZeroEval; MMLU-Pro: the question with its options) anywhere in the
+   prompt, whatever Rede's agent wrapped around it; where several are, of those not inside a
+   longer one found, the one that starts last (the question asked after few-shot examples);
 3. the *question* of a BIG-Bench Hard prompt: the last ``Q: ...`` block of the prompt and the
    answer cue that follows it (``A: Let's think step by step.`` or ``A:``), so few-shot
    examples, a system message or text after the cue do not matter;
@@ -18,7 +18,8 @@ equals or contains. Look-up, fastest first:
 
 Anything else raises :class:`RecordingNotFound`, naming the start of the prompt and where
 the recordings came from. Token counts are estimated (``estimated=True``) unless a recording
-carries ``usage``; latency is 0 unless ``latency_s`` is set.
+carries ``usage``; latency is 0 unless ``latency_s`` is set. ``max_tokens`` cuts a recording
+only where it surely runs past the limit (:func:`served`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from __future__ import annotations
 import asyncio
 import bisect
 import hashlib
+import itertools
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -36,20 +39,28 @@ from rede.models._base import (
     ModelResponse,
     Price,
     estimate_tokens,
-    truncate,
 )
 from rede.models.recordings import FORMATS, Recording, load_recordings
 
 MIN_PREFIX_CHARS = 16
 """A truncated question must be at least this long to be matched by its start."""
+START_CHARS = 48
+"""Contained questions at least this long are indexed by their first this many characters,
+shorter ones by their first two words."""
 
 
 class RecordingNotFound(ModelError):
     """No recording matches the prompt of a request (or several disagree)."""
 
-    def __init__(self, prompt: str, origin: str, detail: str = "") -> None:
+    def __init__(
+        self, prompt: str, origin: str, detail: str = "", *, ambiguous: bool = False
+    ) -> None:
         self.prompt = prompt
         self.origin = origin
+        self.detail = detail
+        """Why, where known (``"it contains none of the recorded questions"``, ...)."""
+        self.ambiguous = ambiguous
+        """Recordings match, but disagree and the prompt does not tell them apart."""
         start = " ".join(prompt.split())[:120]
         why = f" ({detail})" if detail else ""
         super().__init__(
@@ -113,8 +124,10 @@ class ReplayModel(ChatModel):
         self._by_question: dict[str, list[Recording]] = {}
         self._contained: dict[str, list[Recording]] = {}
         """Normalised question -> its recordings, served to prompts that contain it."""
+        self._starts: dict[str, list[str]] = {}
+        """The first :data:`START_CHARS` characters of each contained question -> those."""
         self._heads: dict[tuple[str, str | None], list[str]] = {}
-        """The first two words of each contained question -> those questions."""
+        """The first two words of each shorter contained question -> those questions."""
         self.size = 0
         for rec in recordings:
             self.size += 1
@@ -136,7 +149,9 @@ class ReplayModel(ChatModel):
         if not question:
             raise ConfigError(f"a recording in {rec.file!r} has an empty question")
         same = self._contained.setdefault(question, [])
-        if not same:
+        if not same and len(question) >= START_CHARS:
+            self._starts.setdefault(question[:START_CHARS], []).append(question)
+        elif not same:
             words = question.split(" ")
             head = (words[0], words[1] if len(words) > 1 else None)
             self._heads.setdefault(head, []).append(question)
@@ -226,16 +241,13 @@ class ReplayModel(ChatModel):
         words = flat.split(" ")
         at = 0
         for i, word in enumerate(words):
-            nxt = words[i + 1] if i + 1 < len(words) else None
-            heads = [(word, nxt), (word, None)] if nxt is not None else [(word, None)]
-            for head in heads:
-                for question in self._heads.get(head, ()):
-                    end = at + len(question)
-                    if not flat.startswith(question, at):
-                        continue
-                    if end < len(flat) and flat[end].isalnum() and flat[end - 1].isalnum():
-                        continue  # the question's last word runs on in the prompt
-                    found.append((at, end, question))
+            for question in self._questions_at(flat, at, word, words[i + 1 : i + 2]):
+                end = at + len(question)
+                if not flat.startswith(question, at):
+                    continue
+                if end < len(flat) and flat[end].isalnum() and flat[end - 1].isalnum():
+                    continue  # the question's last word runs on in the prompt
+                found.append((at, end, question))
             at += len(word) + 1
         outer = [
             (start, end, q)
@@ -243,6 +255,15 @@ class ReplayModel(ChatModel):
             if not any(s <= start and end <= e and (s, e) != (start, end) for s, e, _ in found)
         ]
         return max(outer)[2] if outer else None
+
+    def _questions_at(self, flat: str, at: int, word: str, nxt: list[str]) -> Iterable[str]:
+        """The contained questions that may start at ``at``, where ``word`` starts."""
+        if self._starts:
+            yield from self._starts.get(flat[at : at + START_CHARS], ())
+        if self._heads:
+            if nxt:
+                yield from self._heads.get((word, nxt[0]), ())
+            yield from self._heads.get((word, None), ())
 
     def _starting_with(self, question: str, cue: str) -> list[str]:
         at = bisect.bisect_left(self._sorted_questions, question)
@@ -259,22 +280,24 @@ class ReplayModel(ChatModel):
     def _one(self, prompt: str, candidates: list[Recording]) -> Recording:
         if len({rec.prediction for rec in candidates}) == 1:
             return candidates[0]
-        # Several runs recorded the same question differently: the rest of the prompt (the
-        # few-shot part, a multiple-choice question's options) decides.
+        # Several runs recorded the same question differently: the few-shot part decides.
         flat = normalise(prompt)
-        inside = [
-            rec
-            for rec in candidates
-            if normalise(rec.input) in flat and all(normalise(d) in flat for d in rec.details)
-        ]
+        inside = [rec for rec in candidates if normalise(rec.input) in flat]
         if len({rec.prediction for rec in inside}) == 1:
             return inside[0]
         files = sorted({rec.file for rec in candidates})
+        where = (
+            f"{len(candidates)} times in {files[0]} with different answers"
+            if len(files) == 1
+            else f"in {len(files)} files with different answers ({', '.join(files)}); replay "
+            "one run at a time"
+        )
         raise RecordingNotFound(
             prompt,
             self.origin,
-            f"its question has {len(candidates)} different recordings ({', '.join(files)}) "
-            "and the rest of the prompt does not tell them apart; replay one run at a time",
+            f"its question is recorded {where}, and the rest of the prompt does not tell "
+            "them apart",
+            ambiguous=True,
         )
 
     def prompt_tokens_bound(self, request: ModelRequest) -> int:
@@ -285,25 +308,46 @@ class ReplayModel(ChatModel):
         return recorded if recorded is not None else estimate_tokens(request.prompt_text)
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
-        """The recorded answer, cut to ``max_tokens`` (as the server would have cut it)."""
+        """The recorded answer, cut where it surely runs past ``max_tokens`` (see
+        :func:`served`)."""
         self.calls += 1
         rec = self.lookup(request.prompt_text)
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
-        text, cut = truncate(rec.prediction, request.max_tokens)
-        if rec.prompt_tokens is not None and rec.completion_tokens is not None:
-            completion = rec.completion_tokens
-            if request.max_tokens is not None and completion > request.max_tokens:
-                completion, cut = request.max_tokens, True
+        text, completion, cut = served(rec, request.max_tokens)
+        if rec.prompt_tokens is not None and completion is not None:
             usage = self.usage(rec.prompt_tokens, completion, self.latency_s)
         else:
+            estimate = estimate_tokens(text)
+            if request.max_tokens is not None:
+                estimate = min(estimate, request.max_tokens)  # the recorded model kept to it
             usage = self.usage(
-                estimate_tokens(request.prompt_text),
-                estimate_tokens(text),
-                self.latency_s,
-                estimated=True,
+                estimate_tokens(request.prompt_text), estimate, self.latency_s, estimated=True
             )
         return ModelResponse(text=text, usage=usage, finish_reason="length" if cut else "stop")
+
+
+def served(rec: Recording, max_tokens: int | None) -> tuple[str, int | None, bool]:
+    """A recording's text as served under ``max_tokens``, its completion tokens where the
+    recording counts them, and whether it was cut.
+
+    A recording is what a real model wrote under its own limit, so it is cut only where it
+    surely runs past ``max_tokens``: its recorded count is over it, or (no count) it has more
+    words than that, as the tokenizers of today's models (byte-level BPE, SentencePiece) never
+    join two whitespace-separated words in one token. A cut by the 4-characters-a-token estimate
+    would cut real completions the model finished (some of BIG-Bench Hard's CoT recordings
+    hold over 2,048 characters in fewer than 512 words) and change their scores."""
+    text, counted = rec.prediction, rec.completion_tokens
+    if max_tokens is None:
+        return text, counted, False
+    if counted is not None:
+        if counted <= max_tokens:
+            return text, counted, False
+        return text[: len(text) * max_tokens // counted], max_tokens, True
+    if len(text.split()) <= max_tokens:
+        return text, None, False
+    last = list(itertools.islice(re.finditer(r"\S+", text), max_tokens))[-1]
+    return text[: last.end()], None, True
 
 
 __all__ = ["Recording", "RecordingNotFound", "ReplayModel", "question_key"]
