@@ -46,7 +46,7 @@ def test_an_error_off_a_terminal_is_one_line_at_any_width(narrow: None, tmp_path
 def test_a_message_with_line_breaks_and_brackets_is_printed_whole_on_one_line() -> None:
     out = io.StringIO()
     print_error(make_console(file=out), "first line\n  second [bold]line[/bold]")
-    assert out.getvalue() == "error: first line / second [bold]line[/bold]\n"
+    assert out.getvalue() == "error: first line\\n  second [bold]line[/bold]\n"
 
 
 def test_a_table_off_a_terminal_keeps_every_cell_whole(narrow: None) -> None:

@@ -29,7 +29,8 @@ RANK = {
     "rede.errors": 0,
     "rede.backoff": 0,
     "rede.children": 0,
-    "rede.console": 0,
+    "rede.console": 0.5,
+    "rede.extras": 0.5,
 }
 """Each layer imports only layers of a lower rank (and itself). sim/, evals/ and testing/
 are users of the core, outside the ranks."""

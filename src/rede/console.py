@@ -14,6 +14,8 @@ from typing import Any
 from rich.console import Console, ConsoleDimensions
 from rich.markup import escape
 
+from rede.errors import one_line
+
 PIPE_WIDTH = 10_000
 """The width of a console that is not a terminal: wider than any line Rede prints, so content
 decides the layout. Nothing Rede prints expands to the full width off a terminal."""
@@ -36,11 +38,6 @@ class RedeConsole(Console):
 def make_console(*, stderr: bool = False, **options: Any) -> RedeConsole:
     """The console of a command: standard output, or standard error with ``stderr=True``."""
     return RedeConsole(stderr=stderr, **options)
-
-
-def one_line(text: str) -> str:
-    """A message on one line: the line breaks inside it become ' / '."""
-    return " / ".join(part.strip() for part in str(text).splitlines() if part.strip())
 
 
 def print_error(console: Console, message: object, *, prefix: str = "error") -> None:

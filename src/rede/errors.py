@@ -2,6 +2,7 @@
 
     RedeError
     ├── ConfigError              a network YAML or an option is invalid
+    ├── MissingExtra             an optional part is used without the extra that installs it
     ├── ProtocolError            a message on the bus is not a valid envelope
     │   ├── MalformedMessage     it does not parse or validate (names the field)
     │   ├── MessageTooLarge      it is over the configured size limit
@@ -46,6 +47,19 @@ class RedeError(Exception):
 
 class ConfigError(RedeError):
     """A network description or an option is invalid."""
+
+
+class MissingExtra(RedeError):
+    """A part of Rede was used without the optional packages it needs (``rede[EXTRA]``)."""
+
+    def __init__(self, what: str, extra: str, missing: str, instead: str = "") -> None:
+        self.extra = extra
+        self.missing = missing
+        super().__init__(
+            f"{what} needs the '{extra}' extra (no module named {missing!r}): "
+            f'pip install "rede[{extra}]" (from a checkout: pip install -e ".[{extra}]")'
+            + (f"; or {instead}" if instead else "")
+        )
 
 
 class ProtocolError(RedeError):

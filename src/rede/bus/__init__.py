@@ -5,6 +5,7 @@ from __future__ import annotations
 from rede.bus._base import Backlog, Bus, BusOptions, BusStats, Delivery, StoredCard, Subscription
 from rede.bus.memory import MemoryBus
 from rede.errors import ConfigError
+from rede.extras import require
 
 
 def bus_from_url(url: str | None, options: BusOptions | None = None) -> Bus:
@@ -12,6 +13,7 @@ def bus_from_url(url: str | None, options: BusOptions | None = None) -> Bus:
     if not url or url.startswith("memory:"):
         return MemoryBus(options)
     if url.startswith(("redis://", "rediss://", "unix://")):
+        require("a redis:// bus", "redis", "redis")
         from rede.bus.redis import RedisBus
 
         return RedisBus(url, options)

