@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from rede.errors import ConfigError
-from rede.scaling.supervisor import Backoff, exit_status, keep_running
+from rede.scaling.restarts import Backoff, exit_status, keep_running
 
 DEAD_BUS = "redis://127.0.0.1:1/0"
 """Never reached: the only agent fails on its YAML before it connects."""

@@ -2,7 +2,7 @@
 up to a cap.
 
 Redis reconnects (:mod:`rede.bus.redis`) and agent process restarts
-(:class:`rede.scaling.supervisor.Backoff`) each decide *when* to wait; how long is always
+(:class:`rede.scaling.restarts.Backoff`) each decide *when* to wait; how long is always
 this. Model calls over the OpenAI protocol are retried by the ``openai`` client itself
 (:mod:`rede.models.openai`), with its own doubling backoff and the server's ``Retry-After``."""
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from rede.errors import BusError, StepFailed
 from rede.models._base import tokens_for_chars
+from rede.orchestration.patience import ensure_agent
 from rede.orchestration.run import CallRecord, StepRecord
 from rede.orchestration.spend import before_call, call_size, refused_for_budget, task_budget
 from rede.orchestration.state import ReaderStopped, RunState
@@ -72,7 +73,7 @@ class Calls:
         )
         while tries.left > 0:
             if tries.forced is None:
-                await self._ensure_agent(rec, ask.capability, tries)
+                await ensure_agent(self.s, rec, ask.capability, tries)
             route = tries.forced or await self._route(rec, ask, tries, agent)
             tries.forced = None
             if route is None:
@@ -88,40 +89,6 @@ class Calls:
         raise StepFailed(rec.id, "; ".join(tries.failures))
 
     # ------------------------------------------------------------------ the steps of a call
-
-    async def _ensure_agent(self, rec: StepRecord, capability: str, tries: Tries) -> None:
-        """Make sure a live agent serves ``capability``: spawn one from a template, or wait
-        (on the registry's changes) up to the step timeout for one the network's
-        configuration has to come back; raise ``StepFailed`` saying so if none does."""
-        registry = self.s.services.registry
-        spawned = await self.router.ensure(capability)
-        if spawned is not None:
-            self.s.decide(
-                "spawn",
-                step=rec.id,
-                capability=capability,
-                agent=spawned,
-                reason=f"no live agent served {capability!r}; started {spawned} from its template",
-            )
-            return
-        if registry.agents(capability):
-            return
-        timeout = self.s.limits.step_timeout_s
-        self.s.decide(
-            "wait_for_agent",
-            step=rec.id,
-            capability=capability,
-            reason=f"no live agent serves {capability!r} now; waiting up to {timeout:g}s",
-        )
-        self.s.emit("waiting_for_agent", step=rec.id, capability=capability, timeout_s=timeout)
-        try:
-            await registry.wait_for(lambda reg: bool(reg.agents(capability)), timeout=timeout)
-        except TimeoutError:
-            raise StepFailed(
-                rec.id,
-                f"no live agent serves {capability!r} and none came back within the step "
-                f"timeout ({timeout:g}s); failures: {'; '.join(tries.failures) or 'none'}",
-            ) from None
 
     async def _route(
         self, rec: StepRecord, ask: Ask, tries: Tries, agent: str | None

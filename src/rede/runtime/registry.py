@@ -14,6 +14,12 @@ bus is back, a card expires ``ttl_s`` of reachable time after its last heartbeat
 
 Replicas of one agent share its name; routing picks a name and the bus's consumer group
 spreads work across the replicas.
+
+A supervisor that starts an exited agent again (``rede up``) says so first: an
+``agent_restarting`` event on the same topic, with the agent's capabilities and when it will
+be back (:data:`RESTARTING`). The registry keeps that promise (:meth:`Registry.returning`) until
+a card of that agent arrives, or ``ttl_s`` past the time it named, so that a step whose only
+agent is being restarted waits for it instead of failing.
 """
 
 from __future__ import annotations
@@ -25,9 +31,37 @@ from dataclasses import dataclass
 
 from rede.bus import Bus
 from rede.errors import ClosedBusError
-from rede.protocol.messages import AgentCard, Heartbeat
+from rede.protocol.messages import AgentCard, Envelope, Event, Heartbeat
 from rede.protocol.topics import Topic
 from rede.runtime._outlast import until_done
+
+RESTARTING = "agent_restarting"
+"""The event a supervisor publishes on the registry topic before it starts an agent again:
+``{"agent": NAME, "capabilities": [...], "back_in_s": SECONDS, "quick_exits": N}``."""
+
+
+def restarting(
+    sender: str, agent: str, capabilities: list[str], back_in_s: float, quick_exits: int = 0
+) -> Envelope:
+    """The envelope that says ``agent`` will be started again in ``back_in_s`` seconds."""
+    data = {
+        "agent": agent,
+        "capabilities": capabilities,
+        "back_in_s": back_in_s,
+        "quick_exits": quick_exits,
+    }
+    return Envelope(sender=sender, payload=Event(name=RESTARTING, data=data))
+
+
+@dataclass(frozen=True)
+class Returning:
+    """An agent its supervisor is starting again: what it serves and when it is due."""
+
+    agent: str
+    capabilities: tuple[str, ...]
+    due: float
+    """On the registry's clock."""
+    quick_exits: int
 
 
 @dataclass(frozen=True)
@@ -67,6 +101,8 @@ class Registry:
         run on every query, looks at the cards only when one may have expired."""
         self._views: dict[str | None, list[AgentView]] = {}
         """:meth:`agents` by capability, until the cards change (every call routes by it)."""
+        self._returning: dict[str, Returning] = {}
+        """Agents a supervisor said it is starting again, by name, until a card arrives."""
 
     # ------------------------------------------------------------------ the clock
 
@@ -99,7 +135,29 @@ class Registry:
         if known is not None and known[1] > seen:
             return  # a newer heartbeat already arrived
         self._cards[card.id] = (card, seen)
+        self._returning.pop(card.name, None)
         self._notify()
+
+    def expect(
+        self, agent: str, capabilities: list[str], back_in_s: float, quick_exits: int = 0
+    ) -> None:
+        """A supervisor starts ``agent`` again in ``back_in_s`` seconds (see :data:`RESTARTING`)."""
+        due = self._now() + max(0.0, back_in_s)
+        self._returning[agent] = Returning(agent, tuple(capabilities), due, quick_exits)
+        self._notify()
+
+    def returning(self, capability: str) -> list[Returning]:
+        """Agents serving ``capability`` that a supervisor is starting again, soonest first;
+        a promise lapses ``ttl_s`` after the time it named."""
+        now = self._now()
+        for name in [n for n, r in self._returning.items() if now > r.due + self.ttl_s]:
+            del self._returning[name]
+        found = [r for r in self._returning.values() if capability in r.capabilities]
+        return sorted(found, key=lambda r: r.due)
+
+    def due_in(self, returning: Returning) -> float:
+        """Seconds until ``returning`` is due (0 once it is)."""
+        return max(0.0, returning.due - self._now())
 
     def remove(self, agent_id: str) -> None:
         if self._cards.pop(agent_id, None) is not None:
@@ -170,7 +228,18 @@ class Registry:
                         self.remove(payload.card.id)
                     else:
                         self.observe(payload.card)
+                elif isinstance(payload, Event) and payload.name == RESTARTING:
+                    self._expect_from(payload.data)
                 self.expire()
+
+    def _expect_from(self, data: dict[str, object]) -> None:
+        agent, caps, back = data.get("agent"), data.get("capabilities"), data.get("back_in_s")
+        quick = data.get("quick_exits", 0)
+        if not isinstance(agent, str) or not isinstance(caps, list):
+            return  # not a restart notice this registry can use: nothing to promise
+        if not isinstance(back, int | float) or not isinstance(quick, int):
+            return
+        self.expect(agent, [str(c) for c in caps], float(back), quick)
 
     # ------------------------------------------------------------------ queries
 

@@ -10,7 +10,11 @@ NAME --replicas 1`` processes, for a :class:`~rede.spawner.Spawner` on a shared 
   of its own: ``restart_s`` at first, doubled for each exit within ``quick_s`` of its start
   in a row (a crash loop: bad key, bad URL, bad YAML for that agent), up to
   ``restart_max_s``, back to ``restart_s`` once a process has run ``quick_s`` or longer. It
-  never gives up: a fixed cause (a model server back up) is picked up by the next start;
+  never gives up: a fixed cause (a model server back up) is picked up by the next start.
+  A process killed from outside (SIGKILL, SIGTERM: an operator, the OOM killer) is no crash
+  loop: it starts again after ``restart_s``. Before each restart the supervisor announces
+  it on the bus (the agent, its capabilities, when it is back), so a run whose step only that
+  agent serves waits for it, as long as the run's deadline allows, instead of failing;
 - with a ``spawn:`` section, the templated agents: a spawner with a :class:`ProcessBackend`,
   reading load from the bus (:class:`~rede.load.BusLoad`: the backlog of each template's task
   topics, whoever submitted the runs), starts each template's initial replicas, then keeps
@@ -29,22 +33,26 @@ no agent behind on Linux: each child gets SIGTERM when its parent dies
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
 import sys
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from rede.backoff import doubling
 from rede.bus import Bus, BusOptions
 from rede.children import dying_with_parent
 from rede.config import NetworkConfig
-from rede.errors import ConfigError, RedeError
-from rede.runtime.registry import Registry
+from rede.errors import RedeError
+from rede.protocol.topics import Topic
+from rede.runtime.registry import Registry, restarting
 from rede.scaling.load import BusLoad
+from rede.scaling.restarts import (
+    Announce,
+    Backoff,
+    Report,
+    keep_running,
+    terminate,
+)
 from rede.scaling.spawner import REGISTER_TIMEOUT_S, Exited, Host, Spawner, Template, templates
 
 
@@ -61,8 +69,6 @@ class Served(Host, Protocol):
     async def stop(self) -> None: ...
 
 
-Report = Callable[[str], None]
-"""Where :func:`up` says what it does: one line at a time."""
 
 
 @dataclass
@@ -157,7 +163,7 @@ class ProcessBackend:
                 await asyncio.gather(registering, return_exceptions=True)
         except BaseException:  # failed, or cancelled: leave no process behind
             self._procs[agent].remove(replica)
-            await _terminate(proc)
+            await terminate(proc)
             raise
         finally:
             exiting.cancel()
@@ -170,27 +176,14 @@ class ProcessBackend:
             return None
         replica = idle[-1]  # the newest
         self._procs[agent].remove(replica)
-        await _terminate(replica.proc)
+        await terminate(replica.proc)
         return replica.id
 
     async def aclose(self) -> None:
         """Stop every process this backend started (SIGTERM, then SIGKILL after 10 s)."""
         procs = [r.proc for replicas in self._procs.values() for r in replicas]
         self._procs.clear()
-        await asyncio.gather(*(_terminate(p) for p in procs))
-
-
-async def _terminate(proc: asyncio.subprocess.Process, grace_s: float = 10.0) -> None:
-    """SIGTERM, wait up to ``grace_s``, then SIGKILL; returns once it has exited."""
-    with contextlib.suppress(ProcessLookupError):
-        proc.terminate()
-    try:
-        async with asyncio.timeout(grace_s):
-            await proc.wait()
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
+        await asyncio.gather(*(terminate(p) for p in procs))
 
 
 def agent_command(
@@ -212,73 +205,6 @@ def agent_command(
         agent,
         *args,
     ]
-
-
-@dataclass
-class Backoff:
-    """When to start an exited process again: the restart policy of one supervised agent.
-
-    :meth:`delay` is told how long each process ran, and answers the wait before the next
-    start: ``initial_s`` after a process that ran ``quick_s`` or longer (which also ends a
-    crash loop), and after the first quick exit; doubled for each further quick exit in a
-    row, up to ``max_s``. Pure: the caller measures run times, with whatever clock."""
-
-    initial_s: float = 1.0
-    max_s: float = 60.0
-    quick_s: float = 10.0
-    quick_exits: int = field(default=0, init=False)
-    """Exits within ``quick_s`` of their start in a row, the last one included."""
-
-    def __post_init__(self) -> None:
-        if not 0 < self.initial_s <= self.max_s:
-            raise ConfigError(
-                f"a restart backoff must start above 0 and at most its cap, not at "
-                f"{self.initial_s:g}s with a cap of {self.max_s:g}s "
-                "(--restart-s must be at most --restart-max-s)"
-            )
-
-    def delay(self, ran_s: float) -> float:
-        """The wait before starting again a process that exited after ``ran_s`` seconds."""
-        self.quick_exits = self.quick_exits + 1 if ran_s < self.quick_s else 0
-        return doubling(self.initial_s, self.quick_exits - 1, self.max_s)
-
-
-def exit_status(code: int) -> str:
-    """``exited with 1``, or ``was killed by SIGKILL`` for a negative return code."""
-    if code < 0:
-        with contextlib.suppress(ValueError):
-            return f"was killed by {signal.Signals(-code).name}"
-    return f"exited with {code}"
-
-
-async def keep_running(
-    name: str,
-    command: Sequence[str],
-    *,
-    backoff: Backoff,
-    report: Report,
-    clock: Callable[[], float] = time.monotonic,
-) -> None:
-    """Run ``command`` and start it again after it exits, waiting as ``backoff`` says,
-    until cancelled. Every restart is reported: the exit status, how long the process ran
-    and the wait. Cancelling stops the process (SIGTERM, then SIGKILL) or the wait, at once."""
-    while True:
-        started = clock()
-        proc = await asyncio.create_subprocess_exec(*command, preexec_fn=dying_with_parent())
-        try:
-            code = await proc.wait()
-        finally:
-            await _terminate(proc)
-        ran_s = clock() - started
-        wait_s = backoff.delay(ran_s)
-        crash_loop = (
-            f" ({backoff.quick_exits} quick exits in a row)" if backoff.quick_exits > 1 else ""
-        )
-        report(
-            f"agent {name} {exit_status(code)} after {ran_s:.1f}s; "
-            f"restarting in {wait_s:g}s{crash_loop}"
-        )
-        await asyncio.sleep(wait_s)
 
 
 def describe(name: str, data: dict[str, Any]) -> str:
@@ -309,6 +235,7 @@ async def up(
     scaled = templates(conf)
     fixed = [a.name for a in conf.agents if a.name not in scaled]
     backend: ProcessBackend | None = None
+    await net.start()  # the bus (restarts are announced on it) and a registry following it
     try:
         async with asyncio.TaskGroup() as tg:
             tasks = [
@@ -318,6 +245,7 @@ async def up(
                         agent_command(network_file, bus_url, name, *extra_args),
                         backoff=Backoff(restart_s, restart_max_s, quick_s),
                         report=report,
+                        announce=_announcer(net),
                     )
                 )
                 for name in fixed
@@ -343,6 +271,17 @@ async def up(
         await net.stop()
 
 
+def _announcer(net: Served) -> Announce:
+    capabilities = {a.name: list(a.capabilities) for a in net.config.agents}
+
+    async def announce(name: str, back_in_s: float, quick_exits: int) -> None:
+        assert net.bus is not None
+        env = restarting(f"supervisor:{name}", name, capabilities[name], back_in_s, quick_exits)
+        await net.bus.publish(Topic.registry(), env)
+
+    return announce
+
+
 async def _spawning(spawner: Spawner, config: NetworkConfig) -> None:
     await spawner.start_initial(config)
     await spawner.run()
@@ -360,8 +299,7 @@ async def _spawn_processes(
 ) -> tuple[ProcessBackend, asyncio.Task[None]]:
     """Start the spawner that scales the templated agents' processes from the backlog; its
     process backend and the task that runs it."""
-    await net.start()  # the bus and a registry following it; no agents here
-    assert net.bus is not None
+    assert net.bus is not None  # started by up()
     backend = ProcessBackend(network_file, bus_url, net.registry, extra_args=extra_args)
     load = BusLoad(net.bus, {t.name: t.capabilities for t in scaled.values()})
     spawner = Spawner.for_network(net, backend, load)
