@@ -134,11 +134,13 @@ class UnknownCapability(RedeError):
 
 
 class StepFailed(RedeError):
-    """A step failed on every agent that could take it."""
+    """A step failed on every agent that could take it (``by_person``: a person rejected its
+    output, or did not answer in time, and the run's policy does not bypass a person)."""
 
-    def __init__(self, step_id: str, reason: str) -> None:
+    def __init__(self, step_id: str, reason: str, *, by_person: bool = False) -> None:
         self.step_id = step_id
         self.reason = reason
+        self.by_person = by_person
         super().__init__(f"step {step_id!r} failed: {reason}")
 
 

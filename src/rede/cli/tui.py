@@ -12,6 +12,7 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
+from rede.orchestration.failures import once_each
 from rede.orchestration.run import RunResult
 from rede.protocol.messages import Event
 
@@ -22,6 +23,14 @@ STATE_STYLE = {
     "ok": "green",
     "failed": "red",
 }
+
+
+FAILED_NOTE = {
+    "replan": "replanning around it",
+    "continue": "continued without it",
+    "fail": "failed the run",
+}
+"""What the live view says the run did with a failed step (``on_step_failure``)."""
 
 
 class _Row:
@@ -100,6 +109,10 @@ class LiveView:
             row.note = "approved" if d.get("approved", True) else "rejected"
             if row.state == "paused":
                 row.state = "ok" if d["step"] == "plan" else "running"
+        elif event.name == "step_failed":
+            row = self._row(d["step"], d["capability"])
+            row.state = "failed"
+            row.note = f"{FAILED_NOTE.get(d['action'], d['action'])}: {once_each(d['error'])}"
         elif event.name == "step_finished":
             row = self._row(d["step"])
             row.state = d["status"]
@@ -154,8 +167,12 @@ def render_result(console: Console, result: RunResult) -> None:
     console.print(
         Panel(
             Text(result.answer or "(no answer)"),
-            title=f"Answer{label}",
-            border_style="green" if result.status == "ok" else "red",
+            title=f"{'Partial answer' if result.partial else 'Answer'}{label}",
+            border_style="red"
+            if result.status != "ok"
+            else "yellow"
+            if result.partial
+            else "green",
         )
     )
     u = result.usage
@@ -164,6 +181,9 @@ def render_result(console: Console, result: RunResult) -> None:
     summary.add_column()
     summary.add_row("run", result.run_id)
     summary.add_row("status", result.status + (f": {result.error}" if result.error else ""))
+    if result.partial:
+        lacks = ", ".join(f"{m.step} ({m.capability})" for m in result.missing)
+        summary.add_row("partial", f"the answer lacks step(s) that failed: {lacks}")
     est = " (estimated)" if u.estimated else ""
     summary.add_row(
         "tokens",
@@ -179,3 +199,11 @@ def render_result(console: Console, result: RunResult) -> None:
     )
     summary.add_row("sources", ", ".join(sorted(result.sources)) or "none")
     console.print(Group(summary))
+
+
+def failure_detail(data: dict[str, Any]) -> str:
+    """A ``step_failed`` decision as a person reads it: what was done, why, then the error."""
+    why = f"{data.get('policy')} from {data.get('source')}"
+    if data.get("reason"):
+        why += f"; {data['reason']}"
+    return f"action={data.get('action')} ({why}), error={once_each(str(data.get('error')))}"[:240]

@@ -168,7 +168,9 @@ class Dispatcher:
         source: str,
     ) -> Plan | None:
         """The planner's plan, sent back with the validation error up to ``plan_repairs``
-        times; None if none is valid (``errors`` says why)."""
+        times; None if none is valid (``errors`` says why). A replanner's repairs still
+        carry what it was asked."""
+        asked = instruction
         for attempt in range(self.limits.plan_repairs + 1):
             result = await call_planner(instruction, metadata)
             if result.status != "ok":
@@ -187,9 +189,10 @@ class Dispatcher:
                     structured=(result.data or {}).get("structured"),
                 )
                 metadata = {**metadata, "repair_of": result.output[:4000], "error": str(exc)}
-                instruction = (
+                fix = (
                     f"Your previous plan was invalid: {exc}. Reply with a corrected JSON plan only."
                 )
+                instruction = fix if source == "planner" else f"{asked}\n{fix}"
                 continue
             if source == "planner":  # a repaired plan's decision is its caller's, once fitted
                 record(

@@ -14,7 +14,8 @@ unless set).
 - ``continue``: the failed result is the step's output; dependants and the synthesis get
   the failure as context, and the answer is marked partial (``RunResult.partial``,
   ``missing``, a note at its end).
-- ``fail``: the run fails with the step's error.
+- ``fail``: the run fails with the step's error. So does a step a person rejected (or did
+  not approve in time under ``human.on_timeout: fail``): a person's no is not bypassed.
 
 Every failure is a typed ``step_failed`` decision (:class:`~rede.orchestration.run.StepFailure`)
 and a ``step_failed`` event; a repaired plan is a ``replan`` decision and a ``plan_ready``
@@ -40,8 +41,12 @@ Replanner = Callable[[Plan, list[StepFailure]], Awaitable[Plan | None]]
 """Asks the planner for a repaired plan: the plan that ran and its failures; None: none came."""
 
 
-def policy_for(step: Step, conf: StepFailureConfig) -> tuple[StepPolicy, str]:
-    """The step's policy, and where it comes from."""
+def policy_for(
+    step: Step, conf: StepFailureConfig, *, by_person: bool = False
+) -> tuple[StepPolicy, str]:
+    """The step's policy, and where it comes from (a person's rejection: ``fail``)."""
+    if by_person:
+        return "fail", "person"
     if step.required or step.capability in conf.required:
         return "fail", "required"
     if step.on_failure is not None:
@@ -86,7 +91,7 @@ class Failures:
 
     def failed(self, step: Step, exc: StepFailed) -> StepPolicy:
         """What the plan loop does with a step that failed; recorded as a decision."""
-        policy, source = policy_for(step, self.conf)
+        policy, source = policy_for(step, self.conf, by_person=exc.by_person)
         action, reason = policy, ""
         if policy == "replan" and not self.can_replan:
             action, reason = "continue", "the network has no planner"
@@ -143,11 +148,13 @@ class Failures:
 
 def partial_note(missing: list[MissingStep]) -> str:
     """The line a partial answer ends with: which steps it lacks, and why."""
-    lacks = "; ".join(f"step {m.step} ({m.capability}) failed: {_once(m.error)}" for m in missing)
+    lacks = "; ".join(
+        f"step {m.step} ({m.capability}) failed: {once_each(m.error)}" for m in missing
+    )
     return f"[partial answer: {lacks}]"
 
 
-def _once(error: str) -> str:
+def once_each(error: str) -> str:
     """A step's error with the same failure of each retry said once: ``why (x3)``."""
     counts: dict[str, int] = {}
     for part in error.split("; "):
@@ -171,8 +178,6 @@ def failures_before(missing: list[MissingStep]) -> str:
     if not missing:
         return ""
     return f" (steps that had failed before it: {', '.join(m.step for m in missing)})"
-
-
 
 
 REPLAN = """Steps of the plan below failed. Write the whole plan again so that it still \
@@ -229,6 +234,7 @@ __all__ = [
     "Replanner",
     "answer_without_synthesis",
     "failures_before",
+    "once_each",
     "partial_note",
     "policy_for",
     "repaired_plan",

@@ -44,7 +44,7 @@ from rede.orchestration.failures import (
     failures_before,
     repaired_plan,
 )
-from rede.orchestration.human import ask_person, needs_approval
+from rede.orchestration.human import approved, ask_person, needs_approval, why
 from rede.orchestration.ledger import LIVE, Ledger
 from rede.orchestration.plan import Plan, Step, validate_plan
 from rede.orchestration.replies import SharedReplies
@@ -297,7 +297,7 @@ class _Run:
             shown = "\n".join(f"{st.id} [{st.capability}]: {st.instruction}" for st in plan.steps)
             answer = await ask_person(s, "plan", "plan", "plan", "Approve the plan?", shown)
             if not answer.get("approved", True):
-                raise StepFailed("plan", f"a person rejected the plan: {_why(answer)}")
+                raise StepFailed("plan", f"a person rejected the plan: {why(answer)}")
         return plan
 
     async def _synthesis(self, plan: Plan, outputs: dict[str, Result]) -> Result:
@@ -347,23 +347,13 @@ class _Run:
             if step.review and "critique" in s.services.registry.capabilities():
                 result = await review(s, self.calls, rec, step, context, result)
             if needs_approval(s, step.capability, step.approve):
-                result = await self._approved(step, result)
+                result = await approved(s, step.id, step.capability, result)
         except RedeError as exc:
             rec.error = exc.reason if isinstance(exc, StepFailed) else str(exc)
             s.finish(rec, None)
             raise
         s.finish(rec, result)
         return result  # type: ignore[no-any-return]
-
-    async def _approved(self, step: Step, result: Result) -> Result:
-        """A person approves the step's output (and may replace it with their own text)."""
-        prompt = f"Approve the output of step {step.id!r} ({step.capability})?"
-        answer = await ask_person(self.s, f"step:{step.id}", "step", step.id, prompt, result.output)
-        if not answer.get("approved", True):
-            raise StepFailed(step.id, f"a person rejected its output: {_why(answer)}")
-        if answer.get("text"):
-            return result.model_copy(update={"output": answer["text"]})
-        return result
 
     async def _agree(
         self, rec: StepRecord, conf: AgreementConfig, call: Callable[..., Awaitable[Any]]
@@ -386,10 +376,6 @@ def _check_run_id(run_id: str) -> None:
         raise ConfigError(
             f"invalid run_id {run_id!r}: use letters, digits, '_' and '-' only"
         ) from None
-
-
-def _why(answer: dict[str, Any]) -> str:
-    return f"{answer.get('reason') or 'no reason given'} ({answer.get('by') or 'someone'})"
 
 
 __all__ = ["Observer", "Orchestrator"]

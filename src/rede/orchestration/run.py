@@ -39,7 +39,7 @@ class StepFailure(MissingStep):
     policy: StepPolicy
     """The step's policy (see :class:`~rede.config.StepFailureConfig`)."""
     source: str
-    """Where it came from: ``required``, ``step``, ``capability`` or ``network``."""
+    """Where it came from: ``required``, ``person``, ``step``, ``capability`` or ``network``."""
     action: StepPolicy
     """What the run did: ``replan``, ``continue`` (also a ``replan`` with none left) or
     ``fail``."""
