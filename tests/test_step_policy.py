@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import httpx
+import openai
 import pytest
 import yaml
 from rich.console import Console
@@ -23,6 +25,8 @@ from rede.errors import ConfigError, StepFailed, StepsFailed
 from rede.models import ModelRequest, ScriptedModel
 from rede.network import Network
 from rede.protocol.messages import Event
+from rede.server import ServerSettings, create_app
+from rede.server.live import LiveServer, free_port
 from serve_support import DEMO_YAML
 
 BAD = "Add the totals )01234"
@@ -337,3 +341,23 @@ def test_a_policy_for_a_capability_no_agent_serves_is_refused() -> None:
     data["on_step_failure"] = "skip"
     with pytest.raises(ConfigError, match="on_step_failure"):
         NetworkConfig.from_dict(data)
+
+
+# ---------------------------------------------------------------- served
+
+
+def test_the_runs_api_and_the_openai_api_say_the_answer_is_partial(tmp_path: Path) -> None:
+    net, _ = demo_like(lambda r: USER_PLAN, policy="continue", ledger=tmp_path / "ledger.db")
+    port = free_port()
+    with LiveServer(create_app([net], ServerSettings(port=port)), port=port) as server:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+        completion = client.chat.completions.create(
+            model="research-team", messages=[{"role": "user", "content": "the costs"}]
+        )
+        facts = (completion.model_extra or {})["rede"]
+        record = httpx.get(f"{server.url}/v1/runs/{facts['run_id']}").json()
+    assert facts["status"] == "ok" and facts["partial"] and facts["missing"] == ["s2"]
+    content = completion.choices[0].message.content or ""
+    assert content.startswith("the final answer") and "[partial answer: step s2" in content
+    assert record["partial"] and record["missing"][0]["step"] == "s2"
+    assert any(d["name"] == "step_failed" for d in record["decisions"])
