@@ -361,3 +361,40 @@ def test_the_runs_api_and_the_openai_api_say_the_answer_is_partial(tmp_path: Pat
     assert content.startswith("the final answer") and "[partial answer: step s2" in content
     assert record["partial"] and record["missing"][0]["step"] == "s2"
     assert any(d["name"] == "step_failed" for d in record["decisions"])
+
+
+def test_the_web_page_shows_the_failed_step_and_the_partial_run() -> None:
+    from test_serve_web import chromium
+
+    executable = chromium()
+    from playwright.sync_api import expect, sync_playwright
+
+    net, _ = demo_like(lambda r: USER_PLAN, policy="continue")
+    port = free_port()
+    with (
+        LiveServer(create_app([net], ServerSettings(port=port)), port=port) as server,
+        sync_playwright() as p,
+    ):
+        browser = p.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(server.url + "/")
+            expect(page.locator("#agents tr[data-agent=planner]")).to_be_visible()
+            page.fill("#request", "What do the two items cost together?")
+            page.click("#run")
+            status = page.locator("#run-status")
+            expect(status).to_have_attribute("data-state", "partial", timeout=30_000)
+            node = page.locator("#graph .node[data-step=s2]")
+            expect(node).to_have_attribute("data-state", "failed")
+            expect(node).to_contain_text("failed → continued")
+            expect(page.locator("#graph .node[data-step=s3]")).to_have_attribute("data-state", "ok")
+            expect(page.locator("#answer")).to_contain_text("[partial answer: step s2")
+            page.locator("#history tbody tr").first.click()  # the same run, from its record
+            expect(page.locator("#decisions")).to_contain_text("step_failed step=s2")
+            expect(node).to_contain_text("failed → continued")
+            expect(status).to_have_attribute("data-state", "partial")
+            assert not errors, errors
+        finally:
+            browser.close()
