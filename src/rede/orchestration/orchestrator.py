@@ -7,7 +7,9 @@ critic accepts or the round limit; a synthesis step writes the answer. Each call
 capability when one fails, times out or vanishes from the registry. Replies are matched by
 ``(step, attempt)``, so a late or redelivered reply never produces a second result.
 Run limits (steps, refine rounds, wall time, cost, tokens) end a run with an error naming
-the limit; the partial run record travels on the error as ``exc.run``.
+the limit; the partial run record travels on the error as ``exc.run``. A step that fails is
+handled by the network's step-failure policy (:mod:`~rede.orchestration.failures`: replan,
+continue with a partial answer, or fail).
 
 The parts: :mod:`~rede.orchestration.steps` (the plan loop), :mod:`~rede.orchestration.call`
 (one call: route, send, await, retry, escalate),
