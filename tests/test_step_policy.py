@@ -24,6 +24,7 @@ from rede.config import NetworkConfig, StepFailureConfig
 from rede.errors import ConfigError, StepFailed, StepsFailed
 from rede.models import ModelRequest, ScriptedModel
 from rede.network import Network
+from rede.orchestration.plan import parse_plan, plan_output_schema
 from rede.protocol.messages import Event
 from rede.server import ServerSettings, create_app
 from rede.server.live import LiveServer, free_port
@@ -398,3 +399,14 @@ def test_the_web_page_shows_the_failed_step_and_the_partial_run() -> None:
             assert not errors, errors
         finally:
             browser.close()
+
+
+def test_a_planner_may_mark_a_step_required() -> None:
+    schema = plan_output_schema({"research", "arithmetic"}, max_steps=2)
+    assert schema["$defs"]["s2"]["properties"]["required"] == {"type": "boolean"}
+    parsed = parse_plan(
+        USER_PLAN.replace('"review": false}', '"review": false, "required": true}', 1),
+        {"research", "arithmetic", "write"},
+        max_steps=4,
+    )
+    assert [st.required for st in parsed.steps] == [True, False, False]
