@@ -331,6 +331,38 @@ async def test_a_resumed_run_does_not_run_a_failed_and_continued_step_again(
     assert prompts(new["writer-8b"], "s2 [arithmetic] failed") == 1
 
 
+async def test_a_resumed_run_keeps_its_repaired_plan(tmp_path: Path) -> None:
+    ledger = tmp_path / "ledger.db"
+    stuck = asyncio.Event()
+    fixed = plan(RESEARCH, step("s2", "arithmetic", "3 + 4"), WRITE)
+
+    async def never(request: ModelRequest) -> str:
+        await stuck.wait()
+        return "unreachable"
+
+    def planner(request: ModelRequest) -> str:
+        return fixed if is_replan(request) else USER_PLAN
+
+    first, old = demo_like(planner, writer=never, ledger=ledger)
+    async with first:
+        running = asyncio.create_task(first.ask("the costs", run_id="run-replanned"))
+        async with asyncio.timeout(10):
+            while not old["writer-8b"].requests:  # noqa: ASYNC110 - polls a model's state
+                await asyncio.sleep(0.01)
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+    assert len(old["planner-3b"].requests) == 2
+
+    second, new = demo_like(planner, ledger=ledger)
+    async with second:
+        result = await second.resume("run-replanned", force=True)
+    assert result.status == "ok" and not result.partial
+    assert not new["planner-3b"].requests  # neither the plan nor its repair is asked again
+    assert result.plan is not None and [st.id for st in result.plan.steps] == ["s1", "s2-r1", "s3"]
+    assert prompts(new["writer-8b"], "3 + 4 = 7") == 1
+    assert [st.id for st in result.steps].count("s2") == 1 and not names(result.decisions, "replan")
+
+
 # ---------------------------------------------------------------- configuration
 
 
