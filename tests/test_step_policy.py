@@ -32,7 +32,7 @@ from serve_support import DEMO_YAML
 
 BAD = "Add the totals )01234"
 """The weak planner's arithmetic step: no expression for the calculator to evaluate."""
-REPLAN = "Steps of the plan below failed"
+REPLAN = "Steps of the plan failed"
 
 
 def plan(*steps: dict[str, Any]) -> str:
@@ -125,7 +125,10 @@ async def test_a_calculator_step_without_an_expression_ends_the_run_partial_with
 
 
 async def test_a_repaired_plan_gives_the_full_answer_and_keeps_the_finished_steps() -> None:
-    fixed = plan(RESEARCH, step("s2", "arithmetic", "3 + 4"), WRITE)
+    # a small planner rewords the finished step: same id and capability, so it is kept
+    fixed = plan(
+        dict(RESEARCH, instruction="find prices"), step("s2", "arithmetic", "3 + 4"), WRITE
+    )
     net, models = demo_like(lambda r: fixed if is_replan(r) else USER_PLAN)
     async with net:
         result = await net.ask("What do the two items cost together?")
@@ -142,8 +145,10 @@ async def test_a_repaired_plan_gives_the_full_answer_and_keeps_the_finished_step
     replan = names(result.decisions, "replan")[0]
     assert replan["failed"] == ["s2"] and replan["kept"] == ["s1"]
     asked = models["planner-3b"].requests[1].metadata["instruction"]
-    assert "Finished: s1." in asked and "not an arithmetic expression" in asked
+    assert "finished steps (s1)" in asked and "not an arithmetic expression: ')01234' (x3)" in asked
+    assert "The plan was: s1 [research], s2 [arithmetic], s3 [write] after s1+s2." in asked
     assert result.plan is not None and [s.id for s in result.plan.steps] == ["s1", "s2-r1", "s3"]
+    assert result.plan.steps[0].instruction == "find the prices"  # what ran, as it ran
 
 
 def test_the_default_is_replan_once_then_continue() -> None:

@@ -7,8 +7,8 @@ policy: ``fail`` if the step is required (its ``required: true``, or its capabil
 unless set).
 
 - ``replan``: the steps in flight finish, then the planner is told what failed and why and
-  writes the plan again; the steps it keeps as they were (same id, capability and
-  instruction) keep their results (not run, not billed again), the others run under fresh ids.
+  writes the plan again; the steps it keeps (same id and capability as a finished step) keep
+  their results (not run, not billed again), the others run under fresh ids.
   At most ``max_replans`` per run, and only where the network has a planner; past that, or
   when no valid plan comes back, the failure is handled as ``continue``.
 - ``continue``: the failed result is the step's output; dependants and the synthesis get
@@ -180,14 +180,15 @@ def failures_before(missing: list[MissingStep]) -> str:
     return f" (steps that had failed before it: {', '.join(m.step for m in missing)})"
 
 
-REPLAN = """Steps of the plan below failed. Write the whole plan again so that it still \
-answers the request: keep every finished step exactly as it is (same id, capability, \
-instruction and depends_on) so it is not run again, and replace each failed step with steps \
-that can succeed (a clearer instruction, another capability) or leave it out.
-Finished: {finished}.
+REPLAN = """Steps of the plan failed. Write the plan again so that it still answers the \
+request. Keep the finished steps ({finished}) at the same id and capability: they keep their \
+results and are not run again. Replace each failed step with steps that can succeed (a \
+clearer instruction, another capability), or leave it out.
+The plan was: {shape}.
 Failed: {failed}.
-The plan: {plan}
 Reply with the repaired JSON plan only."""
+"""The replanner's instruction: short, for a small model's context window (the whole plan
+is in the task's metadata, ``replan_of``)."""
 
 
 async def repaired_plan(
@@ -205,13 +206,16 @@ async def repaired_plan(
         if (kept := s.checkpoint.restored(st.id)) is not None and kept.status == "ok"
     }
     failed = "; ".join(
-        f"{f.step} [{f.capability}] {plan.step(f.step).instruction!r}: {f.error}" for f in failures
+        f"{f.step} [{f.capability}] {plan.step(f.step).instruction[:160]!r}: "
+        f"{once_each(f.error)[:300]}"
+        for f in failures
     )
-    why = REPLAN.format(
-        finished=", ".join(finished) or "none",
-        failed=failed,
-        plan=plan.model_dump_json(include={"intent": True, "steps": True}, exclude_defaults=True),
+    shape = ", ".join(
+        f"{st.id} [{st.capability}]"
+        + (f" after {'+'.join(st.depends_on)}" if st.depends_on else "")
+        for st in plan.steps
     )
+    why = REPLAN.format(finished=", ".join(finished) or "none", shape=shape, failed=failed)
     facts = {"replan_of": plan.model_dump(), "failed": [f.model_dump() for f in failures]}
     capabilities = s.services.router.known_capabilities()
     new = await dispatcher.replan(s.request, capabilities, call_planner, s.decide, why, facts)

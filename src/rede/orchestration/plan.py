@@ -79,15 +79,17 @@ class Plan(BaseModel):
 
 
 def kept_and_renamed(plan: Plan, finished: dict[str, Step], used: set[str], tag: str) -> Plan:
-    """A repaired ``plan`` fitted to the run so far: a step the same as one in ``finished``
-    (id, capability, instruction) keeps its id (and so its result); any other step whose id
-    the run has ``used`` gets a fresh one (``<id>-<tag>``), and dependencies follow."""
+    """A repaired ``plan`` fitted to the run so far: a step with the id and capability of one
+    in ``finished`` is that step (its instruction and result kept: a small planner need not
+    copy instructions word for word); any other step whose id the run has ``used`` gets a
+    fresh one (``<id>-<tag>``), and dependencies follow."""
     names: dict[str, str] = {}
+    kept: dict[str, Step] = {}
     taken = set(used)
     for st in plan.steps:
         old = finished.get(st.id)
-        if old is not None and (old.capability, old.instruction) == (st.capability, st.instruction):
-            names[st.id] = st.id
+        if old is not None and old.capability == st.capability:
+            names[st.id], kept[st.id] = st.id, old
             continue
         name, n = st.id, 1
         while name in taken:
@@ -95,7 +97,9 @@ def kept_and_renamed(plan: Plan, finished: dict[str, Step], used: set[str], tag:
         names[st.id] = name
         taken.add(name)
     steps = [
-        st.model_copy(update={"id": names[st.id], "depends_on": [names[d] for d in st.depends_on]})
+        kept.get(st.id, st).model_copy(
+            update={"id": names[st.id], "depends_on": [names[d] for d in st.depends_on]}
+        )
         for st in plan.steps
     ]
     return plan.model_copy(update={"steps": steps})
