@@ -58,6 +58,7 @@ def demo_like(
     planner: Any,
     *,
     policy: Any = None,
+    research: Any = None,
     writer: Any = None,
     synth: Any = None,
     ledger: Path | None = None,
@@ -67,8 +68,8 @@ def demo_like(
     data = yaml.safe_load(DEMO_YAML.read_text())
     replies = {
         "planner-3b": planner,
-        "research-7b": lambda r: "prices: 3 and 4\nCONFIDENCE: 0.9",
-        "research-8b": lambda r: "prices: 3 and 4\nCONFIDENCE: 0.9",
+        "research-7b": research or (lambda r: "prices: 3 and 4\nCONFIDENCE: 0.9"),
+        "research-8b": research or (lambda r: "prices: 3 and 4\nCONFIDENCE: 0.9"),
         "writer-8b": writer or (lambda r: "the report\nCONFIDENCE: 0.9"),
         "critic-13b": lambda r: '{"score": 0.9, "accepted": true, "issues": [], "advice": ""}',
         "synth-7b": synth or (lambda r: "the final answer\nCONFIDENCE: 0.9"),
@@ -149,6 +150,27 @@ async def test_a_repaired_plan_gives_the_full_answer_and_keeps_the_finished_step
     assert "The plan was: s1 [research], s2 [arithmetic], s3 [write] after s1+s2." in asked
     assert result.plan is not None and [s.id for s in result.plan.steps] == ["s1", "s2-r1", "s3"]
     assert result.plan.steps[0].instruction == "find the prices"  # what ran, as it ran
+
+
+async def test_a_step_in_flight_when_another_fails_finishes_and_is_kept() -> None:
+    failed = asyncio.Event()
+
+    async def slow_research(request: ModelRequest) -> str:
+        await failed.wait()  # still running when the calculator step fails
+        return "prices: 3 and 4\nCONFIDENCE: 0.9"
+
+    def seen(event: Event) -> None:
+        if event.name == "step_failed":
+            failed.set()
+
+    fixed = plan(RESEARCH, step("s2", "arithmetic", "3 + 4"), WRITE)
+    net, models = demo_like(lambda r: fixed if is_replan(r) else USER_PLAN, research=slow_research)
+    async with net:
+        result = await net.ask("What do the two items cost together?", observer=seen)
+    assert result.status == "ok" and not result.partial
+    assert names(result.decisions, "replan")[0]["kept"] == ["s1"]
+    assert len(models["research-7b"].requests) + len(models["research-8b"].requests) == 1
+    assert result.step("s1").ended_at <= result.step("plan.r1").started_at  # type: ignore[operator]
 
 
 def test_the_default_is_replan_once_then_continue() -> None:
