@@ -19,7 +19,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from rede.cli import app
-from rede.cli.tui import LiveView
+from rede.cli.tui import LiveView, render_result
 from rede.config import NetworkConfig, StepFailureConfig
 from rede.errors import ConfigError, StepFailed, StepsFailed
 from rede.models import ModelRequest, ScriptedModel
@@ -316,13 +316,20 @@ async def test_the_failure_is_in_the_ledger_and_rede_trace(tmp_path: Path) -> No
     assert "run_partial" in shown.output
 
 
-def test_the_live_view_shows_what_was_done_with_a_failed_step() -> None:
-    console = Console(record=True, width=160)
-    view = LiveView(console)
-    facts = {"run_id": "r", "step": "s2", "capability": "arithmetic", "error": "no expression"}
-    view(Event(name="step_failed", data={**facts, "policy": "replan", "action": "continue"}))
+async def test_rede_runs_live_view_and_result_show_the_failed_step_and_the_partial_answer() -> None:
+    console = Console(record=True, width=200)
+    net, _ = demo_like(lambda r: USER_PLAN, policy="continue")
+    async with net:
+        with LiveView(console) as view:
+            result = await net.ask("What do the two items cost together?", observer=view)
     assert view.rows["s2"].state == "failed"
-    assert "continued without it: no expression" in view.rows["s2"].note
+    assert view.rows["s2"].note.startswith("continued without it: calculator: ValueError")
+    render_result(console, result)
+    shown = console.export_text()
+    assert (
+        "Partial answer" in shown
+        and "the answer lacks step(s) that failed: s2 (arithmetic)" in shown
+    )
 
 
 # ---------------------------------------------------------------- durable runs
