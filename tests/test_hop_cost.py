@@ -13,13 +13,14 @@ from rede.protocol.messages import Envelope, Event
 from rede.protocol.topics import Topic
 
 
-def zero_network(handler: object = None) -> Network:
+def zero_network(handler: object = None, on_step_failure: str = "replan") -> Network:
     model = ScriptedModel(handler or (lambda request: "ok"), name="zero")  # type: ignore[arg-type]
     return Network.from_dict(
         {
             "models": {"zero": {"spec": "sim:7b"}},
             "agents": [{"name": "worker", "capabilities": ["work"], "model": "zero"}],
             "limits": {"step_timeout_s": 10},
+            "on_step_failure": on_step_failure,
         },
         models={"zero": model},
     )
@@ -88,13 +89,13 @@ async def test_a_chain_runs_in_order_and_a_fan_out_concurrently() -> None:
     assert all(started["join"] >= ended[f"p{i}"] for i in range(3))  # type: ignore[operator]
 
 
-async def test_a_failing_link_of_a_chain_ends_the_run() -> None:
+async def test_a_failing_link_of_a_chain_ends_the_run_under_fail() -> None:
     def handler(request: ModelRequest) -> str:
         if request.metadata["instruction"] == "b":
             raise RuntimeError("b broke")
         return "ok"
 
-    net = zero_network(handler)
+    net = zero_network(handler, on_step_failure="fail")
     async with net:
         with pytest.raises(StepFailed, match="b broke") as info:
             await net.ask("go", plan=CHAIN)

@@ -18,6 +18,7 @@
     ├── UnknownStep              a plan or run has no step of that id (also a KeyError)
     ├── UnknownCapability        no agent in the network serves a capability
     ├── StepFailed               a step failed on every agent that could take it
+    │   └── StepsFailed          every step of a plan failed: nothing to answer with
     ├── RunTakenOver             another orchestrator holds the run now (this one stalled)
     └── RunLimitExceeded         a run hit a hard limit (steps, rounds, time, cost, tokens)
 
@@ -147,12 +148,31 @@ class UnknownCapability(RedeError):
 
 
 class StepFailed(RedeError):
-    """A step failed on every agent that could take it."""
+    """A step failed on every agent that could take it (``by_person``: a person rejected its
+    output, or did not answer in time, and the run's policy does not bypass a person)."""
 
-    def __init__(self, step_id: str, reason: str) -> None:
+    def __init__(self, step_id: str, reason: str, *, by_person: bool = False) -> None:
         self.step_id = step_id
         self.reason = reason
+        self.by_person = by_person
         super().__init__(f"step {step_id!r} failed: {reason}")
+
+
+class StepsFailed(StepFailed):
+    """Every step of a plan failed (each under a policy that let the run go on): the run
+    has nothing to answer with. ``failures``: step id -> why it failed."""
+
+    def __init__(self, failures: dict[str, str]) -> None:
+        self.failures = failures
+        if len(failures) == 1:
+            super().__init__(*next(iter(failures.items())))
+            return
+        RedeError.__init__(
+            self,
+            "every step of the plan failed: "
+            + "; ".join(f"{step!r}: {why}" for step, why in failures.items()),
+        )
+        self.step_id, self.reason = ", ".join(failures), str(self)
 
 
 class RunTakenOver(RedeError):

@@ -153,6 +153,7 @@ class Network:
             network=self.config.name,
             human=self.config.human,
             durable=self.config.durable,
+            on_step_failure=self.config.on_step_failure,
         )
         expected = {r.id for r in self.runners}
         try:

@@ -15,7 +15,7 @@ from rich.table import Table
 from rede.bus.embedded import EmbeddedRedis
 from rede.cli import durable as cli_durable
 from rede.cli import extra as cli_extra
-from rede.cli.tui import LiveView, render_result
+from rede.cli.tui import LiveView, failure_detail, render_result
 from rede.config import NetworkConfig
 from rede.console import make_console, print_error
 from rede.errors import RedeError
@@ -343,7 +343,7 @@ def trace(
     for col in ("#", "what", "step", "detail"):
         table.add_column(col)
     for i, e in enumerate(entries):
-        detail = _detail(e.kind, e.data)
+        detail = failure_detail(e.data) if e.name == "step_failed" else _detail(e.kind, e.data)
         step = e.data.get("step") or e.data.get("step_id") or ""
         table.add_row(str(i), e.name, str(step), detail)
     console.print(table)

@@ -12,6 +12,7 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
+from rede.orchestration.failures import once_each
 from rede.orchestration.run import RunResult
 from rede.protocol.messages import Event
 
@@ -22,6 +23,14 @@ STATE_STYLE = {
     "ok": "green",
     "failed": "red",
 }
+
+
+FAILED_NOTE = {
+    "replan": "replanning around it",
+    "continue": "continued without it",
+    "fail": "failed the run",
+}
+"""What the live view says the run did with a failed step (``on_step_failure``)."""
 
 
 class _Row:
@@ -100,6 +109,10 @@ class LiveView:
             row.note = "approved" if d.get("approved", True) else "rejected"
             if row.state == "paused":
                 row.state = "ok" if d["step"] == "plan" else "running"
+        elif event.name == "step_failed":
+            row = self._row(d["step"], d["capability"])
+            row.state = "failed"
+            row.note = f"{FAILED_NOTE.get(d['action'], d['action'])}: {once_each(d['error'])}"
         elif event.name == "step_finished":
             row = self._row(d["step"])
             row.state = d["status"]
@@ -153,11 +166,12 @@ class LiveView:
 def render_result(console: Console, result: RunResult) -> None:
     label = " (simulated models)" if result.simulated else ""
     answer = Text(result.answer or "(no answer)")
+    title = f"{'Partial answer' if result.partial else 'Answer'}{label}"
     if console.is_terminal:
-        style = "green" if result.status == "ok" else "red"
-        console.print(Panel(answer, title=f"Answer{label}", border_style=style))
+        style = "red" if result.status != "ok" else "yellow" if result.partial else "green"
+        console.print(Panel(answer, title=title, border_style=style))
     else:  # a pipe or a log: the answer as plain lines, never boxed at a guessed width
-        console.print(f"Answer{label}:", style="bold", highlight=False)
+        console.print(f"{title}:", style="bold", highlight=False)
         console.print(answer, soft_wrap=True)
     u = result.usage
     summary = Table.grid(padding=(0, 2))
@@ -165,6 +179,9 @@ def render_result(console: Console, result: RunResult) -> None:
     summary.add_column()
     summary.add_row("run", result.run_id)
     summary.add_row("status", result.status + (f": {result.error}" if result.error else ""))
+    if result.partial:
+        lacks = ", ".join(f"{m.step} ({m.capability})" for m in result.missing)
+        summary.add_row("partial", f"the answer lacks step(s) that failed: {lacks}")
     est = " (estimated)" if u.estimated else ""
     summary.add_row(
         "tokens",
@@ -180,3 +197,11 @@ def render_result(console: Console, result: RunResult) -> None:
     )
     summary.add_row("sources", ", ".join(sorted(result.sources)) or "none")
     console.print(Group(summary))
+
+
+def failure_detail(data: dict[str, Any]) -> str:
+    """A ``step_failed`` decision as a person reads it: what was done, why, then the error."""
+    why = f"{data.get('policy')} from {data.get('source')}"
+    if data.get("reason"):
+        why += f"; {data['reason']}"
+    return f"action={data.get('action')} ({why}), error={once_each(str(data.get('error')))}"[:240]

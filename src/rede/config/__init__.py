@@ -26,6 +26,7 @@ from rede.config._base import (
 from rede.config.network import NetworkConfig
 from rede.config.parts import (
     CONFIDENCE_METHODS,
+    STEP_POLICIES,
     AgentConfig,
     AgreementConfig,
     AgreementTier,
@@ -38,12 +39,15 @@ from rede.config.parts import (
     RoutingConfig,
     SpawnConfig,
     SpawnTemplate,
+    StepFailureConfig,
+    StepPolicy,
 )
 
 __all__ = [
     "CONFIDENCE_METHODS",
     "META_CAPABILITIES",
     "NAME",
+    "STEP_POLICIES",
     "WELL_KNOWN",
     "AgentConfig",
     "AgreementConfig",
@@ -58,6 +62,8 @@ __all__ = [
     "RoutingConfig",
     "SpawnConfig",
     "SpawnTemplate",
+    "StepFailureConfig",
+    "StepPolicy",
     "misspelt",
     "read_yaml",
     "validate_mapping",

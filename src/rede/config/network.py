@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import (
     Field,
+    field_validator,
     model_validator,
 )
 
@@ -20,6 +21,7 @@ from rede.config.parts import (
     ModelConfig,
     RoutingConfig,
     SpawnConfig,
+    StepFailureConfig,
 )
 
 
@@ -34,9 +36,15 @@ class NetworkConfig(_Conf):
     bus: BusConfig = Field(default_factory=BusConfig)
     human: HumanConfig = Field(default_factory=HumanConfig)
     durable: DurableConfig = Field(default_factory=DurableConfig)
+    on_step_failure: StepFailureConfig = Field(default_factory=StepFailureConfig)
     heartbeat_s: float = Field(2.0, gt=0)
     agent_ttl_s: float = Field(10.0, gt=0)
     base_dir: Path | None = Field(None, exclude=True)
+
+    @field_validator("on_step_failure", mode="before")
+    @classmethod
+    def _policy_alone(cls, value: Any) -> Any:
+        return {"policy": value} if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _references(self) -> NetworkConfig:
@@ -75,6 +83,13 @@ class NetworkConfig(_Conf):
                             f"routing.agreement.{capability} names agent {name!r}, which does "
                             f"not serve {capability!r} (it serves {', '.join(agent.capabilities)})"
                         )
+        failure = self.on_step_failure
+        unknown = sorted({*failure.per_capability, *failure.required} - self.capabilities)
+        if unknown:
+            raise ValueError(
+                f"on_step_failure names capability {', '.join(map(repr, unknown))}, which no "
+                f"agent serves; agents serve: {', '.join(sorted(self.capabilities))}"
+            )
         if self.routing.manager is not None and self.routing.manager not in names:
             raise ValueError(
                 f"routing.manager {self.routing.manager!r} is not an agent; "

@@ -297,3 +297,27 @@ class DurableConfig(_Conf):
     resume_orphans: bool = True
     """``rede serve`` (and a Network started with ``resume_orphans=True``) resumes orphaned
     runs of this network from its ledger, at start and every ``lease_s``."""
+
+
+STEP_POLICIES = ("replan", "continue", "fail")
+StepPolicy = Literal["replan", "continue", "fail"]
+
+
+class StepFailureConfig(_Conf):
+    """What a run does when a plan step fails on every agent that could take it
+    (``on_step_failure:``; a plan step's ``on_failure`` or ``required: true`` overrides it).
+
+    ``replan``: the planner is told what failed and why and repairs the plan around it; the
+    finished steps are kept, not run or billed again. After ``max_replans`` repairs (or when
+    no valid repaired plan comes) a failure is handled as ``continue``. ``continue``: the
+    dependants and the synthesis get the failure as context and the answer is marked partial.
+    ``fail``: the run fails (a required step always does). A bare policy name is accepted:
+    ``on_step_failure: continue``."""
+
+    policy: StepPolicy = "replan"
+    max_replans: int = Field(1, ge=0, le=5)
+    """Repaired plans per run; past them a failure is handled as ``continue``."""
+    per_capability: dict[str, StepPolicy] = Field(default_factory=dict)
+    """By capability: its steps' policy, instead of ``policy``."""
+    required: list[str] = Field(default_factory=list)
+    """Capabilities whose steps are required: their failure fails the run."""

@@ -123,6 +123,54 @@ class Dispatcher:
         metadata = self.planner_metadata(request, usable)
         instruction = "Decompose the request into a plan."
         errors: list[str] = []
+        plan = await self._from_planner(
+            instruction, metadata, usable, call_planner, record, errors, source="planner"
+        )
+        if plan is not None:
+            return plan
+        fallback = self.single_step(request, capabilities, intent="fallback")
+        record(
+            "plan_fallback",
+            reason=f"no valid plan after {len(errors)} attempt(s)",
+            errors=errors,
+            plan=fallback.model_dump(),
+        )
+        return fallback
+
+    async def replan(
+        self,
+        request: str,
+        capabilities: set[str],
+        call_planner: Callable[..., Awaitable[Result]],
+        record: Recorder,
+        why: str,
+        facts: dict[str, Any],
+    ) -> Plan | None:
+        """A repaired plan after steps failed (``why`` tells the planner which and what to
+        keep; ``facts`` go in its task's metadata), validated and repaired like a first
+        plan; None if no valid plan came."""
+        usable = capabilities - {"plan"}
+        metadata = {**self.planner_metadata(request, usable), **facts}
+        errors: list[str] = []
+        return await self._from_planner(
+            why, metadata, usable, call_planner, record, errors, source="replanner"
+        )
+
+    async def _from_planner(
+        self,
+        instruction: str,
+        metadata: dict[str, Any],
+        usable: set[str],
+        call_planner: Callable[..., Awaitable[Result]],
+        record: Recorder,
+        errors: list[str],
+        *,
+        source: str,
+    ) -> Plan | None:
+        """The planner's plan, sent back with the validation error up to ``plan_repairs``
+        times; None if none is valid (``errors`` says why). A replanner's repairs still
+        carry what it was asked."""
+        asked = instruction
         for attempt in range(self.limits.plan_repairs + 1):
             result = await call_planner(instruction, metadata)
             if result.status != "ok":
@@ -141,24 +189,19 @@ class Dispatcher:
                     structured=(result.data or {}).get("structured"),
                 )
                 metadata = {**metadata, "repair_of": result.output[:4000], "error": str(exc)}
-                instruction = (
+                fix = (
                     f"Your previous plan was invalid: {exc}. Reply with a corrected JSON plan only."
                 )
+                instruction = fix if source == "planner" else f"{asked}\n{fix}"
                 continue
-            record(
-                "plan",
-                source="planner",
-                intent=plan.intent,
-                plan=plan.model_dump(),
-                repairs=attempt,
-                structured=(result.data or {}).get("structured"),
-            )
+            if source == "planner":  # a repaired plan's decision is its caller's, once fitted
+                record(
+                    "plan",
+                    source=source,
+                    intent=plan.intent,
+                    plan=plan.model_dump(),
+                    repairs=attempt,
+                    structured=(result.data or {}).get("structured"),
+                )
             return plan
-        fallback = self.single_step(request, capabilities, intent="fallback")
-        record(
-            "plan_fallback",
-            reason=f"no valid plan after {len(errors)} attempt(s)",
-            errors=errors,
-            plan=fallback.model_dump(),
-        )
-        return fallback
+        return None

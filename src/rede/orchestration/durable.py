@@ -65,6 +65,8 @@ class RunCheckpoint(BaseModel):
     answer: str = ""
     error: str | None = None
     resumes: int = 0
+    replans: int = 0
+    """Repaired plans asked for after a step failed (``plan`` is the latest)."""
 
     def restored(self, step_id: str) -> Result | None:
         """The kept result of a finished plan step or synthesis, if there is one."""

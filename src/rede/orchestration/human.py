@@ -23,6 +23,7 @@ from rede.errors import ConfigError, StepFailed
 from rede.orchestration.durable import Wait
 from rede.orchestration.ledger import Ledger
 from rede.orchestration.state import RunState
+from rede.protocol.messages import Result
 
 WaitKind = Literal["plan", "step", "input"]
 HUMAN = "human"
@@ -95,6 +96,27 @@ def _on_timeout(s: RunState, wait: Wait) -> dict[str, Any]:
     return {"approved": True, "text": text, "by": f"timeout ({conf.on_timeout})", "reason": ""}
 
 
+async def approved(s: RunState, step_id: str, capability: str, result: Result) -> Result:
+    """A person approves a step's output (and may replace it with their own text). A
+    rejection, or no answer in time under ``on_timeout: fail``, fails the step ``by_person``:
+    the run fails (a person's no is not bypassed by ``on_step_failure``)."""
+    prompt = f"Approve the output of step {step_id!r} ({capability})?"
+    try:
+        answer = await ask_person(s, f"step:{step_id}", "step", step_id, prompt, result.output)
+    except StepFailed as exc:
+        raise StepFailed(exc.step_id, exc.reason, by_person=True) from None
+    if not answer.get("approved", True):
+        raise StepFailed(step_id, f"a person rejected its output: {why(answer)}", by_person=True)
+    if answer.get("text"):
+        return result.model_copy(update={"output": answer["text"]})
+    return result
+
+
+def why(answer: dict[str, Any]) -> str:
+    """Why a person said no, and who did."""
+    return f"{answer.get('reason') or 'no reason given'} ({answer.get('by') or 'someone'})"
+
+
 def needs_approval(s: RunState, capability: str, asked: bool) -> bool:
     """Whether a person approves a step's output: the plan marks it, or the network asks
     for every step of its capability."""
@@ -148,4 +170,12 @@ def _who() -> str:
         return "someone"
 
 
-__all__ = ["HUMAN", "answer_wait", "ask_person", "needs_approval", "waits_of"]
+__all__ = [
+    "HUMAN",
+    "answer_wait",
+    "approved",
+    "ask_person",
+    "needs_approval",
+    "waits_of",
+    "why",
+]

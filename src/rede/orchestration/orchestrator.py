@@ -7,7 +7,9 @@ critic accepts or the round limit; a synthesis step writes the answer. Each call
 capability when one fails, times out or vanishes from the registry. Replies are matched by
 ``(step, attempt)``, so a late or redelivered reply never produces a second result.
 Run limits (steps, refine rounds, wall time, cost, tokens) end a run with an error naming
-the limit; the partial run record travels on the error as ``exc.run``.
+the limit; the partial run record travels on the error as ``exc.run``. A step that fails is
+handled by the network's step-failure policy (:mod:`~rede.orchestration.failures`: replan,
+continue with a partial answer, or fail).
 
 The parts: :mod:`~rede.orchestration.steps` (the plan loop), :mod:`~rede.orchestration.call`
 (one call: route, send, await, retry, escalate),
@@ -26,20 +28,32 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rede.bus import Bus
-from rede.config import AgreementConfig, DurableConfig, HumanConfig, LimitsConfig
+from rede.config import (
+    AgreementConfig,
+    DurableConfig,
+    HumanConfig,
+    LimitsConfig,
+    StepFailureConfig,
+)
 from rede.errors import ConfigError, RedeError, RunLimitExceeded, StepFailed
 from rede.orchestration.agreement import decide_by_agreement
 from rede.orchestration.call import Ask, Calls
 from rede.orchestration.dispatcher import Dispatcher
 from rede.orchestration.durable import RunCheckpoint
-from rede.orchestration.human import ask_person, needs_approval
+from rede.orchestration.failures import (
+    Failures,
+    answer_without_synthesis,
+    failures_before,
+    repaired_plan,
+)
+from rede.orchestration.human import approved, ask_person, needs_approval, why
 from rede.orchestration.ledger import LIVE, Ledger
 from rede.orchestration.plan import Plan, Step, validate_plan
 from rede.orchestration.replies import SharedReplies
 from rede.orchestration.review import review
-from rede.orchestration.run import RunResult, StepRecord, critical_path
+from rede.orchestration.run import RunResult, StepFailure, StepRecord, critical_path
 from rede.orchestration.state import Observer, RunState, Services
-from rede.orchestration.steps import context_item, run_steps
+from rede.orchestration.steps import context_item
 from rede.protocol.messages import ContextItem, Result, new_id
 from rede.protocol.topics import Topic
 from rede.routing.budget import BudgetCap
@@ -61,6 +75,7 @@ class Orchestrator:
         network: str = "",
         human: HumanConfig | None = None,
         durable: DurableConfig | None = None,
+        on_step_failure: StepFailureConfig | None = None,
     ) -> None:
         self.bus = bus
         self.registry = registry
@@ -86,6 +101,7 @@ class Orchestrator:
             network,
             human or HumanConfig(),
             durable or DurableConfig(),
+            on_step_failure or StepFailureConfig(),
         )
         self.live: set[str] = set()
         """Runs this orchestrator holds; their leases are renewed while they run."""
@@ -240,6 +256,7 @@ class _Run:
             "run_finished",
             status=s.record.status,
             error=s.record.error,
+            partial=s.record.partial,
             wall_time_s=s.record.wall_time_s,
             total_tokens=usage.total_tokens,
             cost_usd=usage.cost_usd,
@@ -250,14 +267,17 @@ class _Run:
         s = self.s
         capabilities = s.services.router.known_capabilities()
         plan = await self._planned(plan, capabilities)
-        outputs = await run_steps(plan, s.checkpoint.restored, self._run_step)
-        sinks = plan.sinks()
+        failures = Failures(s, s.services.on_step_failure, "plan" in capabilities)
+        plan, outputs = await failures.run(plan, self._run_step, self._replan)
+        missing = failures.missing(plan, outputs)
         if len(plan.steps) > 1 and "synthesise" in capabilities:
-            s.record.answer = (await self._synthesis(plan, outputs)).output
-        elif len(sinks) == 1:
-            s.record.answer = outputs[sinks[0].id].output
+            try:
+                s.record.answer = (await self._synthesis(plan, outputs)).output
+            except StepFailed as exc:
+                raise StepFailed(exc.step_id, exc.reason + failures_before(missing)) from None
         else:
-            s.record.answer = "\n\n".join(outputs[st.id].output for st in sinks)
+            s.record.answer = answer_without_synthesis(plan, outputs)
+        failures.mark_partial(missing)
         s.record.confidence = min(
             (r.confidence for r in s.record.steps if r.kind != "plan" and r.status == "ok"),
             default=0.0,
@@ -279,7 +299,7 @@ class _Run:
             shown = "\n".join(f"{st.id} [{st.capability}]: {st.instruction}" for st in plan.steps)
             answer = await ask_person(s, "plan", "plan", "plan", "Approve the plan?", shown)
             if not answer.get("approved", True):
-                raise StepFailed("plan", f"a person rejected the plan: {_why(answer)}")
+                raise StepFailed("plan", f"a person rejected the plan: {why(answer)}")
         return plan
 
     async def _synthesis(self, plan: Plan, outputs: dict[str, Result]) -> Result:
@@ -295,6 +315,9 @@ class _Run:
         result = await self.calls.call(rec, Ask("synthesise", rec.instruction, context))
         s.finish(rec, result)
         return result  # type: ignore[no-any-return]
+
+    async def _replan(self, plan: Plan, failures: list[StepFailure]) -> Plan | None:
+        return await repaired_plan(self.s, self.dispatcher, self._call_planner, plan, failures)
 
     async def _call_planner(self, instruction: str, metadata: dict[str, Any]) -> Result:
         s = self.s
@@ -326,22 +349,13 @@ class _Run:
             if step.review and "critique" in s.services.registry.capabilities():
                 result = await review(s, self.calls, rec, step, context, result)
             if needs_approval(s, step.capability, step.approve):
-                result = await self._approved(step, result)
-        except RedeError:
+                result = await approved(s, step.id, step.capability, result)
+        except RedeError as exc:
+            rec.error = exc.reason if isinstance(exc, StepFailed) else str(exc)
             s.finish(rec, None)
             raise
         s.finish(rec, result)
         return result  # type: ignore[no-any-return]
-
-    async def _approved(self, step: Step, result: Result) -> Result:
-        """A person approves the step's output (and may replace it with their own text)."""
-        prompt = f"Approve the output of step {step.id!r} ({step.capability})?"
-        answer = await ask_person(self.s, f"step:{step.id}", "step", step.id, prompt, result.output)
-        if not answer.get("approved", True):
-            raise StepFailed(step.id, f"a person rejected its output: {_why(answer)}")
-        if answer.get("text"):
-            return result.model_copy(update={"output": answer["text"]})
-        return result
 
     async def _agree(
         self, rec: StepRecord, conf: AgreementConfig, call: Callable[..., Awaitable[Any]]
@@ -364,10 +378,6 @@ def _check_run_id(run_id: str) -> None:
         raise ConfigError(
             f"invalid run_id {run_id!r}: use letters, digits, '_' and '-' only"
         ) from None
-
-
-def _why(answer: dict[str, Any]) -> str:
-    return f"{answer.get('reason') or 'no reason given'} ({answer.get('by') or 'someone'})"
 
 
 __all__ = ["Observer", "Orchestrator"]

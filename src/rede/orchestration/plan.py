@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from rede.agents.specialists import parse_json_object
+from rede.config import StepPolicy
 from rede.errors import PlanError, UnknownCapability, UnknownStep
 from rede.protocol.codec import describe_validation_error
 
@@ -39,6 +40,12 @@ class Step(BaseModel):
     output_schema: dict[str, Any] | None = None
     """A JSON Schema the step's output should match: the agent's model server is asked to
     constrain decoding to it (structured outputs). Not offered to planners."""
+    required: bool = False
+    """The answer cannot do without this step: if it fails, the run fails (whatever the
+    network's ``on_step_failure``)."""
+    on_failure: StepPolicy | None = None
+    """``replan``, ``continue`` or ``fail`` if this step fails; None: the network's policy
+    (``on_step_failure``, by capability, then its default)."""
 
     @field_validator("depends_on")
     @classmethod
@@ -71,6 +78,33 @@ class Plan(BaseModel):
         return [s for s in self.steps if s.id not in needed]
 
 
+def kept_and_renamed(plan: Plan, finished: dict[str, Step], used: set[str], tag: str) -> Plan:
+    """A repaired ``plan`` fitted to the run so far: a step with the id and capability of one
+    in ``finished`` is that step (its instruction and result kept: a small planner need not
+    copy instructions word for word); any other step whose id the run has ``used`` gets a
+    fresh one (``<id>-<tag>``), and dependencies follow."""
+    names: dict[str, str] = {}
+    kept: dict[str, Step] = {}
+    taken = set(used)
+    for st in plan.steps:
+        old = finished.get(st.id)
+        if old is not None and old.capability == st.capability:
+            names[st.id], kept[st.id] = st.id, old
+            continue
+        name, n = st.id, 1
+        while name in taken:
+            name, n = f"{st.id[:48]}-{tag}{n if n > 1 else ''}", n + 1
+        names[st.id] = name
+        taken.add(name)
+    steps = [
+        kept.get(st.id, st).model_copy(
+            update={"id": names[st.id], "depends_on": [names[d] for d in st.depends_on]}
+        )
+        for st in plan.steps
+    ]
+    return plan.model_copy(update={"steps": steps})
+
+
 @functools.cache
 def _plan_schema_json() -> str:
     return json.dumps(Plan.model_json_schema())
@@ -98,6 +132,7 @@ def plan_prompt_schema(capabilities: Iterable[str], *, max_steps: int) -> dict[s
             "instruction": {"type": "string"},
             "depends_on": {"type": "array", "items": {"enum": ids}},
             "review": {"type": "boolean"},
+            "required": {"type": "boolean"},
         },
         "required": ["id", "capability", "instruction", "depends_on", "review"],
     }
@@ -139,6 +174,7 @@ def plan_output_schema(capabilities: Iterable[str], *, max_steps: int) -> dict[s
                 "instruction": {"type": "string", "minLength": 1, "maxLength": 160},
                 "depends_on": depends_on,
                 "review": {"type": "boolean"},
+                "required": {"type": "boolean"},
             },
             "required": ["id", "capability", "instruction", "depends_on", "review"],
             "additionalProperties": False,

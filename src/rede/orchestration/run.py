@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from rede.config import StepPolicy
 from rede.errors import UnknownStep
 from rede.orchestration.plan import Plan
 from rede.protocol.messages import Envelope, Usage
@@ -22,6 +23,28 @@ class CallRecord(BaseModel):
     usage: Usage
     confidence: float = 0.0
     error: str | None = None
+
+
+class MissingStep(BaseModel):
+    """A step of the plan whose output a partial answer lacks, and why."""
+
+    step: str
+    capability: str
+    error: str
+
+
+class StepFailure(MissingStep):
+    """A failed plan step and what the run did about it: the ``step_failed`` decision."""
+
+    policy: StepPolicy
+    """The step's policy (see :class:`~rede.config.StepFailureConfig`)."""
+    source: str
+    """Where it came from: ``required``, ``person``, ``step``, ``capability`` or ``network``."""
+    action: StepPolicy
+    """What the run did: ``replan``, ``continue`` (also a ``replan`` with none left) or
+    ``fail``."""
+    reason: str = ""
+    """Why the action differs from the policy, when it does."""
 
 
 class StepRecord(BaseModel):
@@ -44,6 +67,8 @@ class StepRecord(BaseModel):
     started_at: float | None = None
     """Seconds since the run started."""
     ended_at: float | None = None
+    error: str | None = None
+    """Why the step failed."""
 
     @property
     def model_time_s(self) -> float:
@@ -56,6 +81,10 @@ class RunResult(BaseModel):
     status: Literal["running", "ok", "failed"] = "running"
     error: str | None = None
     answer: str = ""
+    partial: bool = False
+    """The answer lacks the output of the plan steps in ``missing`` (they failed and the
+    run went on without them: ``on_step_failure``); the answer says so at its end."""
+    missing: list[MissingStep] = Field(default_factory=list)
     confidence: float = 0.0
     plan: Plan | None = None
     steps: list[StepRecord] = Field(default_factory=list)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rede.bus import Bus
-from rede.config import DurableConfig, HumanConfig, LimitsConfig
+from rede.config import DurableConfig, HumanConfig, LimitsConfig, StepFailureConfig
 from rede.errors import RedeError, RunLimitExceeded, RunTakenOver
 from rede.orchestration.durable import DoneStep, RunCheckpoint
 from rede.orchestration.ledger import Ledger
@@ -55,6 +55,7 @@ class Services:
     network: str = ""
     human: HumanConfig = field(default_factory=HumanConfig)
     durable: DurableConfig = field(default_factory=DurableConfig)
+    on_step_failure: StepFailureConfig = field(default_factory=StepFailureConfig)
     answered: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
     """(run, wait) -> set when a person's answer is written in this process, so the run
     waiting for it goes on at once (answers from other processes are polled for)."""

@@ -220,6 +220,8 @@ def _rede_facts(run: ServedRun) -> dict[str, Any]:
     return {
         "run_id": run.id,
         "status": run.status,
+        "partial": bool(run.result and run.result.partial),
+        "missing": [m.step for m in run.result.missing] if run.result else [],
         "usage": _usage(run.usage),
         "simulated": bool(run.result and run.result.simulated),
     }

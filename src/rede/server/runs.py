@@ -140,6 +140,8 @@ class ServedRun:
             "status": self.status,
             "error": self.error,
             "answer": self.result.answer if self.result is not None else None,
+            "partial": self.result is not None and self.result.partial,
+            "missing": [m.model_dump() for m in self.result.missing] if self.result else [],
             "usage": _usage(self.usage),
             "wall_time_s": self.result.wall_time_s if self.result is not None else None,
         }
@@ -196,6 +198,7 @@ def describe(ledger: Ledger, run_id: str) -> dict[str, Any]:
             "waiting_for": sorted(state.get("waiting") or {}),
             "error": state.get("error"),
             "answer": state.get("answer") or None,
+            "partial": any(e.name == "run_partial" for e in entries),
             "usage": _usage(Usage.model_validate(state["usage"])) if state.get("usage") else None,
             "wall_time_s": entries[-1].at - entries[0].at,
         }
@@ -343,7 +346,8 @@ class RunManager:
         summary = run.summary()
         summary["wall_time_s"] = summary["wall_time_s"] or wall
         self.ledger.record_decision(run.id, SERVED, **summary)
-        run.add("run_closed", {k: summary[k] for k in ("status", "error", "answer", "usage")})
+        keys = ("status", "error", "answer", "partial", "missing", "usage")
+        run.add("run_closed", {k: summary[k] for k in keys})
         if self.on_finish is not None:
             self.on_finish(run)
         while len(self.runs) > self.keep:  # forget the oldest finished runs

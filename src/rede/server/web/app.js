@@ -173,6 +173,10 @@ function onEvent(name, d) {
       tokens: (u.prompt_tokens || 0) + (u.completion_tokens || 0), cost: u.cost_usd || 0,
       confidence: d.confidence,
     });
+  } else if (name === "step_failed") {
+    // what the run did with a failed step (on_step_failure): replan, continue or fail
+    const s = step(d.step);
+    Object.assign(s, { state: "failed", capability: d.capability, action: d.action });
   } else if (name === "critique") {
     step(d.step).score = d.score;
   } else if (name === "waiting_for_human") {
@@ -199,11 +203,14 @@ function onEvent(name, d) {
     $("#run-usage").textContent =
       `${u.total_tokens ?? 0} tokens, $${(u.cost_usd ?? 0).toFixed(6)}, ${u.calls ?? 0} calls` +
       sourceNote();
-    setStatus(d.status === "ok" ? "done" : d.status);
+    setStatus(d.status !== "ok" ? d.status : d.partial ? "partial" : "done");
     loadHistory();
   }
   draw();
 }
+
+const ACTED = { replan: "replanned", continue: "continued", fail: "run failed" };
+// what a failed step's node says the run did about it
 
 function depth(id, seen = new Set()) {
   if (seen.has(id)) return 0;
@@ -256,7 +263,7 @@ function draw() {
       transform: `translate(${p.x},${p.y})` }, svg);
     el("rect", { width: W, height: H, rx: 6 }, g);
     const title = el("text", { x: 8, y: 16, class: "title" }, g);
-    title.textContent = `${id} · ${s.state}`;
+    title.textContent = `${id} · ${s.state}${s.action ? " → " + ACTED[s.action] : ""}`;
     const who = el("text", { x: 8, y: 32 }, g);
     who.textContent = `${s.capability || ""}${s.agent ? " → " + s.agent : ""}`;
     const cost = el("text", { x: 8, y: 48 }, g);
@@ -278,8 +285,11 @@ function drawRecord(record) {
     const last = (s.critiques || []).slice(-1)[0];
     if (last) step(s.id).score = last.score;
   }
+  for (const d of record.decisions || (run && run.decisions) || []) {
+    if (d.name === "step_failed") onEvent("step_failed", d);
+  }
   onEvent("run_closed", { status: record.status, answer: record.answer, error: record.error,
-    usage: record.usage });
+    partial: record.partial, usage: record.usage });
 }
 
 // ------------------------------------------------------------------ history
@@ -316,7 +326,8 @@ async function showRun(runId, row) {
   const list = document.createElement("ol");
   for (const d of record.decisions || []) {
     const item = document.createElement("li");
-    const facts = ["step", "agent", "capability", "strategy", "reason", "error"]
+    const facts = ["step", "agent", "capability", "strategy", "policy", "action", "reason",
+      "error"]
       .filter((k) => d[k] != null).map((k) => `${k}=${d[k]}`);
     item.textContent = `${d.name} ${facts.join(" ")}`;
     list.append(item);
