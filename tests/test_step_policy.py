@@ -315,6 +315,11 @@ async def test_the_failure_is_in_the_ledger_and_rede_trace(tmp_path: Path) -> No
     assert "s2" in line and "action=continue" in line
     assert "run_partial" in shown.output
 
+    listed = CliRunner().invoke(app, ["runs", "--ledger", str(ledger)])
+    assert listed.exit_code == 0, listed.output
+    row = next(li for li in listed.output.splitlines() if result.run_id in li)
+    assert "ok (partial)" in row
+
 
 async def test_rede_runs_live_view_and_result_show_the_failed_step_and_the_partial_answer() -> None:
     console = Console(record=True, width=200)

@@ -218,10 +218,18 @@ def runs(
         table.add_row(
             r["id"],
             started,
-            str(r["status"]) + (f": {', '.join(r['waiting_for'])}" if r.get("waiting_for") else ""),
+            _status(r),
             str(r.get("source") or ""),
             str(usage.get("total_tokens", "")),
             f"${usage['cost_usd']:.6f}" if "cost_usd" in usage else "",
             (r.get("request") or "")[:60],
         )
     console.print(table)
+
+
+def _status(run: dict[str, Any]) -> str:
+    """A run's status as ``rede runs`` lists it: ``ok (partial)``, ``waiting: plan``, ..."""
+    status = str(run["status"]) + (" (partial)" if run.get("partial") else "")
+    waiting = run.get("waiting_for")
+    return status + (f": {', '.join(waiting)}" if waiting else "")
+
