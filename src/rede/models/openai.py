@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 import openai
 from openai.types.chat import ChatCompletion
 
-from rede.errors import ConfigError, ModelError, ModelResponseError, ModelUnavailable
+from rede.errors import ConfigError, ModelError, ModelResponseError, ModelUnavailable, one_line
 from rede.models._base import (
     ChatModel,
     ModelRequest,
@@ -281,7 +281,7 @@ class OpenAIModel(ChatModel):
                         apply_dialect(params, dialect, schema), probing=True
                     )
                 except openai.APIStatusError as exc:
-                    message = f"HTTP {exc.status_code}: {server_message(exc)}"
+                    message = one_line(f"HTTP {exc.status_code}: {server_message(exc)}")
                     refused.append((dialect, message))
                     log.warning(
                         "%s (model %r) refused structured output as %s (%s); trying the next",
