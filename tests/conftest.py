@@ -11,6 +11,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -66,7 +67,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-cluster"])
 async def bus_factory(request: pytest.FixtureRequest) -> AsyncIterator[BusFactory]:
     """Builds buses of one implementation; every bus built is closed after the test."""
     made: list[Bus] = []
@@ -78,7 +79,9 @@ async def bus_factory(request: pytest.FixtureRequest) -> AsyncIterator[BusFactor
             return bus
 
     else:
-        server = request.getfixturevalue("redis_server")
+        server = request.getfixturevalue(
+            {"redis": "redis_server", "redis-cluster": "redis_cluster"}[request.param]
+        )
         from rede.bus.redis import RedisBus
 
         async def make(options: BusOptions | None = None) -> Bus:
@@ -218,6 +221,16 @@ def redis_server() -> Iterator[RedisServer]:
     server.start()
     yield server
     server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[Any]:
+    """One Redis Cluster (3 masters, a replica each) for the session; ``namespace()`` too."""
+    from redis_cluster import Cluster
+
+    cluster = Cluster(redis_server_binary()).start()
+    yield cluster
+    cluster.cleanup()
 
 
 @pytest.fixture

@@ -9,15 +9,16 @@ from rede.extras import require
 
 
 def bus_from_url(url: str | None, options: BusOptions | None = None) -> Bus:
-    """``memory://`` (or None) for the in-process bus; ``redis://`` / ``rediss://`` for Redis."""
+    """``memory://`` (or None) for the in-process bus; ``redis://`` / ``rediss://`` for Redis,
+    ``redis+cluster://`` / ``rediss+cluster://`` (any node) for a Redis Cluster."""
     if not url or url.startswith("memory:"):
         return MemoryBus(options)
-    if url.startswith(("redis://", "rediss://", "unix://")):
+    if url.startswith(("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")):
         require("a redis:// bus", "redis", "redis")
         from rede.bus.redis import RedisBus
 
         return RedisBus(url, options)
-    raise ConfigError(f"unknown bus URL {url!r}: use memory:// or redis://HOST:PORT/DB")
+    raise ConfigError(f"unknown bus URL {url!r}: use memory://, redis://HOST:PORT/DB or redis+cluster://HOST:PORT")
 
 
 __all__ = [

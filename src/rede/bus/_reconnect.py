@@ -16,7 +16,14 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from redis.exceptions import AuthenticationError, AuthorizationError
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    ClusterDownError,
+    MasterDownError,
+    RedisClusterUnreachableError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -27,7 +34,15 @@ log = logging.getLogger("rede.bus.redis")
 
 T = TypeVar("T")
 
-RETRYABLE = (RedisConnectionError, RedisTimeoutError)
+RETRYABLE = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ClusterDownError,
+    TryAgainError,
+    MasterDownError,
+    RedisClusterUnreachableError,
+)
+"""A lost connection, and a cluster between two masters (a failover, a slot moving)."""
 _CREDENTIALS = (AuthenticationError, AuthorizationError)
 
 

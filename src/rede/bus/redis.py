@@ -74,11 +74,10 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import ResponseError
 
 from rede.bus._base import Backlog, Bus, BusOptions, Delivery, StoredCard, Subscription
+from rede.bus._client import client, cluster_hint, is_cluster_url, server_time, stream_key
 from rede.bus._reconnect import RETRYABLE, Reconnecting
 from rede.errors import BusError, ClosedBusError
 from rede.protocol.messages import AgentCard, Envelope, Heartbeat, new_id
@@ -149,14 +148,8 @@ class RedisBus(Bus):
         self.namespace = namespace
         reconnect_timeout_s = reconnect_timeout_s or self.options.reconnect_timeout_s
         self.reconnect_timeout_s = reconnect_timeout_s
-        self._redis: aioredis.Redis = aioredis.Redis.from_url(
-            url,
-            socket_connect_timeout=connect_timeout_s,
-            socket_timeout=None,
-            socket_keepalive=True,
-            retry=Retry(NoBackoff(), 0),  # one retry policy, ours: see _call
-            client_name="rede",
-        )
+        self.cluster = is_cluster_url(url)
+        self._redis: aioredis.Redis = client(url, connect_timeout_s=connect_timeout_s)
         self._closed = False
         self._closing = asyncio.Event()
         first = min(reconnect_timeout_s, self.options.first_connect_timeout_s)
@@ -171,7 +164,7 @@ class RedisBus(Bus):
 
     def key(self, topic: Topic) -> str:
         """The Redis key of a topic's stream."""
-        return self.namespace + str(topic)
+        return stream_key(self.namespace, topic, self.cluster)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -184,7 +177,13 @@ class RedisBus(Bus):
 
     async def _call(self, op: Callable[[], Awaitable[T]], deadline: float | None = None) -> T:
         """Run one Redis call, retried across a lost connection (see ``_reconnect``)."""
-        return await self._calls.call(op, deadline)
+        try:
+            return await self._calls.call(op, deadline)
+        except ResponseError as exc:
+            hint = cluster_hint(self.url, exc)
+            if hint is None:
+                raise
+            raise hint from None
 
     @property
     def _ttl_ms(self) -> int:
@@ -321,11 +320,7 @@ class RedisBus(Bus):
         r = self._redis
 
         async def read() -> Backlog:
-            async with r.pipeline(transaction=False) as pipe:
-                pipe.exists(key)
-                pipe.time()
-                exists, (secs, micros) = await pipe.execute()
-            if not exists:
+            if not await r.exists(key):
                 return Backlog()
             try:
                 groups = await r.xinfo_groups(key)
@@ -347,7 +342,7 @@ class RedisBus(Bus):
                 first = await r.xrange(key, after, "+", count=1)
                 if first:
                     born_ms = int(_text(first[0][0]).split("-", 1)[0])
-                    oldest = max(0.0, secs + micros / 1e6 - born_ms / 1000)
+                    oldest = max(0.0, await server_time(r, key) - born_ms / 1000)
             return Backlog(waiting, pending, oldest)
 
         return await self._call(read)
@@ -552,14 +547,17 @@ class _FanoutSubscription(_RedisSubscription):
                 if envelope is not None:
                     bus.stats.delivered += 1
                     return _RedisDelivery(None, envelope, self.topic, entry_id.decode(), 1)
-            reply = await self._blocking(
-                lambda: bus._redis.xread(
-                    {self.key: self._cursor},
-                    count=FANOUT_BATCH,
-                    block=self._block_ms(deadline),
-                ),
-                deadline,
-            )
+            try:
+                reply = await self._blocking(
+                    lambda: bus._redis.xread(
+                        {self.key: self._cursor}, count=FANOUT_BATCH, block=self._block_ms(deadline)
+                    ),
+                    deadline,
+                )
+            except ResponseError as exc:  # a failover ended the read: read again, from the cursor
+                if not str(exc).startswith("UNBLOCKED"):
+                    raise
+                reply = None
             if reply:
                 entries = reply[0][1]
                 self._buffer.extend(entries)
