@@ -20,6 +20,9 @@ the score that benchmark publishes:
 - ``crux_literal`` (CRUXEval as ZeroEval's ``crux_eval.py`` scores it): the ``answer``
   field as for ``json_number``, quotes stripped from both ends and newlines written ``\\n``;
   compared as an exact string with the gold literal, its quotes stripped too.
+- ``json_answer``: the ``answer`` field as for ``json_number``, quotes stripped from both
+  ends and whitespace collapsed: what any of these tasks answered, compared as text (for a
+  network that does not know which task a request is).
 - ``last_number``: the last number in the text.
 - ``text``: the whole text, whitespace collapsed and lower-cased.
 
@@ -170,6 +173,12 @@ def crux_literal(text: str) -> str | None:
     return None if raw is None else crux_gold(raw).replace("\n", "\\n")
 
 
+def json_answer(text: str) -> str | None:
+    """The raw JSON ``answer`` as text (see the module docstring)."""
+    raw = json_answer_field(text)
+    return None if raw is None else " ".join(raw.strip().strip("'\"").split())
+
+
 def crux_gold(literal: str) -> str:
     """A gold CRUXEval literal as ZeroEval compares it: quotes stripped from both ends."""
     return literal.strip("'\"")
@@ -202,6 +211,7 @@ EXTRACTORS: dict[str, Extractor] = {
     "choice": choice,
     "last_number": last_number,
     "math_number": math_number,
+    "json_answer": json_answer,
     "crux_literal": crux_literal,
     "text": plain_text,
 }
@@ -227,6 +237,7 @@ __all__ = [
     "crux_literal",
     "extractor",
     "first_json_object",
+    "json_answer",
     "json_answer_field",
     "json_number",
     "last_number",

@@ -19,6 +19,7 @@ from rede.errors import ConfigError, RedeError
 from rede.evals.bbh import BBH
 from rede.evals.datasets import BENCHMARKS
 from rede.evals.harness import BenchSummary, run_bbh
+from rede.evals.mix_cli import mix
 from rede.evals.qa import QASummary, run_qa
 from rede.evals.report import compare, slug
 from rede.evals.systems import SOURCE_WORDS, ModelSystem, NetworkSystem, System
@@ -355,6 +356,8 @@ def _qa_command(name: str, data_help: str, doc: str) -> None:
 
 for _name, (_data_help, _doc) in QA_COMMANDS.items():
     _qa_command(_name, _data_help, _doc)
+
+bench_app.command("mix")(mix)
 
 
 @bench_app.command("compare")

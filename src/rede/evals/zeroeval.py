@@ -60,9 +60,11 @@ class ZeroEvalTask:
 
     def _read(self) -> list[Question]:
         found: dict[str, Question] = {}
+        self._recorded_by: dict[str, int] = {}
         for file in self.files:
             for n, item in enumerate(self._records(file)):
                 qid = str(item.get("id"))
+                self._recorded_by[qid] = self._recorded_by.get(qid, 0) + 1
                 if qid not in found:
                     found[qid] = self._question(len(found), qid, item, file, n)
         if not found:
@@ -98,6 +100,11 @@ class ZeroEvalTask:
 
     def questions(self, limit: int | None = None) -> list[Question]:
         return self._questions[:limit]
+
+    def common_questions(self) -> list[Question]:
+        """The questions that every file read recorded."""
+        every = len(self.files)
+        return [q for q in self._questions if self._recorded_by[q.id] == every]
 
     def prompt(self, question: Question) -> str:
         return ZEROEVAL_PROMPT.format(question=question.text)
