@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from networks import (  # noqa: E402
+from networks import (
     ROOT,
     SHARED,
     Answers,
@@ -35,8 +35,8 @@ from networks import (  # noqa: E402
     workload,
 )
 
-from rede.evals.classifier import DomainClassifier  # noqa: E402
-from rede.evals.mix import DOMAINS, SEED, MixedWorkload  # noqa: E402
+from rede.evals.classifier import DomainClassifier
+from rede.evals.mix import DOMAINS, SEED, MixedWorkload
 
 HERE = Path(__file__).resolve().parent
 BUDGET = {"llama31-70b": 1.0, "gpt-4o": 0.30}
@@ -129,9 +129,7 @@ def classifier_cv(work: MixedWorkload, folds: int = 5) -> float:
     for k in range(folds):
         held = set(order[k::folds])
         train = [items[i] for i in order if i not in held]
-        clf = DomainClassifier.train(
-            [work.prompt(it) for it in train], [it.domain for it in train]
-        )
+        clf = DomainClassifier.train([work.prompt(it) for it in train], [it.domain for it in train])
         right += sum(clf.classify(work.prompt(items[i]))[0] == items[i].domain for i in held)
     return 100 * right / len(items)
 
@@ -157,23 +155,27 @@ def main() -> None:
         chosen["networks"][name] = picks
         conf = routed_network(
             name,
-            f"dispatcher routes by domain to small specialists; two that disagree escalate to {big}",
+            f"dispatcher routes by domain to small specialists; a pair that disagrees asks {big}",
             {d: picks[d]["first"] for d in DOMAINS},
             {d: picks[d]["escalate"] for d in DOMAINS},
-            "../../shared/data",
+            "../benchmarks/mix/replay",
         )
         head = (
             f"# Chosen on the dev split by benchmarks/mix/choose.py (do not edit by hand).\n"
             f"# rede bench mix --network examples/{name}.yaml --split test\n"
         )
-        (ROOT / "examples" / f"{name}.yaml").write_text(head + yaml.safe_dump(conf, sort_keys=False))
+        (ROOT / "examples" / f"{name}.yaml").write_text(
+            head + yaml.safe_dump(conf, sort_keys=False)
+        )
     chosen["classifier"] = {
         "kind": "multinomial naive Bayes on request tokens (rede.evals.classifier)",
         "trained_on": "the dev split's request texts (rede bench mix trains it so)",
         "dev_cv5_accuracy_pct": round(classifier_cv(work), 2),
     }
     text = yaml.safe_dump(chosen, sort_keys=False)
-    (HERE / "chosen.yaml").write_text("# Written by benchmarks/mix/choose.py from dev only.\n" + text)
+    (HERE / "chosen.yaml").write_text(
+        "# Written by benchmarks/mix/choose.py from dev only.\n" + text
+    )
     print(text)
 
 

@@ -84,11 +84,12 @@ def routed_network(
     what: str,
     first: dict[str, list[str]],
     escalate: dict[str, str | None],
-    data_rel: str,
+    replay_rel: str,
 ) -> dict[str, Any]:
     """A dispatcher (the ``dispatch`` tool) and, per domain, one small specialist, or two
-    that must agree, else the domain's escalation model. ``data_rel``: the shared data
-    folder as the YAML's own folder reaches it."""
+    that must agree, else the domain's escalation model. ``replay_rel``: :data:`REPLAY`
+    as the YAML's own folder reaches it. Each specialist replays its model's
+    recordings of all three datasets (:data:`REPLAY`)."""
     models = catalogue()
     conf: dict[str, Any] = {
         "name": name,
@@ -103,30 +104,40 @@ def routed_network(
         members = [*first[domain], *([big] if big else [])]
         for m in members:
             key = f"{domain}-{m}"
-            spec = f"replay:{data_rel}/{FOLDERS[domain]}/outputs/{models[m]['files'][domain]}"
-            conf["models"][key] = {"spec": spec, "price": price(models[m])}
+            replay_folder(m)
+            conf["models"][key] = {"spec": f"replay:{replay_rel}/{m}", "price": price(models[m])}
             conf["agents"].append({"name": key, "capabilities": [domain], "model": key})
         if big is None:
             continue  # one specialist: nothing to compare
         conf["routing"]["agreement"][domain] = {
             "answer": ANSWER[domain],
             "tiers": [
-                {"agents": [f"{domain}-{m}" for m in first[domain]], "min_agree": len(first[domain])},
+                {
+                    "agents": [f"{domain}-{m}" for m in first[domain]],
+                    "min_agree": len(first[domain]),
+                },
                 {"agents": [f"{domain}-{big}"]},
             ],
         }
     return conf
 
 
-def replay_folder(out: Path, key: str, data: Path = SHARED) -> Path:
-    """A folder of links to one model's three recordings: a replayed generalist."""
+REPLAY = HERE / "replay"
+"""One folder per model of links to its recordings of each dataset (relative links into
+``../shared/data``): the replayed model answers whatever dataset a request comes from, as
+the real model did when ZeroEval ran it, so a misrouted question gets that model's answer."""
+
+
+def replay_folder(key: str) -> Path:
+    """The folder of links to one model's recordings (made if missing)."""
     entry = catalogue()[key]
-    folder = out / "replay" / key
+    folder = REPLAY / key
     folder.mkdir(parents=True, exist_ok=True)
-    for domain in entry["files"]:
+    for domain, file in entry["files"].items():
         link = folder / f"{domain}.json"
-        if not link.exists():
-            os.symlink(recording(data, domain, entry), link)
+        target = Path("../../../../..") / "shared" / "data" / FOLDERS[domain] / "outputs" / file
+        if not link.is_symlink():
+            os.symlink(target, link)
     return folder
 
 
@@ -141,13 +152,16 @@ def generalist_network(
         "name": name,
         "description": f"{what} (replayed from recorded outputs)",
         "models": {
-            m: {"spec": f"replay:{replay_folder(out, m)}", "price": price(models[m])}
-            for m in members
+            m: {"spec": f"replay:{replay_folder(m)}", "price": price(models[m])} for m in members
         },
         "agents": [{"name": m, "capabilities": ["solve"], "model": m} for m in members],
         "routing": {
             "agreement": {
-                "solve": {"answer": "json_answer", "tiers": tiers, "on_disagreement": on_disagreement}
+                "solve": {
+                    "answer": "json_answer",
+                    "tiers": tiers,
+                    "on_disagreement": on_disagreement,
+                }
             }
         },
         "limits": {"step_retries": 0, "max_steps": 10},

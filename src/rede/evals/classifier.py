@@ -1,8 +1,8 @@
 """A light domain classifier for a dispatcher: multinomial naive Bayes on the request's tokens.
 
 Trained on request texts with their domain (the dev split of a workload), it names the domain
-of a new request from its text alone. Tokens are lower-cased words, numbers and the
-punctuation that tells domains apart (``$``, ``\\``, ``{``, ``[python]``...). Add-one
+of a new request from its text alone. Features are the set of a request's lower-cased words,
+numbers and punctuation (``$``, ``\\``, ``{``, ``[python]``...) and a TeX marker. Add-one
 smoothing; no dependency beyond the standard library; the trained model is plain JSON
 (:meth:`DomainClassifier.to_json`), so a run's classifier can be kept beside its results.
 
@@ -26,15 +26,18 @@ from rede.errors import ConfigError
 from rede.protocol.messages import Task
 
 _TOKEN = re.compile(r"\[/?python\]|[a-z]+|\d+|[^\sa-z\d]", re.IGNORECASE)
+_LATEX = re.compile(r"\$[^$]*[a-zA-Z\\^_{}][^$]*\$|\\[a-zA-Z]+|\$\d+\$")
+"""TeX in a request: ``$x^2$``, ``\\frac``, ``$7$`` (a dollar amount is ``$7`` alone)."""
 
 
 def tokens(text: str) -> list[str]:
-    """The features of a request: its words, numbers (as ``<num>`` and their length) and
-    symbols."""
-    out: list[str] = []
-    for tok in _TOKEN.findall(text.lower()):
-        out.append(f"<num{min(len(tok), 5)}>" if tok.isdigit() else tok)
-    return out
+    """The features of a request: the set of its words, numbers (``<numN>``, N their length
+    up to 5) and symbols, and ``<latex>`` when it holds TeX. A set, not counts: a long word
+    problem should not outvote one ``$\\frac{1}{2}$``."""
+    found = {f"<num{min(len(t), 5)}>" if t.isdigit() else t for t in _TOKEN.findall(text.lower())}
+    if _LATEX.search(text):
+        found.add("<latex>")
+    return sorted(found)
 
 
 class DomainClassifier:

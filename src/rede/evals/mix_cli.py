@@ -111,8 +111,8 @@ def mix(
     if classifier is not None:
         write_atomically(folder / "classifier.json", classifier.to_json() + "\n")
     print_summary(summary, folder)
-    if summary.errors:
-        raise typer.Exit(1)
+    if summary.errors > summary.failed_misrouted:
+        raise typer.Exit(1)  # failures other than misrouted questions: not a clean run
 
 
 def print_summary(s: MixSummary, folder: Path) -> None:
@@ -134,8 +134,18 @@ def print_summary(s: MixSummary, folder: Path) -> None:
     )  # fmt: skip
     console.print(table)
     console.print(f"source: [bold]{SOURCE_WORDS.get(s.source, s.source)}[/bold]")
-    if s.errors:
-        err.print(f"[yellow]{s.errors} question(s) failed and count as wrong[/yellow]")
+    routed = "n/a (no dispatcher)" if s.misrouted_pct is None else f"{s.misrouted_pct:.2f}%"
+    console.print(f"misrouted: {routed}")
+    if s.failed_misrouted:
+        err.print(
+            f"[yellow]{s.failed_misrouted} misrouted question(s) reached a specialist with no "
+            "recording of their dataset: counted wrong (and misrouted)[/yellow]"
+        )
+    if s.errors > s.failed_misrouted:
+        err.print(
+            f"[yellow]{s.errors - s.failed_misrouted} question(s) failed and count as wrong; "
+            f"their errors are in {folder}/<domain>.jsonl[/yellow]"
+        )
     console.print(f"results: {folder}/summary.json")
 
 

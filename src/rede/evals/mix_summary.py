@@ -30,6 +30,9 @@ class DomainFigures(BaseModel):
     """Answered at the first tier (not escalated) and wrong: wrong with confidence."""
     misrouted: int | None
     errors: int
+    failed_misrouted: int = 0
+    """Failed questions that were misrouted: sent to a specialist whose replayed model has
+    no recording of that dataset (counted wrong, and misrouted)."""
 
 
 class MixSummary(BaseModel):
@@ -47,6 +50,7 @@ class MixSummary(BaseModel):
     misrouted_pct: float | None
     """Routed networks only: percent of questions sent to another domain's specialists."""
     errors: int
+    failed_misrouted: int
     tokens_estimated: bool
     by_domain: dict[str, DomainFigures]
     by_agent: dict[str, float]
@@ -59,6 +63,14 @@ def routed_to(rec: ExampleRecord, routes: dict[str, set[str]]) -> set[str]:
     return {d for d, names in routes.items() if names & set(rec.agents)}
 
 
+def failed_elsewhere(rec: ExampleRecord, routes: dict[str, set[str]]) -> bool:
+    """A failed question whose error names only agents of other domains than its own."""
+    if rec.error is None:
+        return False
+    named = {d for d, names in routes.items() for a in names if f"{a}:" in rec.error}
+    return bool(named) and rec.task not in named
+
+
 def model_calls(rec: ExampleRecord) -> int:
     return sum(u.calls for u in rec.agents.values() if u.source != "tool")
 
@@ -67,7 +79,12 @@ def _figures(recs: Sequence[ExampleRecord], routes: dict[str, set[str]] | None) 
     n = len(recs)
     ok = [r for r in recs if r.error is None]
     correct = sum(r.correct for r in recs)
-    misrouted = sum(routed_to(r, routes) != {r.task} for r in ok) if routes is not None else None
+    failed_misrouted = sum(failed_elsewhere(r, routes) for r in recs) if routes else 0
+    misrouted = (
+        sum(routed_to(r, routes) != {r.task} for r in ok) + failed_misrouted
+        if routes is not None
+        else None
+    )
     return DomainFigures(
         n=n,
         correct=correct,
@@ -78,6 +95,7 @@ def _figures(recs: Sequence[ExampleRecord], routes: dict[str, set[str]] | None) 
         wrong_unescalated=sum(not r.escalated and not r.correct for r in ok),
         misrouted=misrouted,
         errors=n - len(ok),
+        failed_misrouted=failed_misrouted,
     )
 
 
@@ -110,6 +128,7 @@ def summarise_mix(
         escalated_pct=every.escalated_pct,
         misrouted_pct=100.0 * every.misrouted / n if every.misrouted is not None and n else None,
         errors=every.errors,
+        failed_misrouted=every.failed_misrouted,
         tokens_estimated=any(r.usage.estimated for r in records),
         by_domain={d: _figures([r for r in records if r.task == d], routes) for d in domains},
         by_agent={
