@@ -142,7 +142,7 @@ def replay_folder(key: str) -> Path:
 
 
 def generalist_network(
-    name: str, what: str, tiers: list[dict[str, Any]], on_disagreement: str, out: Path
+    name: str, what: str, tiers: list[dict[str, Any]], on_disagreement: str
 ) -> dict[str, Any]:
     """Models that answer every request (no dispatcher), compared as text (``json_answer``):
     the GSM8K-style cascade or a majority vote, blind to the domain."""
