@@ -156,15 +156,17 @@ async def check_recordings(system: System, workload: MixedWorkload, items: list[
     """Every replayed model holds a recording of each question it may be asked: a routed
     network's specialists those of their domain, any other model every question."""
     served = routes(system)
-    owner: dict[str, str] = {}
+    owner: dict[str, set[str]] = {}
     if served is not None and isinstance(system, NetworkSystem):
         by_agent = {a.name: a.model for a in system.config.agents if a.model is not None}
-        owner = {by_agent[a]: d for d, names in served.items() for a in names if a in by_agent}
+        for domain, names in served.items():
+            for agent in names & set(by_agent):
+                owner.setdefault(by_agent[agent], set()).add(domain)
     for name, model in (await system.models()).items():
         if not isinstance(model, ReplayModel):
             continue
         for item in items:
-            if owner.get(name, item.domain) != item.domain:
+            if item.domain not in owner.get(name, {item.domain}):
                 continue
             try:
                 model.lookup(workload.prompt(item))
