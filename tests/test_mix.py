@@ -198,10 +198,13 @@ def test_cli_runs_the_test_split_and_prints_the_table(tmp_path: Path) -> None:
         app,
         ["bench", "mix", "--network", str(routed_yaml(tmp_path)), "--split", "test",
          "--gsm8k", str(DATA["gsm8k"]), "--math", str(DATA["math"]), "--crux",
-         str(DATA["crux"]), "--out", str(tmp_path / "out"), "-q"],
+         str(DATA["crux"]), "--out", str(tmp_path / "out"), "--ledger",
+         str(tmp_path / "runs.db"), "-q"],
     )  # fmt: skip
     assert run.exit_code == 0, run.output
     assert "replayed" in run.output and "misrouted" in run.output
     saved = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert saved["split"] == "test" and saved["n"] == 7 + 14 + 14
     assert (tmp_path / "out" / "classifier.json").exists()
+    shown = CliRunner().invoke(app, ["trace", "--ledger", str(tmp_path / "runs.db")])
+    assert shown.exit_code == 0 and "plan" in shown.output and "vote" in shown.output

@@ -38,21 +38,24 @@ def train_classifier(workload: MixedWorkload) -> DomainClassifier:
 
 
 def build_system(
-    workload: MixedWorkload, network: Path | None, model: str | None
+    workload: MixedWorkload, network: Path | None, model: str | None, ledger: Path | None = None
 ) -> tuple[System, DomainClassifier | None]:
-    """The system to run; a routed network gets the dispatcher's classifier as its tool."""
+    """The system to run; a routed network gets the dispatcher's classifier as its tool, and
+    records its runs in ``ledger`` (SQLite, for ``rede trace``) where given."""
     if (network is None) == (model is None):
         raise ConfigError("give --network FILE (a mix network YAML) or --model SPEC")
     if model is not None:
         return ModelSystem.from_spec(model, max_tokens=4096), None
     assert network is not None
-    probe = NetworkSystem(network)
+    options = {"ledger": ledger} if ledger is not None else {}
+    probe = NetworkSystem(network, **options)
     if not any(a.tool == DISPATCH_TOOL for a in probe.config.agents):
         return probe, None
     classifier = train_classifier(workload)
     served = {c for a in probe.config.agents for c in a.capabilities}
     check_domains(classifier, served, f"network {probe.config.name!r}")
-    return NetworkSystem(network, tools=[dispatch_tool(classifier, DISPATCH_TOOL)]), classifier
+    tool = dispatch_tool(classifier, DISPATCH_TOOL)
+    return NetworkSystem(network, tools=[tool], **options), classifier
 
 
 def mix(
@@ -80,6 +83,10 @@ def mix(
         Path | None,
         typer.Option("--out", help="Results folder (default: bench/mix-<system>-<split>)"),
     ] = None,
+    ledger: Annotated[
+        Path | None,
+        typer.Option("--ledger", help="Record every run in this SQLite ledger (rede trace)"),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar")] = False,
 ) -> None:
     """The mixed workload (GSM8K, MATH level 5, CRUXEval interleaved, no labels) through one
@@ -88,7 +95,7 @@ def mix(
         if split not in ("dev", "test"):
             raise ConfigError(f"unknown split {split!r}; choose dev or test")
         workload = MixedWorkload.from_paths(gsm8k, math, crux)
-        system, classifier = build_system(workload, network, model)
+        system, classifier = build_system(workload, network, model, ledger)
     except RedeError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
