@@ -13,6 +13,16 @@ the score that benchmark publishes:
   answer, compared as a number.
 - ``choice`` (MMLU-Pro as its ``compute_accuracy.py`` scores it): ``answer is (X)``, else
   the last ``Answer: X``, else the last letter A-J in the text.
+- ``math_number`` (MATH level 5 as ZeroEval's ``math_eval.py`` scores it): the ``answer``
+  field as for ``json_number``; ``$`` and ``,`` dropped,
+  an answer holding ``/`` evaluated as arithmetic where it is arithmetic, and the first
+  number kept (``\\frac{3}{4}`` is ``3``, as ZeroEval compares it), compared as a number.
+- ``crux_literal`` (CRUXEval as ZeroEval's ``crux_eval.py`` scores it): the ``answer``
+  field as for ``json_number``, quotes stripped from both ends and newlines written ``\\n``;
+  compared as an exact string with the gold literal, its quotes stripped too.
+- ``json_answer``: the ``answer`` field as for ``json_number``, quotes stripped from both
+  ends and whitespace collapsed: what any of these tasks answered, compared as text (for a
+  network that does not know which task a request is).
 - ``last_number``: the last number in the text.
 - ``text``: the whole text, whitespace collapsed and lower-cased.
 
@@ -106,6 +116,74 @@ def json_number(text: str) -> str | None:
     return None if raw is None else canonical_number(raw)
 
 
+def _arithmetic(text: str) -> float | None:
+    """An arithmetic expression's value (numbers, + - * / ** %, parentheses), else None."""
+    import ast
+
+    def walk(node: ast.AST) -> float:
+        if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+            return float(node.value)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+            value = walk(node.operand)
+            return -value if isinstance(node.op, ast.USub) else value
+        if isinstance(node, ast.BinOp) and isinstance(
+            node.op, ast.Add | ast.Sub | ast.Mult | ast.Div | ast.FloorDiv | ast.Mod | ast.Pow
+        ):
+            left, right = walk(node.left), walk(node.right)
+            if isinstance(node.op, ast.Pow) and (abs(right) > 64 or abs(left) > 10**6):
+                raise ValueError("power too large")
+            ops = {ast.Add: float.__add__, ast.Sub: float.__sub__, ast.Mult: float.__mul__,
+                   ast.Div: float.__truediv__, ast.FloorDiv: float.__floordiv__,
+                   ast.Mod: float.__mod__, ast.Pow: float.__pow__}  # fmt: skip
+            result = ops[type(node.op)](left, right)
+            if not isinstance(result, float):
+                raise ValueError("not a real number")
+            return result
+        raise ValueError("not arithmetic")
+
+    try:
+        return walk(ast.parse(text, mode="eval").body)
+    except (SyntaxError, ValueError, TypeError, ZeroDivisionError, OverflowError, RecursionError):
+        return None
+
+
+def math_answer_number(raw: str) -> str | None:
+    """ZeroEval's ``sanitize_math_answers`` then its first number, canonical; None without."""
+    text = raw.replace("$", "").strip().replace(",", "")
+    if "/" in text:
+        value = _arithmetic(text)
+        if value is not None:
+            text = str(value)
+    match = _NUMBER.search(text)
+    if match is None:
+        return None
+    number = float(match.group())
+    return str(int(number)) if number.is_integer() else repr(number)
+
+
+def math_number(text: str) -> str | None:
+    """MATH level 5 as ZeroEval scores it (see the module docstring)."""
+    raw = json_answer_field(text)
+    return None if raw is None else math_answer_number(raw)
+
+
+def crux_literal(text: str) -> str | None:
+    """CRUXEval as ZeroEval scores it (see the module docstring)."""
+    raw = json_answer_field(text)
+    return None if raw is None else crux_gold(raw).replace("\n", "\\n")
+
+
+def json_answer(text: str) -> str | None:
+    """The raw JSON ``answer`` as text (see the module docstring)."""
+    raw = json_answer_field(text)
+    return None if raw is None else " ".join(raw.strip().strip("'\"").split())
+
+
+def crux_gold(literal: str) -> str:
+    """A gold CRUXEval literal as ZeroEval compares it: quotes stripped from both ends."""
+    return literal.strip("'\"")
+
+
 def choice(text: str) -> str | None:
     """MMLU-Pro as its published ``compute_accuracy.py`` scores it: a letter A-J."""
     for pattern in (_ANSWER_IS, _ANSWER_COLON):
@@ -132,6 +210,9 @@ EXTRACTORS: dict[str, Extractor] = {
     "json_number": json_number,
     "choice": choice,
     "last_number": last_number,
+    "math_number": math_number,
+    "json_answer": json_answer,
+    "crux_literal": crux_literal,
     "text": plain_text,
 }
 """By name, as networks (``routing.agreement.<capability>.answer``) and benchmarks name them."""
@@ -152,10 +233,15 @@ __all__ = [
     "Extractor",
     "canonical_number",
     "choice",
+    "crux_gold",
+    "crux_literal",
     "extractor",
     "first_json_object",
+    "json_answer",
     "json_answer_field",
     "json_number",
     "last_number",
+    "math_answer_number",
+    "math_number",
     "plain_text",
 ]

@@ -19,12 +19,15 @@ from rede.errors import ConfigError, RedeError
 from rede.evals.bbh import BBH
 from rede.evals.datasets import BENCHMARKS
 from rede.evals.harness import BenchSummary, run_bbh
+from rede.evals.mix_cli import mix
 from rede.evals.qa import QASummary, run_qa
 from rede.evals.report import compare, slug
 from rede.evals.systems import SOURCE_WORDS, ModelSystem, NetworkSystem, System
+from rede.evals.zeroeval import ZEROEVAL_BENCHMARKS
 
 bench_app = typer.Typer(
-    help="Benchmark models and networks on BIG-Bench Hard, GSM8K and MMLU-Pro (accuracy, "
+    help="Benchmark models and networks on BIG-Bench Hard, GSM8K, MMLU-Pro, MATH level 5, "
+    "CRUXEval and a mixed workload (accuracy, "
     "latency, tokens, cost, calls, escalations, messages).",
     no_args_is_help=True,
     add_completion=False,
@@ -228,7 +231,7 @@ def _qa(
                 "give --model SPEC (e.g. replay:PATH) or --network FILE"
                 + (" (with --network, --model needs --base-url)" if network and model else "")
             )
-        bench = BENCHMARKS[bench_name](data)
+        bench = {**BENCHMARKS, **ZEROEVAL_BENCHMARKS}[bench_name](data)
         system: System = (
             NetworkSystem(network, base_url=base_url, model=model)
             if network is not None
@@ -310,7 +313,21 @@ QA_COMMANDS = {
         "MMLU-Pro questions: a JSON list (test set or model_outputs_*.json) or a folder of them",
         "MMLU-Pro with its chain-of-thought prompt (zero-shot) and its scoring; resumable.",
     ),
+    "math-l5": (
+        "ZeroEval's MATH level 5 outputs: the folder (e.g. ../shared/data/zeroeval-math-l5) "
+        "or one model's file (its questions only)",
+        "MATH level 5 with ZeroEval's prompt and scoring; resumable (same --out).",
+    ),
+    "crux": (
+        "ZeroEval's CRUXEval outputs: the folder (e.g. ../shared/data/zeroeval-crux) or one "
+        "model's file",
+        "CRUXEval (output prediction) with ZeroEval's prompt and scoring; resumable.",
+    ),
 }
+
+
+QA_MAX_TOKENS = {"math-l5": 4096, "crux": 4096}
+"""Completion limits other than 1,024: what ZeroEval's runs allowed (its ``max_tokens``)."""
 
 
 def _qa_command(name: str, data_help: str, doc: str) -> None:
@@ -324,7 +341,7 @@ def _qa_command(name: str, data_help: str, doc: str) -> None:
         concurrency: ConcurrencyOpt = 8,
         out: QAOutOpt = None,
         base_url: BaseUrlOpt = None,
-        max_tokens: MaxTokensOpt = 1024,
+        max_tokens: MaxTokensOpt = QA_MAX_TOKENS.get(name, 1024),
         quiet: QuietOpt = False,
     ) -> None:
         _qa(name, data, model, network, limit, concurrency, out, base_url, max_tokens, quiet)
@@ -339,6 +356,8 @@ def _qa_command(name: str, data_help: str, doc: str) -> None:
 
 for _name, (_data_help, _doc) in QA_COMMANDS.items():
     _qa_command(_name, _data_help, _doc)
+
+bench_app.command("mix")(mix)
 
 
 @bench_app.command("compare")

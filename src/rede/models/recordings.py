@@ -6,7 +6,8 @@ Three published formats are read, told apart by their shape:
   prompt>, "prediction": <completion>}, ...]}``. Served to a prompt that equals or contains the
   recorded input (see :mod:`rede.models.replay`).
 - **ZeroEval** (``result_dirs/<task>/<model>.json``, e.g. its GSM8K results): a JSON list of
-  ``{"id", "question", "chat_history": [<prompt>], "output": [<reply>], "generator", ...}``.
+  ``{"id", "question", "chat_history": [<prompt>], "output": [<reply>], "generator", ...}``
+  (MATH level 5 names the question ``problem``).
   Served to any prompt that contains the question.
 - **MMLU-Pro** (``eval_results/model_outputs_<model>_5shots.json``): a JSON list of
   ``{"question_id", "question", "options": [...], "answer", "answer_index", "category",
@@ -75,7 +76,7 @@ def load_recordings(file: Path) -> list[Recording]:
         return _bbh(file, data["outputs"])
     if isinstance(data, list) and data and isinstance(data[0], dict):
         first = data[0]
-        if "output" in first and "question" in first:
+        if "output" in first and ("question" in first or "problem" in first):
             return _zeroeval(file, data)
         if "question_id" in first and "options" in first:
             return _mmlu_pro(file, data)
@@ -119,20 +120,20 @@ def _zeroeval(file: Path, items: list[Any]) -> list[Recording]:
     recordings: list[Recording] = []
     for i, item in enumerate(items):
         output = item.get("output") if isinstance(item, dict) else None
+        question = item.get("question", item.get("problem")) if isinstance(item, dict) else None
         if not (
-            isinstance(item, dict)
-            and isinstance(item.get("question"), str)
+            isinstance(question, str)
             and isinstance(output, list)
             and output
             and isinstance(output[0], str)
         ):
-            raise _bad(file, i, "a string 'question' and an 'output' list of strings")
+            raise _bad(file, i, "a string 'question' (or 'problem') and an 'output' list")
         history = item.get("chat_history")
         prompt = history[0] if isinstance(history, list) and history else None
         generator = item.get("generator")
         recordings.append(
             Recording(
-                input=item["question"],
+                input=question,
                 prediction=output[0],
                 file=str(file),
                 contained=True,
