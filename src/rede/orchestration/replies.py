@@ -7,7 +7,10 @@ on Redis, a connection per run: 150 concurrent runs exhausted the connection poo
 the registry's reader and lost runs. The reader and the topic live while any run does; the
 last run to end deletes the topic, so a reply to an ended run is dropped as before.
 
-A result or critique completes the call waiting for its ``(step, attempt)``; one that no
+A result or critique counts only from a live replica of the agent its ``(step, attempt)``
+was routed to (its registry card names that agent), whatever its signature: any other is
+recorded as ``reply_rejected`` and ignored, so a forged reply never replaces an output.
+One from the routed agent completes the call waiting for its ``(step, attempt)``; one that no
 call waits for any more (late, or delivered twice) is recorded and its usage booked, never
 used as an answer. A dead-lettered task fails its attempt at once; a redelivery is recorded;
 an agent's question to another capability (``input_request``) is answered as a sub-step.
@@ -129,7 +132,21 @@ def read_reply(s: RunState, calls: Calls, env: Envelope) -> None:
 
 
 def _reply(s: RunState, env: Envelope, payload: Result | Critique) -> None:
-    future = s.futures.get((env.step_id or "", env.attempt))
+    key = (env.step_id or "", env.attempt)
+    sent = s.sent_to.get(key)
+    if sent is None or not s.services.registry.replica_of(env.sender, sent[0].agent):
+        # not from the agent this attempt went to (or its replicas): never an answer
+        routed = sent[0].agent if sent is not None else None
+        s.decide(
+            "reply_rejected",
+            step=env.step_id,
+            attempt=env.attempt,
+            sender=env.sender,
+            routed_to=routed,
+            reason="the reply did not come from the agent routed to",
+        )
+        return
+    future = s.futures.get(key)
     if future is not None and not future.done():
         future.set_result(payload)
     else:

@@ -200,6 +200,11 @@ class Registry:
     def is_live(self, name: str) -> bool:
         return any(c.name == name for c in self.cards())
 
+    def replica_of(self, agent_id: str, name: str) -> bool:
+        """Whether ``agent_id`` is a live replica of agent ``name`` (its card says so)."""
+        known = self._cards.get(agent_id)
+        return known is not None and known[0].name == name
+
     async def wait_for(self, predicate: Callable[[Registry], bool], timeout: float) -> None:
         """Wait until ``predicate(self)`` holds (checked on every change); TimeoutError after."""
         async with asyncio.timeout(timeout):
