@@ -18,9 +18,7 @@ from rede.protocol.topics import Topic
 Handler = Callable[[ModelRequest], Any]
 
 
-def network(
-    handlers: dict[str, Handler], bus: Bus | str | None = None, **conf: Any
-) -> Network:
+def network(handlers: dict[str, Handler], bus: Bus | str | None = None, **conf: Any) -> Network:
     """One research agent per handler (model name = agent name), scripted."""
     models = {name: ScriptedModel(fn, name=name) for name, fn in handlers.items()}
     data: dict[str, Any] = {

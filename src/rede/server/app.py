@@ -24,7 +24,15 @@ from starlette.middleware.cors import CORSMiddleware
 
 from rede import ConfigError, Network, __version__
 from rede.server import a2a, openai_api, runs_api
-from rede.server.http import AccessLog, APIError, BearerAuth, BodyLimit, error_response
+from rede.server.http import (
+    AccessLog,
+    APIError,
+    BearerAuth,
+    BodyLimit,
+    FailureLimit,
+    error_response,
+)
+from rede.server.jsonrpc import JsonRpcGuard
 from rede.server.metrics import CONTENT_TYPE, Metrics
 from rede.server.runs import (
     AtCapacity,
@@ -44,6 +52,11 @@ PUBLIC_PREFIXES = ("/web/", "/.well-known/", "/docs/")
 
 def _public(path: str) -> bool:
     return path in PUBLIC or path.startswith(PUBLIC_PREFIXES) or path.endswith("agent-card.json")
+
+
+def _jsonrpc(path: str) -> bool:
+    """The A2A JSON-RPC endpoints (``/a2a/<network>``), not their agent cards."""
+    return path.startswith("/a2a/") and path.count("/") == 2
 
 
 def _by_name(networks: Sequence[Network]) -> dict[str, Network]:
@@ -196,7 +209,16 @@ def create_app(
         metrics.http_seconds.labels(method, route).observe(seconds)
 
     # outermost last: access log, CORS (so errors carry its headers), body limit, keys
-    app.add_middleware(BearerAuth, keys=settings.api_keys, public=_public)
+    app.add_middleware(JsonRpcGuard, guarded=_jsonrpc)
+    limit = FailureLimit(settings.auth_max_failures, settings.auth_window_s)
+    counted = metrics.auth_refused.labels
+    app.add_middleware(
+        BearerAuth,
+        keys=settings.api_keys,
+        public=_public,
+        limit=limit,
+        counted=lambda reason: counted(reason).inc(),
+    )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(

@@ -95,6 +95,12 @@ class Metrics:
             ["method", "route"],
             registry=r,
         )
+        self.auth_refused = Counter(
+            "rede_auth_refused",
+            "Requests refused for their API key: missing, invalid, or limited (429).",
+            ["reason"],
+            registry=r,
+        )
         r.register(_Live(runs))
 
     def run_finished(self, run: ServedRun) -> None:
