@@ -9,10 +9,15 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from rede.bus import Bus
+import redis.asyncio as aioredis
+
+from conftest import RedisServer
+from rede.bus import Bus, BusOptions
+from rede.bus.redis import RedisBus
 from rede.models import ModelRequest, ScriptedModel
 from rede.network import Network
-from rede.protocol.messages import Envelope, Result, Task
+from rede.protocol.codec import Codec
+from rede.protocol.messages import AgentCard, Envelope, Heartbeat, Result, Task
 from rede.protocol.topics import Topic
 
 Handler = Callable[[ModelRequest], Any]
@@ -112,3 +117,53 @@ async def test_a_result_from_another_real_agent_is_not_an_answer_to_this_attempt
     assert result.answer == "the routed agent's answer"
     (rejected,) = [d for d in result.decisions if d["name"] == "reply_rejected"]
     assert rejected["sender"] == other.id and rejected["routed_to"] == spies[caught]
+
+
+# --------------------------------------------------------------------------- dead letters
+
+
+def _heartbeat(agent: str) -> Envelope:
+    card = AgentCard(id=agent, name=agent.split("-")[0], capabilities=["research"])
+    return Envelope(sender=agent, payload=Heartbeat(card=card))
+
+
+async def test_a_forged_entry_read_by_many_processes_is_dead_lettered_once(
+    redis_server: RedisServer,
+) -> None:
+    namespace = redis_server.namespace()
+    signed = BusOptions(signing_key="the-networks-key")
+    readers = [RedisBus(redis_server.url, signed, namespace=namespace) for _ in range(3)]
+    try:
+        subs = [await bus.subscribe(Topic.registry()) for bus in readers]
+        forger = Codec(signing_key="a-guess")
+        for n in range(20):  # forged heartbeats, as an attacker with write access sends them
+            await readers[0].publish_raw(Topic.registry(), forger.encode(_heartbeat(f"m{n}-x")))
+        await readers[0].publish(Topic.registry(), _heartbeat("real-agent"))
+        for sub in subs:  # every process reads past the 20 forged ones to the real one
+            assert (await sub.receive(timeout=10)).envelope.sender == "real-agent"
+        r = aioredis.Redis.from_url(redis_server.url)
+        assert await r.xlen(namespace + str(Topic.dead())) == 20, "once each, not once per reader"
+        await r.aclose()
+        assert [bus.stats.rejected["signature"] for bus in readers] == [20, 20, 20]
+        assert sum(bus.stats.dead_lettered for bus in readers) == 20
+    finally:
+        for bus in readers:
+            await bus.aclose()
+
+
+async def test_the_dead_letter_stream_is_capped(redis_server: RedisServer) -> None:
+    namespace = redis_server.namespace()
+    bus = RedisBus(redis_server.url, BusOptions(dead_maxlen=10), namespace=namespace)
+    try:
+        sub = await bus.subscribe(Topic.registry())
+        for n in range(500):
+            await bus.publish_raw(Topic.registry(), b'{"not": "an envelope %d"}' % n)
+        await bus.publish(Topic.registry(), _heartbeat("real-agent"))
+        assert (await sub.receive(timeout=10)).envelope.sender == "real-agent"
+        r = aioredis.Redis.from_url(redis_server.url)
+        kept = await r.xlen(namespace + str(Topic.dead()))
+        await r.aclose()
+        # MAXLEN ~ trims whole stream nodes (100 entries each by default): near the cap
+        assert kept < 200 and bus.stats.rejected["malformed"] == 500
+    finally:
+        await bus.aclose()

@@ -90,6 +90,7 @@ class Assembly:
             visibility_timeout_s=b.visibility_timeout_s,
             max_deliveries=b.max_deliveries,
             maxlen=b.maxlen,
+            dead_maxlen=b.dead_maxlen,
             signing_key=key,
             ephemeral_ttl_s=b.ephemeral_ttl_s,
             reconnect_timeout_s=b.reconnect_timeout_s,

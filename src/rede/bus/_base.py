@@ -17,7 +17,11 @@ Semantics, checked by one contract suite (``tests/test_bus_contract.py``) for ev
   or stalled holder loses it.
 - A received message that is malformed, oversized, unsigned or forged is never handed to the
   consumer: it goes to ``rede.dead`` as an ``error`` envelope naming what was wrong, and is
-  counted in ``stats.dead_lettered``.
+  counted in ``stats.rejected`` (by reason) and ``stats.dead_lettered``. It is dead-lettered
+  once, not once per reader: every process reading a fan-out topic (the registry) rejects a
+  forged entry, and only the first to claim it (:meth:`Bus.first_rejection`: Redis
+  ``SET NX`` shared by every process) writes the dead letter. The dead-letter stream keeps
+  at most ``dead_maxlen`` entries, the newest.
 - Ephemeral topics (reply and inbox topics, :attr:`Topic.ephemeral`) belong to their
   subscriber: only ``subscribe`` creates one's stream, a live subscriber keeps it (a group or
   a fan-out one alike), and its owner deletes it when done (the orchestrator its run's reply
@@ -44,6 +48,7 @@ A spawner in any process reads load from it, not from the calls its own process 
 from __future__ import annotations
 
 import abc
+import hashlib
 import logging
 import time
 from collections import Counter, OrderedDict
@@ -66,6 +71,8 @@ class BusOptions:
     max_deliveries: int = 5
     maxlen: int = 10_000
     """Entries retained per topic stream (approximate for Redis)."""
+    dead_maxlen: int = 1_000
+    """Entries retained in the dead-letter stream (``rede.dead``)."""
     signing_key: str | None = None
     ephemeral_ttl_s: float = 3600.0
     """How long an ephemeral topic (reply, inbox) outlives its last live subscriber when no
@@ -83,6 +90,9 @@ class BusOptions:
     def codec(self) -> Codec:
         return Codec(max_bytes=self.max_message_bytes, signing_key=self.signing_key)
 
+    def maxlen_for(self, topic: Topic) -> int:
+        return self.dead_maxlen if topic.kind == "dead" else self.maxlen
+
 
 @dataclass
 class BusStats:
@@ -92,7 +102,9 @@ class BusStats:
     acked: int = 0
     dead_lettered: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
-    """Dead letters by reason code: malformed, too_large, signature, max_deliveries."""
+    """Entries this bus refused, by reason code: malformed, too_large, signature,
+    max_deliveries (each counted by every reader that refused it; ``dead_lettered`` only
+    by the one that wrote the dead letter)."""
     dropped_no_stream: int = 0
     """Publishes to an ephemeral topic whose stream was gone (deleted or expired): dropped,
     as a late reply to a finished run has no one to read it."""
@@ -200,6 +212,7 @@ class Bus(abc.ABC):
         self.codec = self.options.codec()
         self.stats = BusStats()
         self._kept: OrderedDict[str, tuple[Any, float]] = OrderedDict()
+        self._rejections: OrderedDict[str, None] = OrderedDict()
 
     @property
     @abc.abstractmethod
@@ -328,9 +341,25 @@ class Bus(abc.ABC):
             ),
         )
 
+    async def first_rejection(self, digest: str) -> bool:
+        """Whether this reader is the first to reject the entry ``digest`` names (a hash of
+        its topic and bytes); the default remembers the last ``KEPT_IN_PROCESS`` in this
+        process, which is every reader of an in-process bus."""
+        seen = self._rejections
+        if digest in seen:
+            return False
+        seen[digest] = None
+        while len(seen) > KEPT_IN_PROCESS:
+            seen.popitem(last=False)
+        return True
+
     async def _dead_letter(self, topic: Topic, raw: bytes, code: str, reason: str) -> None:
-        self.stats.dead_lettered += 1
         self.stats.rejected[code] += 1
+        if code != "max_deliveries":  # an entry given up on is acknowledged by one reader
+            digest = hashlib.sha256(f"{topic}\0".encode() + raw).hexdigest()[:32]
+            if not await self.first_rejection(digest):
+                return  # another reader of the same entry dead-lettered it already
+        self.stats.dead_lettered += 1
         envelope = self.dead_letter_envelope(topic, raw, code, reason)
         await self.publish_raw(Topic.dead(), self.codec.encode(envelope))
 

@@ -257,6 +257,8 @@ class BusConfig(_Conf):
     max_deliveries: int = Field(5, ge=1)
     maxlen: int = Field(10_000, ge=100)
     """Entries kept per topic stream (Redis trims with ``MAXLEN ~``); older ones are dropped."""
+    dead_maxlen: int = Field(1_000, ge=10)
+    """Entries kept in the dead-letter stream ``rede.dead`` (Redis), the newest."""
     signing_key_env: str | None = None
     """Name of an environment variable that holds the shared HMAC signing key."""
     ephemeral_ttl_s: float = Field(3600, gt=0)
