@@ -54,12 +54,15 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Self
+from typing import TYPE_CHECKING, Any, NamedTuple, Self
 
 from rede.errors import ProtocolError
 from rede.protocol.codec import DEFAULT_MAX_MESSAGE_BYTES, Codec, lenient_text
 from rede.protocol.messages import AgentCard, Envelope, ErrorPayload
 from rede.protocol.topics import Topic
+
+if TYPE_CHECKING:
+    from rede.protocol.identity import KeySet
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +77,8 @@ class BusOptions:
     dead_maxlen: int = 1_000
     """Entries retained in the dead-letter stream (``rede.dead``)."""
     signing_key: str | None = None
+    keys: KeySet | None = None
+    """Per-agent identities: each envelope signed by its sender's key (see ``identity``)."""
     ephemeral_ttl_s: float = 3600.0
     """How long an ephemeral topic (reply, inbox) outlives its last live subscriber when no
     one deletes it (its owner was killed); live subscribers renew it, publishes never do."""
@@ -88,7 +93,7 @@ class BusOptions:
             raise ValueError(f"ephemeral_ttl_s must be > 0, not {self.ephemeral_ttl_s!r}")
 
     def codec(self) -> Codec:
-        return Codec(max_bytes=self.max_message_bytes, signing_key=self.signing_key)
+        return Codec(max_bytes=self.max_message_bytes, signing_key=self.signing_key, keys=self.keys)
 
     def maxlen_for(self, topic: Topic) -> int:
         return self.dead_maxlen if topic.kind == "dead" else self.maxlen

@@ -261,6 +261,12 @@ class BusConfig(_Conf):
     """Entries kept in the dead-letter stream ``rede.dead`` (Redis), the newest."""
     signing_key_env: str | None = None
     """Name of an environment variable that holds the shared HMAC signing key."""
+    keys: str | None = None
+    """A directory with the keyring and this machine's key files (``rede keys init``): every
+    envelope is signed by its sender's own key (relative to the YAML file)."""
+    insecure: bool = False
+    """Run a shared bus (Redis) unsigned: anyone who can write to it can forge messages.
+    Without it, a network on Redis needs ``keys`` or ``signing_key_env``."""
     ephemeral_ttl_s: float = Field(3600, gt=0)
     """How long a reply or inbox stream outlives its last live subscriber when no one deletes
     it (a killed agent's inbox): live subscribers renew it, publishes never do."""

@@ -261,6 +261,8 @@ class Envelope(_Model):
     deadline: datetime | None = None
     attempt: int = Field(0, ge=0)
     payload: Payload
+    kid: str | None = None
+    """The signer's key id on a bus with per-agent keys (:mod:`rede.protocol.identity`)."""
     sig: str | None = None
 
     @property

@@ -22,6 +22,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from rede.bus import Bus
 from rede.errors import ClosedBusError
@@ -154,7 +155,8 @@ class Registry:
             except ClosedBusError:
                 return
             for card, expires_in_s in stored:
-                self.observe(card, expires_in_s=expires_in_s)
+                if _fresh(bus, card, self.ttl_s):
+                    self.observe(card, expires_in_s=expires_in_s)
             self.expire()
             while True:
                 try:
@@ -165,7 +167,7 @@ class Registry:
                 except ClosedBusError:
                     return
                 payload = delivery.envelope.payload
-                if isinstance(payload, Heartbeat):
+                if isinstance(payload, Heartbeat) and _fresh(bus, payload.card, self.ttl_s):
                     if payload.stopping:
                         self.remove(payload.card.id)
                     else:
@@ -248,6 +250,14 @@ class Registry:
                     await changed.wait()
             except TimeoutError:
                 pass
+
+
+def _fresh(bus: Bus, card: AgentCard, ttl_s: float) -> bool:
+    """On a signed bus, a heartbeat older than the card's time to live is a replay (a signed
+    heartbeat captured earlier and sent again to keep a stopped agent routable): ignored."""
+    if not bus.codec.signing:
+        return True
+    return (datetime.now(UTC) - card.last_heartbeat).total_seconds() <= ttl_s
 
 
 def _nothing() -> None:
