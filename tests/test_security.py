@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 
 from conftest import RedisServer
 from rede.bus import Bus, BusOptions
+from rede.bus.acl import agent_rules, orchestrator_rules, setuser
 from rede.bus.redis import RedisBus
 from rede.errors import ConfigError, SignatureError
 from rede.models import ModelRequest, ScriptedModel
@@ -417,3 +419,90 @@ async def test_a_task_for_a_capability_the_agent_does_not_serve_is_refused_unrun
     assert isinstance(reply, Result) and reply.status == "failed"
     assert reply.error == "agent 'researcher' serves research, not 'write'"
     assert calls == [], "the specialist never ran it"
+
+
+# --------------------------------------------------------------------------- Redis ACLs
+
+
+async def test_acl_users_per_role_run_a_network_and_no_more(
+    redis_server_factory: Callable[..., RedisServer], tmp_path: Path
+) -> None:
+    server = redis_server_factory()
+    admin = aioredis.Redis.from_url(server.url)
+    users = {
+        "orch": orchestrator_rules(),
+        "researcher": agent_rules("researcher", ["research"]),
+    }
+    for user, rules in users.items():
+        await admin.execute_command("ACL", "SETUSER", *setuser(user, f"{user}-pw", rules))
+    await admin.execute_command("ACL", "SETUSER", "default", "off")  # no anonymous access
+    keys = make_keys(tmp_path, "researcher")
+
+    def url(user: str) -> str:
+        return f"redis://{user}:{user}-pw@127.0.0.1:{server.port}/0"
+
+    agents = network(
+        {"researcher": lambda r: "within its rights"},
+        on=RedisBus(url("researcher"), _options(keys)),
+    )
+    front = network({"researcher": lambda r: "unused"}, on=RedisBus(url("orch"), _options(keys)))
+    async with agents.serve_only({"researcher"}), front.serve_only(set()):
+        await front.registry.wait_for(lambda reg: bool(reg.cards()), 10)
+        result = await front.ask("what may you do?")
+    assert result.status == "ok" and result.answer == "within its rights"
+    assert agents.bus is not None and agents.bus.stats.rejected == {}
+
+    thief = aioredis.Redis.from_url(url("researcher"))  # the agent's password, stolen
+    denied = [
+        thief.xadd("rede.task.write.writer", {"d": b"{}"}),  # a task for another agent
+        thief.xrange("rede.reply.orchestrator-0000000000000000"),  # read a run's replies
+        thief.set("rede:card:writer-0000000000000000", b"{}"),  # another agent's card
+        thief.xadd("rede.events", {"d": b"{}"}),
+        thief.execute_command("FLUSHALL"),
+    ]
+    for attempt in denied:
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            await attempt
+    await thief.aclose()
+    await admin.aclose()
+
+
+def test_rede_keys_makes_rotates_retires_and_prints_acl_users(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from rede.cli import app
+
+    net = tmp_path / "net.yaml"
+    net.write_text(
+        "models: {m: {spec: 'sim:7b'}}\n"
+        "agents:\n  - {name: researcher, capabilities: [research], model: m}\n"
+    )
+    keys = tmp_path / "keys"
+    cli = CliRunner()
+
+    def run(*args: str) -> str:
+        done = cli.invoke(app, [*args])
+        assert done.exit_code == 0, done.output
+        return done.output
+
+    run("keys", "init", str(keys), "--network", str(net))
+    assert sorted(p.name for p in keys.iterdir()) == [
+        "keyring.json",
+        "orchestrator.1.key",
+        "researcher.1.key",
+    ]
+    assert (keys / "researcher.1.key").stat().st_mode & 0o077 == 0, "private keys are 0600"
+    assert cli.invoke(app, ["keys", "init", str(keys)]).exit_code == 1, "never overwritten"
+    run("keys", "rotate", str(keys), "researcher")
+    assert Keyring(keys / "keyring.json").kids() == [
+        "orchestrator.1",
+        "researcher.1",
+        "researcher.2",
+    ]
+    run("keys", "retire", str(keys), "researcher.1")
+    assert not (keys / "researcher.1.key").exists()
+    last = cli.invoke(app, ["keys", "retire", str(keys), "researcher.2"])
+    assert last.exit_code == 1 and "last key" in last.output
+    acl = run("keys", "acl", str(net))
+    assert "ACL SETUSER rede-researcher reset on" in acl
+    assert "~rede.task.research.researcher " in acl

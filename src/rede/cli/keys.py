@@ -120,3 +120,29 @@ def show(directory: Dir) -> None:
             kid, key.principal, key.role, "yes" if (directory / f"{kid}.key").exists() else ""
         )
     console.print(table)
+
+
+@keys_app.command("acl")
+def acl(
+    network: Annotated[Path, typer.Argument(help="The network YAML.")],
+    namespace: Annotated[str, typer.Option(help="The bus's key prefix, if any.")] = "",
+) -> None:
+    """Print an ``ACL SETUSER`` line per role: the orchestrator and each agent, each with the
+    least stream permissions it needs (set a real password for each ``<...>``)."""
+    from rede.bus.acl import agent_rules, orchestrator_rules, setuser
+    from rede.config import NetworkConfig
+
+    try:
+        conf = NetworkConfig.from_yaml(network)
+    except RedeError as exc:
+        _fail(exc)
+        return
+    users = [("orchestrator", orchestrator_rules(namespace=namespace))]
+    users += [(a.name, agent_rules(a.name, a.capabilities, namespace)) for a in conf.agents]
+    for user, rules in users:
+        args = setuser(f"rede-{user}", f"<password for {user}>", rules)
+        print("ACL SETUSER " + " ".join(_quoted(a) for a in args))
+
+
+def _quoted(arg: str) -> str:
+    return f'"{arg}"' if any(c in arg for c in " <>*") else arg
