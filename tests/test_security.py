@@ -373,6 +373,8 @@ def test_a_key_is_rotated_without_restarting_a_verifier(tmp_path: Path) -> None:
     with pytest.raises(SignatureError, match=r"'researcher\.1' is not in the keyring"):
         verifier.decode(old_agent.encode(hello))
     assert verifier.decode(new_agent.encode(hello)).kid == "researcher.2"
+    (keys / "keyring.json").write_text('{"keys": [')  # a copy caught half way
+    assert verifier.decode(new_agent.encode(hello)).kid == "researcher.2", "old keyring kept"
 
 
 # --------------------------------------------------------------------------- bad payloads

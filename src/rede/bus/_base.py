@@ -17,11 +17,9 @@ Semantics, checked by one contract suite (``tests/test_bus_contract.py``) for ev
   or stalled holder loses it.
 - A received message that is malformed, oversized, unsigned or forged is never handed to the
   consumer: it goes to ``rede.dead`` as an ``error`` envelope naming what was wrong, and is
-  counted in ``stats.rejected`` (by reason) and ``stats.dead_lettered``. It is dead-lettered
-  once, not once per reader: every process reading a fan-out topic (the registry) rejects a
-  forged entry, and only the first to claim it (:meth:`Bus.first_rejection`: Redis
-  ``SET NX`` shared by every process) writes the dead letter. The dead-letter stream keeps
-  at most ``dead_maxlen`` entries, the newest.
+  counted in ``stats.rejected`` and ``stats.dead_lettered``: once, not once per reader (the
+  first to claim it writes it, :meth:`Bus.first_rejection`); ``rede.dead`` keeps the newest
+  ``dead_maxlen`` entries.
 - Ephemeral topics (reply and inbox topics, :attr:`Topic.ephemeral`) belong to their
   subscriber: only ``subscribe`` creates one's stream, a live subscriber keeps it (a group or
   a fan-out one alike), and its owner deletes it when done (the orchestrator its run's reply
@@ -107,9 +105,7 @@ class BusStats:
     acked: int = 0
     dead_lettered: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
-    """Entries this bus refused, by reason code: malformed, too_large, signature,
-    max_deliveries (each counted by every reader that refused it; ``dead_lettered`` only
-    by the one that wrote the dead letter)."""
+    """Entries refused here, by reason: malformed, too_large, signature, max_deliveries."""
     dropped_no_stream: int = 0
     """Publishes to an ephemeral topic whose stream was gone (deleted or expired): dropped,
     as a late reply to a finished run has no one to read it."""
@@ -366,7 +362,12 @@ class Bus(abc.ABC):
                 return  # another reader of the same entry dead-lettered it already
         self.stats.dead_lettered += 1
         envelope = self.dead_letter_envelope(topic, raw, code, reason)
-        await self.publish_raw(Topic.dead(), self.codec.encode(envelope))
+        try:
+            data = self.codec.encode(envelope)
+        except ProtocolError as exc:  # no key to sign with here: counted, not written
+            log.warning("could not write a dead letter for %s (%s): %s", topic, code, exc)
+            return
+        await self.publish_raw(Topic.dead(), data)
 
     async def _give_up(self, topic: Topic, raw: bytes, reason: str) -> None:
         """Dead-letter an envelope no member acknowledged in ``max_deliveries`` deliveries,

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import re
 import time
@@ -40,6 +41,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from rede.errors import ConfigError, SignatureError
 from rede.protocol.messages import Envelope, Heartbeat
+
+log = logging.getLogger("rede.keys")
 
 KEYRING = "keyring.json"
 ROLES = ("agent", "orchestrator")
@@ -115,7 +118,11 @@ class Keyring:
         except OSError:
             return  # being replaced: keep what we have
         if changed:
-            self.reload()
+            try:
+                self.reload()
+            except ConfigError as exc:  # a half-copied file: keep the keys we have, look again
+                log.warning("keeping the keyring loaded before: %s", exc)
+                self._stamp = None
 
     def get(self, kid: str) -> PublicKey | None:
         self._maybe_reload()
