@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 
 from rede import ConfigError, Network, __version__
+from rede.protocol.messages import new_id
 from rede.server import a2a, openai_api, runs_api
 from rede.server.http import (
     AccessLog,
@@ -46,6 +48,7 @@ from rede.server.runs import (
 from rede.server.settings import ServerSettings
 
 WEB = Path(__file__).parent / "web"
+log = logging.getLogger("rede.server")
 PUBLIC = ("/", "/healthz", "/openapi.json", "/docs", "/favicon.ico")
 PUBLIC_PREFIXES = ("/web/", "/.well-known/", "/docs/")
 
@@ -178,7 +181,9 @@ def create_app(
 
     @app.exception_handler(Exception)
     async def crashed(request: Request, exc: Exception) -> Response:
-        return error_response(500, f"internal error: {type(exc).__name__}: {exc}", "internal")
+        ref = new_id("err-")  # the exception's text stays in the server's log
+        log.error("internal error %s on %s %s", ref, request.method, request.url.path, exc_info=exc)
+        return error_response(500, f"internal error (logged on the server as {ref})", "internal")
 
     app.include_router(openai_api.router(runs, settings.on_disconnect))
     app.include_router(runs_api.router(runs))
