@@ -166,8 +166,13 @@ class Registry:
                     continue
                 except ClosedBusError:
                     return
-                payload = delivery.envelope.payload
-                if isinstance(payload, Heartbeat) and _fresh(bus, payload.card, self.ttl_s):
+                env = delivery.envelope
+                payload = env.payload
+                if (
+                    isinstance(payload, Heartbeat)
+                    and payload.card.id == env.sender  # an agent announces only itself
+                    and _fresh(bus, payload.card, self.ttl_s)
+                ):
                     if payload.stopping:
                         self.remove(payload.card.id)
                     else:
