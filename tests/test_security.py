@@ -537,3 +537,37 @@ async def test_a_task_injected_on_the_secure_bus_is_never_run(
         await net.registry.wait_for(lambda reg: bus.stats.rejected["signature"] >= 2, 10)
     assert result.answer == "real"
     assert calls and not any("INJECTED" in prompt for prompt in calls)
+
+
+async def test_on_the_secure_bus_a_replica_not_heard_yet_may_answer_but_not_another_agent(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    keys = make_keys(tmp_path, "researcher", "writer")
+    researcher = stolen(keys, "researcher").identities[0]
+    writer = stolen(keys, "writer").identities[0]
+    release = asyncio.Event()
+
+    async def slow(request: ModelRequest) -> str:
+        await release.wait()
+        return "the live replica's answer"
+
+    net = secure_network({"researcher": slow}, redis_server, keys, redis_server.namespace())
+    async with net:
+        assert net.bus is not None
+        spy = asyncio.create_task(spy_task(net.bus, Topic.task("research", "researcher")))
+        await asyncio.sleep(0)
+        run = asyncio.create_task(net.ask("look it up"))
+        task = await spy
+        assert task.reply_to
+        reply_to = Topic.from_str(task.reply_to)
+        # a replica whose first heartbeat this registry has not seen: its key proves it is
+        # the researcher's; the writer's key proves the opposite
+        from_writer = forged_result(task, "writer-00000000000000bb", "from the writer")
+        await net.bus.publish_raw(reply_to, forge(writer, from_writer))
+        fresh = forged_result(task, "researcher-00000000000000aa", "from a new replica")
+        await net.bus.publish_raw(reply_to, forge(researcher, fresh))
+        result = await run
+        release.set()
+    assert result.answer == "from a new replica"
+    (rejected,) = [d for d in result.decisions if d["name"] == "reply_rejected"]
+    assert rejected["sender"] == "writer-00000000000000bb"

@@ -8,7 +8,8 @@ the registry's reader and lost runs. The reader and the topic live while any run
 last run to end deletes the topic, so a reply to an ended run is dropped as before.
 
 A result or critique counts only from a live replica of the agent its ``(step, attempt)``
-was routed to (its registry card names that agent), whatever its signature: any other is
+was routed to (its registry card names that agent, or on a bus with per-agent keys its key
+does), whatever its signature: any other is
 recorded as ``reply_rejected`` and ignored, so a forged reply never replaces an output.
 One from the routed agent completes the call waiting for its ``(step, attempt)``; one that no
 call waits for any more (late, or delivered twice) is recorded and its usage booked, never
@@ -36,6 +37,7 @@ from rede.protocol.messages import (
     InputReply,
     InputRequest,
     Result,
+    owns,
 )
 from rede.protocol.topics import Topic
 from rede.runtime.agent import reply_topic
@@ -134,7 +136,7 @@ def read_reply(s: RunState, calls: Calls, env: Envelope) -> None:
 def _reply(s: RunState, env: Envelope, payload: Result | Critique) -> None:
     key = (env.step_id or "", env.attempt)
     sent = s.sent_to.get(key)
-    if sent is None or not s.services.registry.replica_of(env.sender, sent[0].agent):
+    if sent is None or not _from_routed(s, env.sender, sent[0].agent):
         # not from the agent this attempt went to (or its replicas): never an answer
         routed = sent[0].agent if sent is not None else None
         s.decide(
@@ -154,6 +156,16 @@ def _reply(s: RunState, env: Envelope, payload: Result | Critique) -> None:
         if env.id not in s.replies:
             account_late(s, env, payload)
     s.replies.add(env.id)
+
+
+def _from_routed(s: RunState, sender: str, agent: str) -> bool:
+    """A live replica of ``agent`` per the registry; on a bus that proves senders (per-agent
+    keys) also an instance of it whose first heartbeat has not reached this registry yet."""
+    registry = s.services.registry
+    if registry.replica_of(sender, agent):
+        return True
+    proven = s.services.bus.codec.proves_sender and owns(agent, sender)
+    return proven and not registry.knows(sender)
 
 
 def account_late(s: RunState, env: Envelope, payload: Result | Critique) -> None:

@@ -77,6 +77,12 @@ class Codec:
     def signing(self) -> bool:
         return self._key is not None or self._keys is not None
 
+    @property
+    def proves_sender(self) -> bool:
+        """Whether a decoded envelope's sender is proven (per-agent keys), not only that some
+        key holder sent it (a shared key lets every holder sign as anyone)."""
+        return self._keys is not None
+
     def _signature(self, body: bytes) -> str:
         assert self._key is not None
         return hmac.new(self._key, body, hashlib.sha256).hexdigest()

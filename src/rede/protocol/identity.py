@@ -40,14 +40,13 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from rede.errors import ConfigError, SignatureError
-from rede.protocol.messages import Envelope, Heartbeat
+from rede.protocol.messages import Envelope, Heartbeat, owns
 
 log = logging.getLogger("rede.keys")
 
 KEYRING = "keyring.json"
 ROLES = ("agent", "orchestrator")
 AGENT_MAY_NOT_SEND = frozenset({"task", "input_reply", "bid_request"})
-_INSTANCE = re.compile(r"-[0-9a-f]{16}")
 _NAME = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 
 
@@ -57,13 +56,6 @@ def _b64(data: bytes) -> str:
 
 def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def owns(principal: str, sender: str) -> bool:
-    """Whether ``sender`` is ``principal`` or one of its instances."""
-    if sender == principal:
-        return True
-    return sender.startswith(principal) and bool(_INSTANCE.fullmatch(sender[len(principal) :]))
 
 
 @dataclass(frozen=True)

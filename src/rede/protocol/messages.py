@@ -9,6 +9,7 @@ payload models below, told apart by their ``kind`` field (a pydantic discriminat
 from __future__ import annotations
 
 import os
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -20,6 +21,17 @@ PROTOCOL_VERSION = "rede/1"
 def new_id(prefix: str = "") -> str:
     """A short random id, optionally prefixed (``run-3f2a...``)."""
     return f"{prefix}{os.urandom(8).hex()}"  # as random as uuid4's first 64 bits, 4x cheaper
+
+
+_INSTANCE = re.compile(r"-[0-9a-f]{16}")
+
+
+def owns(name: str, sender: str) -> bool:
+    """Whether ``sender`` is ``name`` itself or one of its instances, ``new_id(f"{name}-")``
+    (``researcher-3f2a...``, but not ``researcher-fast-3f2a...``)."""
+    if sender == name:
+        return True
+    return sender.startswith(name) and bool(_INSTANCE.fullmatch(sender[len(name) :]))
 
 
 def utcnow() -> datetime:

@@ -147,14 +147,15 @@ class AgentRunner:
                     for cap in self.spec.capabilities
                 ]
                 inbox = await self.bus.subscribe(Topic.inbox(self.id))
+                bids = [await self.bus.subscribe(Topic.bids(c)) for c in self.spec.capabilities]
+                # announced before it takes a task: a reply counts only from a known replica
+                await self._heartbeat()
                 for sub in subs:
                     tg.create_task(self._keep(sub, functools.partial(self._consume, tg=tg)))
-                for cap in self.spec.capabilities:
-                    bids = await self.bus.subscribe(Topic.bids(cap))
-                    tg.create_task(self._keep(bids, self._answer_bids))
+                for sub in bids:
+                    tg.create_task(self._keep(sub, self._answer_bids))
                 tg.create_task(self._keep(inbox, self._read_inbox))
                 tg.create_task(self._heartbeats())
-                await self._heartbeat()
                 self.ready.set()
         except BaseExceptionGroup as group:  # the TaskGroup wraps every error in a group
             closed, rest = group.split(ClosedBusError)

@@ -212,6 +212,9 @@ class Registry:
         known = self._cards.get(agent_id)
         return known is not None and known[0].name == name
 
+    def knows(self, agent_id: str) -> bool:
+        return agent_id in self._cards
+
     async def wait_for(self, predicate: Callable[[Registry], bool], timeout: float) -> None:
         """Wait until ``predicate(self)`` holds (checked on every change); TimeoutError after."""
         async with asyncio.timeout(timeout):
