@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 import redis
@@ -23,12 +23,14 @@ from rede.bus.redis import RedisBus
 from rede.errors import ConfigError, SignatureError
 from rede.models import ModelRequest, ScriptedModel
 from rede.network import Network
+from rede.orchestration.ledger import Ledger
 from rede.protocol.codec import Codec
 from rede.protocol.identity import Identity, Keyring, KeySet, new_key, read_identity, retire
 from rede.protocol.messages import (
     ENVELOPE_ADAPTER,
     AgentCard,
     Envelope,
+    ErrorPayload,
     Heartbeat,
     Result,
     Task,
@@ -57,11 +59,16 @@ def network(handlers: dict[str, Handler], on: Bus | str | None = None, **conf: A
     return Network.from_dict(data, models=models, bus=on)
 
 
-async def spy_task(bus: Bus, topic: Topic) -> Envelope:
-    """What an attacker with read access sees: the next task on ``topic`` (fan-out)."""
+async def spy_task(bus: Bus, topic: Topic) -> asyncio.Task[Envelope]:
+    """What an attacker with read access sees: the next task on ``topic`` (a fan-out reader,
+    subscribed before this returns, so it sees whatever is published after)."""
     sub = await bus.subscribe(topic)
-    async with sub:
-        return (await sub.receive(timeout=10)).envelope
+
+    async def next_task() -> Envelope:
+        async with sub:
+            return (await sub.receive(timeout=10)).envelope
+
+    return asyncio.create_task(next_task())
 
 
 def forged_result(task: Envelope, sender: str, text: str = "FORGED") -> Envelope:
@@ -81,8 +88,7 @@ async def test_a_forged_result_never_replaces_the_routed_agents_output() -> None
     net = network({"researcher": real})
     async with net:
         assert net.bus is not None
-        spy = asyncio.create_task(spy_task(net.bus, Topic.task("research", "researcher")))
-        await asyncio.sleep(0)  # let the spy subscribe before the run publishes
+        spy = await spy_task(net.bus, Topic.task("research", "researcher"))
         run = asyncio.create_task(net.ask("look it up"))
         task = await spy
         assert isinstance(task.payload, Task) and task.reply_to
@@ -113,11 +119,7 @@ async def test_a_result_from_another_real_agent_is_not_an_answer_to_this_attempt
     net = network({"first": slow, "second": slow})
     async with net:
         assert net.bus is not None
-        spies = {
-            asyncio.create_task(spy_task(net.bus, Topic.task("research", n))): n
-            for n in ("first", "second")
-        }
-        await asyncio.sleep(0)
+        spies = {await spy_task(net.bus, Topic.task("research", n)): n for n in ("first", "second")}
         run = asyncio.create_task(net.ask("look it up"))
         done, pending = await asyncio.wait(spies, return_when=asyncio.FIRST_COMPLETED)
         for spy in pending:
@@ -554,8 +556,7 @@ async def test_on_the_secure_bus_a_replica_not_heard_yet_may_answer_but_not_anot
     net = secure_network({"researcher": slow}, redis_server, keys, redis_server.namespace())
     async with net:
         assert net.bus is not None
-        spy = asyncio.create_task(spy_task(net.bus, Topic.task("research", "researcher")))
-        await asyncio.sleep(0)
+        spy = await spy_task(net.bus, Topic.task("research", "researcher"))
         run = asyncio.create_task(net.ask("look it up"))
         task = await spy
         assert task.reply_to
@@ -571,3 +572,74 @@ async def test_on_the_secure_bus_a_replica_not_heard_yet_may_answer_but_not_anot
     assert result.answer == "from a new replica"
     (rejected,) = [d for d in result.decisions if d["name"] == "reply_rejected"]
     assert rejected["sender"] == "writer-00000000000000bb"
+
+
+async def test_a_forged_bus_notice_does_not_fail_another_agents_step(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    keys = make_keys(tmp_path, "researcher", "writer")
+    (thief,) = stolen(keys, "writer").identities
+    release = asyncio.Event()
+
+    async def slow(request: ModelRequest) -> str:
+        await release.wait()
+        return "the real answer"
+
+    noticed = asyncio.Event()
+
+    class Watching(Ledger):
+        def record_envelope(self, direction: Literal["sent", "received"], env: Envelope) -> None:
+            super().record_envelope(direction, env)
+            if direction == "received" and env.kind == "error":
+                noticed.set()
+
+    net = secure_network({"researcher": slow}, redis_server, keys, redis_server.namespace())
+    net.ledger = Watching()
+    async with net:
+        assert net.bus is not None
+        spy = await spy_task(net.bus, Topic.task("research", "researcher"))
+        run = asyncio.create_task(net.ask("look it up"))
+        task = await spy
+        assert task.reply_to
+        gave_up = ErrorPayload(code="max_deliveries", message="not acknowledged (forged)")
+        notice = task.reply(gave_up, sender="bus")  # as a bus gives up, but the writer's key
+        await net.bus.publish_raw(Topic.from_str(task.reply_to), forge(thief, notice))
+        await asyncio.wait_for(noticed.wait(), 10)  # the run has read the notice
+        release.set()
+        result = await run
+    assert result.answer == "the real answer"
+    calls = result.step("answer").calls
+    assert [c.status for c in calls] == ["ok"], "no attempt was failed"
+    assert not [d for d in result.decisions if d["name"] == "dead_lettered"]
+    (rejected,) = [d for d in result.decisions if d["name"] == "reply_rejected"]
+    assert rejected["sender"] == "bus"
+
+
+async def test_the_bus_gives_up_on_a_task_in_the_name_of_the_consumer_that_held_it(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    keys = make_keys(tmp_path, "researcher", "writer")  # one process holding every key
+    opts = BusOptions(keys=KeySet.load(keys), visibility_timeout_s=0.05, max_deliveries=1)
+    bus = RedisBus(redis_server.url, opts, namespace=redis_server.namespace())
+    try:
+        replies = Topic.reply("orchestrator-00000000000000cc")
+        answers = await bus.subscribe(replies, group="orchestrator")
+        tasks = await bus.subscribe(
+            Topic.task("research", "researcher"),
+            group="researcher",
+            consumer="researcher-00000000000000dd",
+        )
+        task = Envelope(
+            sender="orchestrator-00000000000000cc",
+            reply_to=str(replies),
+            payload=Task(capability="research", instruction="never acknowledged"),
+        )
+        await bus.publish(Topic.task("research", "researcher"), task)
+        await tasks.receive(timeout=5)  # held, never acknowledged
+        with pytest.raises(TimeoutError):
+            await tasks.receive(timeout=0.5)  # the claim gives up on it instead
+        notice = (await answers.receive(timeout=5)).envelope
+    finally:
+        await bus.aclose()
+    assert isinstance(notice.payload, ErrorPayload) and notice.payload.code == "max_deliveries"
+    assert notice.sender == "researcher-00000000000000dd" and notice.kid == "researcher.1"

@@ -369,10 +369,10 @@ class Bus(abc.ABC):
             return
         await self.publish_raw(Topic.dead(), data)
 
-    async def _give_up(self, topic: Topic, raw: bytes, reason: str) -> None:
+    async def _give_up(self, topic: Topic, raw: bytes, reason: str, by: str = "bus") -> None:
         """Dead-letter an envelope no member acknowledged in ``max_deliveries`` deliveries,
-        and answer it on its ``reply_to`` topic with the reason: a task is reported failed,
-        never silently lost."""
+        and answer it on its ``reply_to`` topic with the reason, as ``by`` (the consumer that
+        gave up: its agent's key signs it): a task is reported failed, never silently lost."""
         await self._dead_letter(topic, raw, "max_deliveries", reason)
         try:
             envelope = self.codec.decode(raw)
@@ -380,7 +380,7 @@ class Bus(abc.ABC):
         except (ProtocolError, ValueError):
             return  # not an envelope that expects an answer
         notice = ErrorPayload(code="max_deliveries", message=f"{topic}: {reason}")
-        await self.publish(reply_topic, envelope.reply(notice, sender="bus"))
+        await self.publish(reply_topic, envelope.reply(notice, sender=self.codec.as_sender(by)))
 
     async def _decode_or_dead_letter(self, topic: Topic, raw: bytes) -> Envelope | None:
         """Decode received bytes; on failure dead-letter them and return None."""

@@ -657,6 +657,7 @@ class _GroupSubscription(_RedisSubscription):
                         self.topic,
                         raw,
                         f"not acknowledged after {count} deliveries to group {group!r}",
+                        self.consumer,
                     )
                 continue
             envelope = await bus._decode_or_dead_letter(self.topic, raw)

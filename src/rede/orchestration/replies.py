@@ -114,6 +114,9 @@ def read_reply(s: RunState, calls: Calls, env: Envelope) -> None:
         _reply(s, env, payload)
     elif isinstance(payload, ErrorPayload) and payload.code == "max_deliveries":
         # the bus gave up on the task (its holders kept dying): the attempt failed
+        if not _notice_from_routed(s, env):
+            _rejected(s, env, "a bus notice signed by another agent's key")
+            return
         s.decide("dead_lettered", step=env.step_id, attempt=env.attempt, reason=payload.message)
         future = s.futures.get((env.step_id or "", env.attempt))
         if future is not None and not future.done():
@@ -137,16 +140,7 @@ def _reply(s: RunState, env: Envelope, payload: Result | Critique) -> None:
     key = (env.step_id or "", env.attempt)
     sent = s.sent_to.get(key)
     if sent is None or not _from_routed(s, env.sender, sent[0].agent):
-        # not from the agent this attempt went to (or its replicas): never an answer
-        routed = sent[0].agent if sent is not None else None
-        s.decide(
-            "reply_rejected",
-            step=env.step_id,
-            attempt=env.attempt,
-            sender=env.sender,
-            routed_to=routed,
-            reason="the reply did not come from the agent routed to",
-        )
+        _rejected(s, env, "the reply did not come from the agent routed to")
         return
     future = s.futures.get(key)
     if future is not None and not future.done():
@@ -156,6 +150,29 @@ def _reply(s: RunState, env: Envelope, payload: Result | Critique) -> None:
         if env.id not in s.replies:
             account_late(s, env, payload)
     s.replies.add(env.id)
+
+
+def _rejected(s: RunState, env: Envelope, reason: str) -> None:
+    """Not from the agent this attempt went to (or its replicas): recorded, never used."""
+    sent = s.sent_to.get((env.step_id or "", env.attempt))
+    routed = sent[0].agent if sent is not None else None
+    s.decide(
+        "reply_rejected",
+        step=env.step_id,
+        attempt=env.attempt,
+        sender=env.sender,
+        routed_to=routed,
+        reason=reason,
+    )
+
+
+def _notice_from_routed(s: RunState, env: Envelope) -> bool:
+    """Only the routed agent's replicas read its task stream, so on a bus with per-agent keys
+    the notice that the bus gave up on a task is signed with that agent's key."""
+    if not s.services.bus.codec.proves_sender:
+        return True
+    sent = s.sent_to.get((env.step_id or "", env.attempt))
+    return sent is not None and (env.kid or "").rpartition(".")[0] == sent[0].agent
 
 
 def _from_routed(s: RunState, sender: str, agent: str) -> bool:

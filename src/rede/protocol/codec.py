@@ -77,6 +77,14 @@ class Codec:
     def signing(self) -> bool:
         return self._key is not None or self._keys is not None
 
+    def as_sender(self, sender: str) -> str:
+        """Who the bus's own notices come from: ``sender`` (the consumer that gave up on a
+        task) where per-agent keys can sign as it, so its agent's key vouches; else
+        ``"bus"``."""
+        if self._keys is not None and self._keys.holds(sender):
+            return sender
+        return "bus"
+
     @property
     def proves_sender(self) -> bool:
         """Whether a decoded envelope's sender is proven (per-agent keys), not only that some

@@ -152,6 +152,10 @@ class KeySet:
             )
         return cls(Keyring(d / KEYRING), [read_identity(p) for p in sorted(d.glob("*.key"))])
 
+    def holds(self, sender: str) -> bool:
+        """Whether this process holds a key that owns ``sender``."""
+        return any(owns(i.principal, sender) for i in self.identities)
+
     def signer(self, sender: str) -> Identity:
         """The newest identity that owns ``sender`` (any, for the bus's own notices)."""
         found = self._by_sender.get(sender)
