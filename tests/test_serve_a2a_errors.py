@@ -5,6 +5,7 @@ limited per client (429 with Retry-After) and counted."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 
@@ -14,6 +15,7 @@ from a2a.client import ClientConfig, create_client
 from a2a.helpers import get_artifact_text, new_text_message
 from a2a.types import Role, SendMessageRequest
 
+from rede.protocol.topics import Topic
 from rede.server import ServerSettings, create_app
 from rede.server.http import FailureLimit
 from rede.server.jsonrpc import nesting_depth
@@ -214,3 +216,25 @@ def test_a_limited_client_may_try_again_once_the_window_passes() -> None:
 def test_nesting_depth_skips_brackets_inside_strings() -> None:
     assert nesting_depth(b'{"a": "[[[[[[", "b": [1, {"c": "\\"]]"}]}', 10) == 3
     assert nesting_depth(b"[" * 1000, 64) == 65, "counting stops past the limit"
+
+
+# --------------------------------------------------------------------------- bus refusals
+
+
+async def test_envelopes_the_bus_refused_are_counted_in_the_metrics() -> None:
+    port = free_port()
+    net = gated_network(Gate())
+    with LiveServer(create_app([net], ServerSettings(port=port)), port=port) as live:
+        assert live.loop is not None and net.bus is not None
+        bus = net.bus
+
+        async def forge() -> None:
+            for n in range(3):
+                await bus.publish_raw(Topic.registry(), b'{"not": "an envelope %d"}' % n)
+            await net.registry.wait_for(lambda reg: bus.stats.rejected["malformed"] >= 3, 10)
+
+        asyncio.run_coroutine_threadsafe(forge(), live.loop).result(timeout=20)
+        async with httpx.AsyncClient(base_url=live.url) as client:
+            text = (await client.get("/metrics")).text
+    assert 'rede_bus_rejected_total{model="gated",reason="malformed"} 3.0' in text
+    assert 'rede_bus_dead_lettered_total{model="gated"} 3.0' in text
