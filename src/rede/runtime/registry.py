@@ -260,12 +260,18 @@ class Registry:
                 pass
 
 
+CLOCK_SKEW_S = 30.0
+"""How far apart the clocks of a network's machines may be, for :func:`_fresh`."""
+
+
 def _fresh(bus: Bus, card: AgentCard, ttl_s: float) -> bool:
-    """On a signed bus, a heartbeat older than the card's time to live is a replay (a signed
-    heartbeat captured earlier and sent again to keep a stopped agent routable): ignored."""
+    """On a signed bus, a heartbeat older than the card's time to live (and the clock skew
+    allowed between machines) is a replay, a signed heartbeat captured earlier and sent
+    again to keep a stopped agent routable: ignored."""
     if not bus.codec.signing:
         return True
-    return (datetime.now(UTC) - card.last_heartbeat).total_seconds() <= ttl_s
+    age = (datetime.now(UTC) - card.last_heartbeat).total_seconds()
+    return age <= ttl_s + CLOCK_SKEW_S
 
 
 def _nothing() -> None:
