@@ -19,7 +19,9 @@ An **agent** ``A`` serving capabilities ``C``:
 
 An **orchestrator** writes every task stream and reads them for backlogs (``XINFO``), owns
 the reply streams ``rede.reply.<name>-<16 hex>``, writes inboxes (answers to agents' questions) and
-bids, reads the registry and cards, and writes events and dead letters.
+bids, reads the registry and cards, and writes events and dead letters. A process that
+also runs agents (in-process spawned replicas) needs their rules too: give its user both
+lists (ACL rules add up).
 
 Commands are listed one by one (no ``+@all``): the stream commands the bus uses, ``SET``/
 ``GET``/``PTTL``/``PEXPIRE``/``DEL``/``EXISTS``/``SCAN`` for cards and kept values,
@@ -68,6 +70,8 @@ def orchestrator_rules(name: str = "orchestrator", namespace: str = "") -> list[
     keys = [
         f"~{ns}rede.task.*",
         f"~{ns}rede.reply.{name}-{INSTANCE}",
+        f"~{ns}rede.reply.auction-{INSTANCE}",  # a call for bids' own topic, from Python
+        f"~{ns}rede.reply.run-{INSTANCE}",  # a run's own reply topic, where one is used
         f"%W~{ns}rede.inbox.*",
         f"%W~{ns}rede.bids.*",
         f"%R~{ns}rede:card:*",
