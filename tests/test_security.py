@@ -643,3 +643,19 @@ async def test_the_bus_gives_up_on_a_task_in_the_name_of_the_consumer_that_held_
         await bus.aclose()
     assert isinstance(notice.payload, ErrorPayload) and notice.payload.code == "max_deliveries"
     assert notice.sender == "researcher-00000000000000dd" and notice.kid == "researcher.1"
+
+
+async def test_a_forged_goodbye_for_another_agent_does_not_drop_it_on_the_unsigned_bus() -> None:
+    net = network({"researcher": lambda r: "still here"})
+    async with net:
+        assert net.bus is not None
+        (real,) = net.registry.cards()
+        goodbye = Envelope(sender="mallory", payload=Heartbeat(card=real, stopping=True))
+        await net.bus.publish(Topic.registry(), goodbye)
+        noop = AgentCard(id="marker-0000000000000000", name="marker", capabilities=["noop"])
+        marker = Envelope(sender=noop.id, payload=Heartbeat(card=noop))  # read after it
+        await net.bus.publish(Topic.registry(), marker)
+        await net.registry.wait_for(lambda reg: reg.knows(marker.sender), 10)
+        assert [c.id for c in net.registry.cards() if c.name == "researcher"] == [real.id]
+        result = await net.ask("are you there?")
+    assert result.answer == "still here"
