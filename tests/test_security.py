@@ -366,7 +366,11 @@ def test_a_key_is_rotated_without_restarting_a_verifier(tmp_path: Path) -> None:
     verifier = Codec(keys=KeySet(Keyring(keys / "keyring.json", recheck_s=0), []))
     old_agent = Codec(keys=stolen(keys, "researcher"))
     hello = Envelope(sender="researcher-0123456789abcdef", payload=Result(output="hi"))
-    assert verifier.decode(old_agent.encode(hello)).kid == "researcher.1"
+    data = old_agent.encode(hello)
+    assert verifier.decode(data).kid == "researcher.1"
+    assert data == ENVELOPE_ADAPTER.dump_json(verifier.decode(data)), "canonical on the wire"
+    reordered = ENVELOPE_ADAPTER.validate_json(data).model_dump_json(indent=1).encode()
+    assert verifier.decode(reordered).kid == "researcher.1", "any serialisation verifies"
     new_key(keys, "researcher", "agent")  # `rede keys rotate`: both keys valid now
     new_agent = Codec(keys=stolen(keys, "researcher"))
     assert verifier.decode(new_agent.encode(hello)).kid == "researcher.2", "newest key signs"

@@ -96,12 +96,15 @@ class Codec:
         return hmac.new(self._key, body, hashlib.sha256).hexdigest()
 
     def encode(self, envelope: Envelope) -> bytes:
-        if self._keys is not None:
+        if self._keys is not None:  # the signature is the last field: appended, not re-dumped
             signer = self._keys.signer(envelope.sender)
-            unsigned = envelope.model_copy(update={"sig": None, "kid": signer.kid})
-            body = ENVELOPE_ADAPTER.dump_json(unsigned, exclude={"sig"})
-            envelope = unsigned.model_copy(update={"sig": signer.sign(body)})
-        elif self._key is not None:
+            signed = envelope.model_copy(update={"kid": signer.kid})
+            body = ENVELOPE_ADAPTER.dump_json(signed, exclude={"sig"})
+            data = body[:-1] + b',"sig":"' + signer.sign(body).encode() + b'"}'
+            if len(data) > self.max_bytes:
+                raise MessageTooLarge(len(data), self.max_bytes)
+            return data
+        if self._key is not None:
             unsigned = envelope.model_copy(update={"sig": None})
             body = ENVELOPE_ADAPTER.dump_json(unsigned, exclude={"sig"})
             envelope = envelope.model_copy(update={"sig": self._signature(body)})
@@ -127,8 +130,8 @@ class Codec:
         except ValidationError as exc:
             raise MalformedMessage(f"invalid envelope: {describe_validation_error(exc)}") from exc
         if self._keys is not None:
-            body = ENVELOPE_ADAPTER.dump_json(
-                envelope.model_copy(update={"sig": None}), exclude={"sig"}
+            body = _signed_part(data, envelope.sig) or ENVELOPE_ADAPTER.dump_json(
+                envelope, exclude={"sig"}
             )
             self._keys.check(envelope, body)
         elif self._key is not None:
@@ -147,6 +150,15 @@ class Codec:
                     "rejected: signature does not match the shared key"
                 )
         return envelope
+
+
+def _signed_part(data: bytes, sig: str | None) -> bytes | None:
+    """What :meth:`Codec.encode` signed, where ``data`` ends with the signature it appended
+    (else None: the caller serialises the envelope again)."""
+    if not sig:
+        return None
+    tail = b',"sig":"' + sig.encode() + b'"}'
+    return data[: -len(tail)] + b"}" if data.endswith(tail) else None
 
 
 def lenient_text(data: bytes, limit: int = 2000) -> str:
