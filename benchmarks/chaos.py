@@ -29,6 +29,7 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import sqlite3
@@ -74,10 +75,25 @@ def network_yaml(url: str, lease_s: float, visibility_s: float) -> str:
         "limits: {step_timeout_s: 30, step_retries: 3, wall_time_s: 900}",
         f"durable: {{lease_s: {lease_s}}}",
         "bus: " + json.dumps(
-            {"url": url, "visibility_timeout_s": visibility_s, "reconnect_timeout_s": 300}
+            {
+                "url": url,
+                "visibility_timeout_s": visibility_s,
+                "reconnect_timeout_s": 300,
+                "keys": "keys",  # per-agent identities, as on any shared bus
+            }
         ),
     ]
     return "\n".join(lines) + "\n"
+
+
+def make_keys(out: Path) -> None:
+    """An identity per agent and one for the orchestrators (``rede keys init``)."""
+    from rede.protocol.identity import new_key
+
+    shutil.rmtree(out / "keys", ignore_errors=True)  # an earlier soak's
+    new_key(out / "keys", "orchestrator", "orchestrator")
+    for name in ("planner", "researcher", "analyst", "writer"):
+        new_key(out / "keys", name, "agent")
 
 
 class Valkey:
@@ -493,6 +509,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
     valkey.start()
     network = out / "network.yaml"
     network.write_text(network_yaml(valkey.url, args.lease_s, args.visibility_s))
+    make_keys(out)
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(HERE), str(SRC), os.environ.get("PYTHONPATH", "")]),

@@ -296,7 +296,7 @@ async def test_a_run_in_flight_outlives_a_redis_outage_longer_than_the_agent_ttl
             "heartbeat_s": 0.2,
             "agent_ttl_s": ttl_s,
             "limits": {"step_timeout_s": 30, "step_retries": 0},
-            "bus": {"url": server.url},
+            "bus": {"url": server.url, "insecure": True},
         },
         tools=[gated],
     )

@@ -149,7 +149,12 @@ def test_serve_on_redis_uses_agents_served_by_another_process(
         "name: two\nmodels:\n  m: {spec: 'sim:7b', seed: 1, time_scale: 0}\n"
         "agents:\n  - {name: answerer, capabilities: [answer], model: m}\n"
         "  - {name: calculator, capabilities: [arithmetic], tool: arithmetic}\n"
+        "bus: {keys: keys}\n"  # per-agent identities: `rede keys init keys --network two.yaml`
     )
+    made = CliRunner().invoke(
+        app, ["keys", "init", str(tmp_path / "keys"), "--network", str(network)]
+    )
+    assert made.exit_code == 0, made.output
     agents = subprocess.Popen(
         [sys.executable, "-m", "rede", "agent", str(network), "--bus", redis.url],
         stderr=subprocess.PIPE,

@@ -123,6 +123,7 @@ def broken_network(tmp_path: Path) -> Path:
         "name: crashing\n"
         "agents:\n"
         '  - {name: broken, capabilities: [write], tool: "nosuchmodule:fn"}\n'
+        "bus: {insecure: true}\n"  # the agent's crash is the point here, not signing
     )
     return path
 

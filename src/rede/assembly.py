@@ -7,10 +7,11 @@ templates' variables) and builds models on first use.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -24,6 +25,11 @@ from rede.models import ChatModel, model_from_spec
 from rede.models._structured import DialectMemory
 from rede.models.sim import SimModel
 from rede.protocol.codec import describe_validation_error
+
+if TYPE_CHECKING:
+    from rede.protocol.identity import KeySet
+
+log = logging.getLogger("rede.network")
 
 
 class Assembly:
@@ -75,7 +81,9 @@ class Assembly:
             self.config.agents.append(agent)
         return tools
 
-    def bus_options(self) -> BusOptions:
+    def bus_options(self, url: str | None = None) -> BusOptions:
+        """The bus's options for ``url`` (default: the YAML's). A shared bus (Redis) signs
+        every envelope unless the YAML says ``bus: {insecure: true}`` (then says so loudly)."""
         b = self.config.bus
         key = None
         if b.signing_key_env:
@@ -85,16 +93,28 @@ class Assembly:
                     f"bus.signing_key_env names {b.signing_key_env!r}, "
                     "but that environment variable is empty"
                 )
+        keys = self._keys() if b.keys else None
+        _check_secure(url or b.url, signed=bool(key or keys), insecure=b.insecure)
         return BusOptions(
             max_message_bytes=b.max_message_bytes,
             visibility_timeout_s=b.visibility_timeout_s,
             max_deliveries=b.max_deliveries,
             maxlen=b.maxlen,
+            dead_maxlen=b.dead_maxlen,
             signing_key=key,
+            keys=keys,
             ephemeral_ttl_s=b.ephemeral_ttl_s,
             reconnect_timeout_s=b.reconnect_timeout_s,
             first_connect_timeout_s=b.first_connect_timeout_s,
         )
+
+    def _keys(self) -> KeySet:
+        from rede.protocol.identity import KeySet
+
+        path = Path(os.path.expandvars(self.config.bus.keys or "")).expanduser()
+        if not path.is_absolute() and self.config.base_dir is not None:
+            path = self.config.base_dir / path  # relative to the network's YAML file
+        return KeySet.load(path)
 
     def model(self, name: str) -> ChatModel:
         if name in self.models:
@@ -220,3 +240,21 @@ class Assembly:
 
 
 __all__ = ["Assembly"]
+
+
+def _check_secure(url: str, *, signed: bool, insecure: bool) -> None:
+    if signed or url.startswith("memory:") or not url:
+        return
+    from rede.bus.redis import redact_url
+
+    if not insecure:
+        raise ConfigError(
+            f"the bus at {redact_url(url)} is shared, so it signs every envelope: make keys "
+            "with `rede keys init KEYS_DIR --network NET.yaml` and set `bus: {keys: KEYS_DIR}`, "
+            "or set `bus: {insecure: true}` to run unsigned"
+        )
+    log.warning(
+        "INSECURE BUS: envelopes on %s are not signed (bus.insecure: true); anyone who can "
+        "write to it can register agents, send tasks and forge results",
+        redact_url(url),
+    )

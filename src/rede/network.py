@@ -103,7 +103,7 @@ class Network:
     # ------------------------------------------------------------------ building
 
     def bus_options(self) -> BusOptions:
-        return self.parts.bus_options()
+        return self.parts.bus_options(self._bus_arg if isinstance(self._bus_arg, str) else None)
 
     def model(self, name: str) -> ChatModel:
         return self.parts.model(name)

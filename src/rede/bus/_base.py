@@ -17,7 +17,9 @@ Semantics, checked by one contract suite (``tests/test_bus_contract.py``) for ev
   or stalled holder loses it.
 - A received message that is malformed, oversized, unsigned or forged is never handed to the
   consumer: it goes to ``rede.dead`` as an ``error`` envelope naming what was wrong, and is
-  counted in ``stats.dead_lettered``.
+  counted in ``stats.rejected`` and ``stats.dead_lettered``: once, not once per reader (the
+  first to claim it writes it, :meth:`Bus.first_rejection`); ``rede.dead`` keeps the newest
+  ``dead_maxlen`` entries.
 - Ephemeral topics (reply and inbox topics, :attr:`Topic.ephemeral`) belong to their
   subscriber: only ``subscribe`` creates one's stream, a live subscriber keeps it (a group or
   a fan-out one alike), and its owner deletes it when done (the orchestrator its run's reply
@@ -44,17 +46,21 @@ A spawner in any process reads load from it, not from the calls its own process 
 from __future__ import annotations
 
 import abc
+import hashlib
 import logging
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Self
+from typing import TYPE_CHECKING, Any, NamedTuple, Self
 
 from rede.errors import ProtocolError
 from rede.protocol.codec import DEFAULT_MAX_MESSAGE_BYTES, Codec, lenient_text
 from rede.protocol.messages import AgentCard, Envelope, ErrorPayload
 from rede.protocol.topics import Topic
+
+if TYPE_CHECKING:
+    from rede.protocol.identity import KeySet
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +72,11 @@ class BusOptions:
     max_deliveries: int = 5
     maxlen: int = 10_000
     """Entries retained per topic stream (approximate for Redis)."""
+    dead_maxlen: int = 1_000
+    """Entries retained in the dead-letter stream (``rede.dead``)."""
     signing_key: str | None = None
+    keys: KeySet | None = None
+    """Per-agent identities: each envelope signed by its sender's key (see ``identity``)."""
     ephemeral_ttl_s: float = 3600.0
     """How long an ephemeral topic (reply, inbox) outlives its last live subscriber when no
     one deletes it (its owner was killed); live subscribers renew it, publishes never do."""
@@ -81,7 +91,10 @@ class BusOptions:
             raise ValueError(f"ephemeral_ttl_s must be > 0, not {self.ephemeral_ttl_s!r}")
 
     def codec(self) -> Codec:
-        return Codec(max_bytes=self.max_message_bytes, signing_key=self.signing_key)
+        return Codec(max_bytes=self.max_message_bytes, signing_key=self.signing_key, keys=self.keys)
+
+    def maxlen_for(self, topic: Topic) -> int:
+        return self.dead_maxlen if topic.kind == "dead" else self.maxlen
 
 
 @dataclass
@@ -92,7 +105,7 @@ class BusStats:
     acked: int = 0
     dead_lettered: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
-    """Dead letters by reason code: malformed, too_large, signature, max_deliveries."""
+    """Entries refused here, by reason: malformed, too_large, signature, max_deliveries."""
     dropped_no_stream: int = 0
     """Publishes to an ephemeral topic whose stream was gone (deleted or expired): dropped,
     as a late reply to a finished run has no one to read it."""
@@ -200,6 +213,7 @@ class Bus(abc.ABC):
         self.codec = self.options.codec()
         self.stats = BusStats()
         self._kept: OrderedDict[str, tuple[Any, float]] = OrderedDict()
+        self._rejections: OrderedDict[str, None] = OrderedDict()
 
     @property
     @abc.abstractmethod
@@ -328,16 +342,37 @@ class Bus(abc.ABC):
             ),
         )
 
-    async def _dead_letter(self, topic: Topic, raw: bytes, code: str, reason: str) -> None:
-        self.stats.dead_lettered += 1
-        self.stats.rejected[code] += 1
-        envelope = self.dead_letter_envelope(topic, raw, code, reason)
-        await self.publish_raw(Topic.dead(), self.codec.encode(envelope))
+    async def first_rejection(self, digest: str) -> bool:
+        """Whether this reader is the first to reject the entry ``digest`` names (a hash of
+        its topic and bytes); the default remembers the last ``KEPT_IN_PROCESS`` in this
+        process, which is every reader of an in-process bus."""
+        seen = self._rejections
+        if digest in seen:
+            return False
+        seen[digest] = None
+        while len(seen) > KEPT_IN_PROCESS:
+            seen.popitem(last=False)
+        return True
 
-    async def _give_up(self, topic: Topic, raw: bytes, reason: str) -> None:
+    async def _dead_letter(self, topic: Topic, raw: bytes, code: str, reason: str) -> None:
+        self.stats.rejected[code] += 1
+        if code != "max_deliveries":  # an entry given up on is acknowledged by one reader
+            digest = hashlib.sha256(f"{topic}\0".encode() + raw).hexdigest()[:32]
+            if not await self.first_rejection(digest):
+                return  # another reader of the same entry dead-lettered it already
+        self.stats.dead_lettered += 1
+        envelope = self.dead_letter_envelope(topic, raw, code, reason)
+        try:
+            data = self.codec.encode(envelope)
+        except ProtocolError as exc:  # no key to sign with here: counted, not written
+            log.warning("could not write a dead letter for %s (%s): %s", topic, code, exc)
+            return
+        await self.publish_raw(Topic.dead(), data)
+
+    async def _give_up(self, topic: Topic, raw: bytes, reason: str, by: str = "bus") -> None:
         """Dead-letter an envelope no member acknowledged in ``max_deliveries`` deliveries,
-        and answer it on its ``reply_to`` topic with the reason: a task is reported failed,
-        never silently lost."""
+        and answer it on its ``reply_to`` topic with the reason, as ``by`` (the consumer that
+        gave up: its agent's key signs it): a task is reported failed, never silently lost."""
         await self._dead_letter(topic, raw, "max_deliveries", reason)
         try:
             envelope = self.codec.decode(raw)
@@ -345,7 +380,7 @@ class Bus(abc.ABC):
         except (ProtocolError, ValueError):
             return  # not an envelope that expects an answer
         notice = ErrorPayload(code="max_deliveries", message=f"{topic}: {reason}")
-        await self.publish(reply_topic, envelope.reply(notice, sender="bus"))
+        await self.publish(reply_topic, envelope.reply(notice, sender=self.codec.as_sender(by)))
 
     async def _decode_or_dead_letter(self, topic: Topic, raw: bytes) -> Envelope | None:
         """Decode received bytes; on failure dead-letter them and return None."""

@@ -347,6 +347,7 @@ class _GroupSubscription(Subscription):
                     self.topic,
                     raw if isinstance(raw, bytes) else self._bus.codec.encode(raw),
                     f"not acknowledged after {pending.count} deliveries to group {self.group!r}",
+                    self.consumer,
                 )
                 self._bus._trim(self._stream)
                 continue

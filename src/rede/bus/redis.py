@@ -281,7 +281,7 @@ class RedisBus(Bus):
     async def publish_raw(self, topic: Topic, data: bytes) -> str:
         self._check_open()
         key = self.key(topic)
-        maxlen = self.options.maxlen
+        maxlen = self.options.maxlen_for(topic)
         r = self._redis
         nomkstream = topic.ephemeral  # only a subscriber makes (and keeps) an ephemeral stream
         message_id = await self._call(
@@ -380,6 +380,10 @@ class RedisBus(Bus):
         # SET NX GET (Redis 7.0+, Valkey): set if absent and return what was there, at once
         held = self._call(lambda: self._redis.set(name, value, px=ttl_ms, nx=True, get=True))
         return await held  # type: ignore[no-any-return]
+
+    async def first_rejection(self, digest: str) -> bool:  # one SET NX for every process
+        name = f"{self.namespace}rede:rejected:{digest}"
+        return bool(await self._call(lambda: self._redis.set(name, 1, px=3_600_000, nx=True)))
 
     async def drop_card(self, agent_id: str) -> None:
         self._check_open()
@@ -651,6 +655,7 @@ class _GroupSubscription(_RedisSubscription):
                         self.topic,
                         raw,
                         f"not acknowledged after {count} deliveries to group {group!r}",
+                        self.consumer,
                     )
                 continue
             envelope = await bus._decode_or_dead_letter(self.topic, raw)

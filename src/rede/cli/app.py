@@ -15,6 +15,7 @@ from rich.table import Table
 from rede.bus.embedded import EmbeddedRedis
 from rede.cli import durable as cli_durable
 from rede.cli import extra as cli_extra
+from rede.cli.keys import keys_app
 from rede.cli.tui import LiveView, failure_detail, render_result
 from rede.config import NetworkConfig
 from rede.console import make_console, print_error
@@ -374,6 +375,7 @@ def _short(value: Any) -> str:
 
 
 app.add_typer(bench_app, name="bench")
+app.add_typer(keys_app, name="keys")
 app.command("sim")(sim_command)
 app.callback()(cli_extra.main_options)
 app.command("serve")(serve_command)

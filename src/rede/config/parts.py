@@ -257,8 +257,16 @@ class BusConfig(_Conf):
     max_deliveries: int = Field(5, ge=1)
     maxlen: int = Field(10_000, ge=100)
     """Entries kept per topic stream (Redis trims with ``MAXLEN ~``); older ones are dropped."""
+    dead_maxlen: int = Field(1_000, ge=10)
+    """Entries kept in the dead-letter stream ``rede.dead`` (Redis), the newest."""
     signing_key_env: str | None = None
     """Name of an environment variable that holds the shared HMAC signing key."""
+    keys: str | None = None
+    """A directory with the keyring and this machine's key files (``rede keys init``): every
+    envelope is signed by its sender's own key (relative to the YAML file)."""
+    insecure: bool = False
+    """Run a shared bus (Redis) unsigned: anyone who can write to it can forge messages.
+    Without it, a network on Redis needs ``keys`` or ``signing_key_env``."""
     ephemeral_ttl_s: float = Field(3600, gt=0)
     """How long a reply or inbox stream outlives its last live subscriber when no one deletes
     it (a killed agent's inbox): live subscribers renew it, publishes never do."""

@@ -7,7 +7,11 @@ on Redis, a connection per run: 150 concurrent runs exhausted the connection poo
 the registry's reader and lost runs. The reader and the topic live while any run does; the
 last run to end deletes the topic, so a reply to an ended run is dropped as before.
 
-A result or critique completes the call waiting for its ``(step, attempt)``; one that no
+A result or critique counts only from a live replica of the agent its ``(step, attempt)``
+was routed to (its registry card names that agent, or on a bus with per-agent keys its key
+does), whatever its signature: any other is
+recorded as ``reply_rejected`` and ignored, so a forged reply never replaces an output.
+One from the routed agent completes the call waiting for its ``(step, attempt)``; one that no
 call waits for any more (late, or delivered twice) is recorded and its usage booked, never
 used as an answer. A dead-lettered task fails its attempt at once; a redelivery is recorded;
 an agent's question to another capability (``input_request``) is answered as a sub-step.
@@ -33,6 +37,7 @@ from rede.protocol.messages import (
     InputReply,
     InputRequest,
     Result,
+    owns,
 )
 from rede.protocol.topics import Topic
 from rede.runtime.agent import reply_topic
@@ -109,6 +114,9 @@ def read_reply(s: RunState, calls: Calls, env: Envelope) -> None:
         _reply(s, env, payload)
     elif isinstance(payload, ErrorPayload) and payload.code == "max_deliveries":
         # the bus gave up on the task (its holders kept dying): the attempt failed
+        if not _notice_from_routed(s, env):
+            _rejected(s, env, "a bus notice signed by another agent's key")
+            return
         s.decide("dead_lettered", step=env.step_id, attempt=env.attempt, reason=payload.message)
         future = s.futures.get((env.step_id or "", env.attempt))
         if future is not None and not future.done():
@@ -129,7 +137,12 @@ def read_reply(s: RunState, calls: Calls, env: Envelope) -> None:
 
 
 def _reply(s: RunState, env: Envelope, payload: Result | Critique) -> None:
-    future = s.futures.get((env.step_id or "", env.attempt))
+    key = (env.step_id or "", env.attempt)
+    sent = s.sent_to.get(key)
+    if sent is None or not _from_routed(s, env.sender, sent[0].agent):
+        _rejected(s, env, "the reply did not come from the agent routed to")
+        return
+    future = s.futures.get(key)
     if future is not None and not future.done():
         future.set_result(payload)
     else:
@@ -137,6 +150,39 @@ def _reply(s: RunState, env: Envelope, payload: Result | Critique) -> None:
         if env.id not in s.replies:
             account_late(s, env, payload)
     s.replies.add(env.id)
+
+
+def _rejected(s: RunState, env: Envelope, reason: str) -> None:
+    """Not from the agent this attempt went to (or its replicas): recorded, never used."""
+    sent = s.sent_to.get((env.step_id or "", env.attempt))
+    routed = sent[0].agent if sent is not None else None
+    s.decide(
+        "reply_rejected",
+        step=env.step_id,
+        attempt=env.attempt,
+        sender=env.sender,
+        routed_to=routed,
+        reason=reason,
+    )
+
+
+def _notice_from_routed(s: RunState, env: Envelope) -> bool:
+    """Only the routed agent's replicas read its task stream, so on a bus with per-agent keys
+    the notice that the bus gave up on a task is signed with that agent's key."""
+    if not s.services.bus.codec.proves_sender:
+        return True
+    sent = s.sent_to.get((env.step_id or "", env.attempt))
+    return sent is not None and (env.kid or "").rpartition(".")[0] == sent[0].agent
+
+
+def _from_routed(s: RunState, sender: str, agent: str) -> bool:
+    """A live replica of ``agent`` per the registry; on a bus that proves senders (per-agent
+    keys) also an instance of it whose first heartbeat has not reached this registry yet."""
+    registry = s.services.registry
+    if registry.replica_of(sender, agent):
+        return True
+    proven = s.services.bus.codec.proves_sender and owns(agent, sender)
+    return proven and not registry.knows(sender)
 
 
 def account_late(s: RunState, env: Envelope, payload: Result | Critique) -> None:

@@ -1,4 +1,8 @@
-"""Envelopes to bytes and back: validation at the edge, a size limit, optional HMAC signing.
+"""Envelopes to bytes and back: validation at the edge, a size limit, signing.
+
+Signing is either one shared HMAC key (``signing_key``: every holder can sign as anyone) or
+per-agent Ed25519 identities (``keys``, :mod:`rede.protocol.identity`: each envelope signed
+by its sender's own key and checked against the keyring, so no agent can speak for another).
 
 Every bus implementation uses one :class:`Codec`, so the rules for what is accepted are the
 same in-process and over Redis. Errors name what is wrong: the field that failed validation,
@@ -10,11 +14,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from rede.errors import MalformedMessage, MessageTooLarge, SignatureError, one_line
 from rede.protocol.messages import ENVELOPE_ADAPTER, Envelope
+
+if TYPE_CHECKING:
+    from rede.protocol.identity import KeySet
 
 DEFAULT_MAX_MESSAGE_BYTES = 1_000_000
 
@@ -45,27 +53,57 @@ class Codec:
 
     ``max_bytes`` bounds an encoded envelope (checked on publish and on receipt).
     ``signing_key``, when set, signs every envelope with HMAC-SHA256 on encode and rejects
-    unsigned or forged envelopes on decode.
+    unsigned or forged envelopes on decode. ``keys`` instead signs each envelope with its
+    sender's own identity and verifies sender, key and claims on decode.
     """
 
     def __init__(
-        self, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, signing_key: str | bytes | None = None
+        self,
+        *,
+        max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        signing_key: str | bytes | None = None,
+        keys: KeySet | None = None,
     ) -> None:
         if max_bytes <= 0:
             raise ValueError("max_bytes must be positive")
         self.max_bytes = max_bytes
         key = signing_key.encode() if isinstance(signing_key, str) else signing_key
         self._key: bytes | None = key or None
+        if self._key is not None and keys is not None:
+            raise ValueError("sign with a shared key or with per-agent keys, not both")
+        self._keys = keys
 
     @property
     def signing(self) -> bool:
-        return self._key is not None
+        return self._key is not None or self._keys is not None
+
+    def as_sender(self, sender: str) -> str:
+        """Who the bus's own notices come from: ``sender`` (the consumer that gave up on a
+        task) where per-agent keys can sign as it, so its agent's key vouches; else
+        ``"bus"``."""
+        if self._keys is not None and self._keys.holds(sender):
+            return sender
+        return "bus"
+
+    @property
+    def proves_sender(self) -> bool:
+        """Whether a decoded envelope's sender is proven (per-agent keys), not only that some
+        key holder sent it (a shared key lets every holder sign as anyone)."""
+        return self._keys is not None
 
     def _signature(self, body: bytes) -> str:
         assert self._key is not None
         return hmac.new(self._key, body, hashlib.sha256).hexdigest()
 
     def encode(self, envelope: Envelope) -> bytes:
+        if self._keys is not None:  # the signature is the last field: appended, not re-dumped
+            signer = self._keys.signer(envelope.sender)
+            signed = envelope.model_copy(update={"kid": signer.kid})
+            body = ENVELOPE_ADAPTER.dump_json(signed, exclude={"sig"})
+            data = body[:-1] + b',"sig":"' + signer.sign(body).encode() + b'"}'
+            if len(data) > self.max_bytes:
+                raise MessageTooLarge(len(data), self.max_bytes)
+            return data
         if self._key is not None:
             unsigned = envelope.model_copy(update={"sig": None})
             body = ENVELOPE_ADAPTER.dump_json(unsigned, exclude={"sig"})
@@ -91,7 +129,12 @@ class Codec:
             envelope = ENVELOPE_ADAPTER.validate_json(data)
         except ValidationError as exc:
             raise MalformedMessage(f"invalid envelope: {describe_validation_error(exc)}") from exc
-        if self._key is not None:
+        if self._keys is not None:
+            body = _signed_part(data, envelope.sig) or ENVELOPE_ADAPTER.dump_json(
+                envelope, exclude={"sig"}
+            )
+            self._keys.check(envelope, body)
+        elif self._key is not None:
             if not envelope.sig:
                 raise SignatureError(
                     f"unsigned envelope {envelope.id!r} from {envelope.sender!r} "
@@ -107,6 +150,15 @@ class Codec:
                     "rejected: signature does not match the shared key"
                 )
         return envelope
+
+
+def _signed_part(data: bytes, sig: str | None) -> bytes | None:
+    """What :meth:`Codec.encode` signed, where ``data`` ends with the signature it appended
+    (else None: the caller serialises the envelope again)."""
+    if not sig:
+        return None
+    tail = b',"sig":"' + sig.encode() + b'"}'
+    return data[: -len(tail)] + b"}" if data.endswith(tail) else None
 
 
 def lenient_text(data: bytes, limit: int = 2000) -> str:

@@ -9,6 +9,7 @@ payload models below, told apart by their ``kind`` field (a pydantic discriminat
 from __future__ import annotations
 
 import os
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -20,6 +21,17 @@ PROTOCOL_VERSION = "rede/1"
 def new_id(prefix: str = "") -> str:
     """A short random id, optionally prefixed (``run-3f2a...``)."""
     return f"{prefix}{os.urandom(8).hex()}"  # as random as uuid4's first 64 bits, 4x cheaper
+
+
+_INSTANCE = re.compile(r"-[0-9a-f]{16}")
+
+
+def owns(name: str, sender: str) -> bool:
+    """Whether ``sender`` is ``name`` itself or one of its instances, ``new_id(f"{name}-")``
+    (``researcher-3f2a...``, but not ``researcher-fast-3f2a...``)."""
+    if sender == name:
+        return True
+    return sender.startswith(name) and bool(_INSTANCE.fullmatch(sender[len(name) :]))
 
 
 def utcnow() -> datetime:
@@ -261,6 +273,8 @@ class Envelope(_Model):
     deadline: datetime | None = None
     attempt: int = Field(0, ge=0)
     payload: Payload
+    kid: str | None = None
+    """The signer's key id on a bus with per-agent keys (:mod:`rede.protocol.identity`)."""
     sig: str | None = None
 
     @property

@@ -17,7 +17,8 @@ A task delivered again (its first holder died or stalled) is announced to the ru
 card to the registry (and stores it, for ``card_ttl_s``, on buses that keep cards) and says
 goodbye when stopped cleanly; a clean stop also deletes its inbox topic (a killed one's
 expires after the bus's ``ephemeral_ttl_s``). A specialist's exception becomes a ``failed``
-result naming the error; it is never only logged.
+result naming the error; it is never only logged. A task for a capability the agent does
+not serve (published to its stream by someone else) is answered ``failed``, never run.
 """
 
 from __future__ import annotations
@@ -146,14 +147,15 @@ class AgentRunner:
                     for cap in self.spec.capabilities
                 ]
                 inbox = await self.bus.subscribe(Topic.inbox(self.id))
+                bids = [await self.bus.subscribe(Topic.bids(c)) for c in self.spec.capabilities]
+                # announced before it takes a task: a reply counts only from a known replica
+                await self._heartbeat()
                 for sub in subs:
                     tg.create_task(self._keep(sub, functools.partial(self._consume, tg=tg)))
-                for cap in self.spec.capabilities:
-                    bids = await self.bus.subscribe(Topic.bids(cap))
-                    tg.create_task(self._keep(bids, self._answer_bids))
+                for sub in bids:
+                    tg.create_task(self._keep(sub, self._answer_bids))
                 tg.create_task(self._keep(inbox, self._read_inbox))
                 tg.create_task(self._heartbeats())
-                await self._heartbeat()
                 self.ready.set()
         except BaseExceptionGroup as group:  # the TaskGroup wraps every error in a group
             closed, rest = group.split(ClosedBusError)
@@ -259,6 +261,10 @@ class AgentRunner:
         assert isinstance(task, Task)
         if until is not None and until <= asyncio.get_running_loop().time():
             return Result(status="failed", error="the task's deadline passed before it started")
+        if task.capability not in self.spec.capabilities:  # sent to the wrong stream: refused
+            served = ", ".join(self.spec.capabilities)
+            error = f"agent {self.spec.name!r} serves {served}, not {task.capability!r}"
+            return Result(status="failed", error=error)
         return await self.once.run(
             task.idempotency_key, env.deadline, lambda: self._do(env, task, until)
         )

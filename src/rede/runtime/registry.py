@@ -28,6 +28,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from rede.bus import Bus
 from rede.errors import ClosedBusError
@@ -212,7 +213,8 @@ class Registry:
             except ClosedBusError:
                 return
             for card, expires_in_s in stored:
-                self.observe(card, expires_in_s=expires_in_s)
+                if _fresh(bus, card, self.ttl_s):
+                    self.observe(card, expires_in_s=expires_in_s)
             self.expire()
             while True:
                 try:
@@ -222,8 +224,13 @@ class Registry:
                     continue
                 except ClosedBusError:
                     return
-                payload = delivery.envelope.payload
-                if isinstance(payload, Heartbeat):
+                env = delivery.envelope
+                payload = env.payload
+                if (
+                    isinstance(payload, Heartbeat)
+                    and payload.card.id == env.sender  # an agent announces only itself
+                    and _fresh(bus, payload.card, self.ttl_s)
+                ):
                     if payload.stopping:
                         self.remove(payload.card.id)
                     else:
@@ -269,6 +276,14 @@ class Registry:
     def is_live(self, name: str) -> bool:
         return any(c.name == name for c in self.cards())
 
+    def replica_of(self, agent_id: str, name: str) -> bool:
+        """Whether ``agent_id`` is a live replica of agent ``name`` (its card says so)."""
+        known = self._cards.get(agent_id)
+        return known is not None and known[0].name == name
+
+    def knows(self, agent_id: str) -> bool:
+        return agent_id in self._cards
+
     async def wait_for(self, predicate: Callable[[Registry], bool], timeout: float) -> None:
         """Wait until ``predicate(self)`` holds (checked on every change); TimeoutError after."""
         async with asyncio.timeout(timeout):
@@ -312,6 +327,20 @@ class Registry:
                     await changed.wait()
             except TimeoutError:
                 pass
+
+
+CLOCK_SKEW_S = 30.0
+"""How far apart the clocks of a network's machines may be, for :func:`_fresh`."""
+
+
+def _fresh(bus: Bus, card: AgentCard, ttl_s: float) -> bool:
+    """On a signed bus, a heartbeat older than the card's time to live (and the clock skew
+    allowed between machines) is a replay, a signed heartbeat captured earlier and sent
+    again to keep a stopped agent routable: ignored."""
+    if not bus.codec.signing:
+        return True
+    age = (datetime.now(UTC) - card.last_heartbeat).total_seconds()
+    return age <= ttl_s + CLOCK_SKEW_S
 
 
 def _nothing() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,17 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 
 from rede import ConfigError, Network, __version__
+from rede.protocol.messages import new_id
 from rede.server import a2a, openai_api, runs_api
-from rede.server.http import AccessLog, APIError, BearerAuth, BodyLimit, error_response
+from rede.server.http import (
+    AccessLog,
+    APIError,
+    BearerAuth,
+    BodyLimit,
+    FailureLimit,
+    error_response,
+)
+from rede.server.jsonrpc import JsonRpcGuard
 from rede.server.metrics import CONTENT_TYPE, Metrics
 from rede.server.runs import (
     AtCapacity,
@@ -38,12 +48,18 @@ from rede.server.runs import (
 from rede.server.settings import ServerSettings
 
 WEB = Path(__file__).parent / "web"
+log = logging.getLogger("rede.server")
 PUBLIC = ("/", "/healthz", "/openapi.json", "/docs", "/favicon.ico")
 PUBLIC_PREFIXES = ("/web/", "/.well-known/", "/docs/")
 
 
 def _public(path: str) -> bool:
     return path in PUBLIC or path.startswith(PUBLIC_PREFIXES) or path.endswith("agent-card.json")
+
+
+def _jsonrpc(path: str) -> bool:
+    """The A2A JSON-RPC endpoints (``/a2a/<network>``), not their agent cards."""
+    return path.startswith("/a2a/") and path.count("/") == 2
 
 
 def _by_name(networks: Sequence[Network]) -> dict[str, Network]:
@@ -165,7 +181,9 @@ def create_app(
 
     @app.exception_handler(Exception)
     async def crashed(request: Request, exc: Exception) -> Response:
-        return error_response(500, f"internal error: {type(exc).__name__}: {exc}", "internal")
+        ref = new_id("err-")  # the exception's text stays in the server's log
+        log.error("internal error %s on %s %s", ref, request.method, request.url.path, exc_info=exc)
+        return error_response(500, f"internal error (logged on the server as {ref})", "internal")
 
     app.include_router(openai_api.router(runs, settings.on_disconnect))
     app.include_router(runs_api.router(runs))
@@ -196,7 +214,16 @@ def create_app(
         metrics.http_seconds.labels(method, route).observe(seconds)
 
     # outermost last: access log, CORS (so errors carry its headers), body limit, keys
-    app.add_middleware(BearerAuth, keys=settings.api_keys, public=_public)
+    app.add_middleware(JsonRpcGuard, guarded=_jsonrpc)
+    limit = FailureLimit(settings.auth_max_failures, settings.auth_window_s)
+    counted = metrics.auth_refused.labels
+    app.add_middleware(
+        BearerAuth,
+        keys=settings.api_keys,
+        public=_public,
+        limit=limit,
+        counted=lambda reason: counted(reason).inc(),
+    )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from rede import Network
@@ -26,7 +26,7 @@ class _Live(Collector):
     def __init__(self, runs: RunManager) -> None:
         self.runs = runs
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         active = GaugeMetricFamily("rede_runs_active", "Runs in progress.", labels=["model"])
         by_model: dict[str, int] = dict.fromkeys(self.runs.networks, 0)
         for run in self.runs.runs.values():
@@ -49,6 +49,28 @@ class _Live(Collector):
                 replicas.add_metric([model, name], live)
         yield queue
         yield replicas
+        yield from _bus_rejections(self.runs)
+
+
+def _bus_rejections(runs: RunManager) -> Iterator[CounterMetricFamily]:
+    """What each network's bus refused on receipt (this process's readers), by reason, and
+    the dead letters this process wrote (each refused entry is dead-lettered once)."""
+    rejected = CounterMetricFamily(
+        "rede_bus_rejected",
+        "Envelopes refused on receipt: malformed, too_large, signature, max_deliveries.",
+        labels=["model", "reason"],
+    )
+    dead = CounterMetricFamily(
+        "rede_bus_dead_lettered", "Dead letters written by this process.", labels=["model"]
+    )
+    for model, net in runs.networks.items():
+        if net.bus is None:
+            continue
+        for reason, n in sorted(net.bus.stats.rejected.items()):
+            rejected.add_metric([model, reason], n)
+        dead.add_metric([model], net.bus.stats.dead_lettered)
+    yield rejected
+    yield dead
 
 
 def _agents(net: Network) -> Iterator[tuple[str, int, int]]:
@@ -93,6 +115,12 @@ class Metrics:
             "rede_http_request_duration_seconds",
             "Time to the end of the response.",
             ["method", "route"],
+            registry=r,
+        )
+        self.auth_refused = Counter(
+            "rede_auth_refused",
+            "Requests refused for their API key: missing, invalid, or limited (429).",
+            ["reason"],
             registry=r,
         )
         r.register(_Live(runs))

@@ -44,6 +44,10 @@ class ServerSettings(BaseModel):
     shutdown_timeout_s: float = Field(30.0, ge=0)
     """On SIGINT/SIGTERM, running runs get this long to finish; then they are cancelled."""
     retry_after_s: int = Field(1, ge=1)
+    auth_max_failures: int = Field(10, ge=1)
+    """Failed authentications a client (by address) may make within ``auth_window_s``;
+    past that it is answered 429 with Retry-After until the window lets it try again."""
+    auth_window_s: float = Field(60.0, gt=0)
     keep_runs: int = Field(1000, gt=0)
     """Finished runs kept in memory with their events; older ones are read from the ledger."""
     public_url: str | None = None
