@@ -31,6 +31,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rede.network")
 
+KEYS_ENV = "REDE_KEYS"
+"""The keys directory when the YAML names none (``bus.keys`` wins): how ``rede up`` hands the
+keyring it made for its embedded bus to its agent processes."""
+
 
 class Assembly:
     """Models, tools and agent specs of one network description."""
@@ -93,7 +97,7 @@ class Assembly:
                     f"bus.signing_key_env names {b.signing_key_env!r}, "
                     "but that environment variable is empty"
                 )
-        keys = self._keys() if b.keys else None
+        keys = self._keys() if b.keys or os.environ.get(KEYS_ENV) else None
         _check_secure(url or b.url, signed=bool(key or keys), insecure=b.insecure)
         return BusOptions(
             max_message_bytes=b.max_message_bytes,
@@ -111,7 +115,8 @@ class Assembly:
     def _keys(self) -> KeySet:
         from rede.protocol.identity import KeySet
 
-        path = Path(os.path.expandvars(self.config.bus.keys or "")).expanduser()
+        where = self.config.bus.keys or os.environ.get(KEYS_ENV, "")
+        path = Path(os.path.expandvars(where)).expanduser()
         if not path.is_absolute() and self.config.base_dir is not None:
             path = self.config.base_dir / path  # relative to the network's YAML file
         return KeySet.load(path)

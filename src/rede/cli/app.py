@@ -12,9 +12,11 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from rede.assembly import KEYS_ENV
 from rede.bus.embedded import EmbeddedRedis
 from rede.cli import durable as cli_durable
 from rede.cli import extra as cli_extra
+from rede.cli import keys as cli_keys
 from rede.cli.keys import keys_app
 from rede.cli.tui import LiveView, failure_detail, render_result
 from rede.config import NetworkConfig
@@ -286,13 +288,16 @@ def up(
 
     embedded: EmbeddedRedis | None = None
     try:
-        url = bus or NetworkConfig.from_yaml(network).bus.url
+        conf = NetworkConfig.from_yaml(network)
+        url = bus or conf.bus.url
         if url.startswith("memory:"):  # processes need a shared bus: start one of our own
             embedded = EmbeddedRedis().start()  # in the main thread: see its docstring
             url = embedded.url
+            keys = cli_keys.throwaway_keys(conf)  # signed, as every shared bus is
+            prefix = f"{KEYS_ENV}={keys} " if keys else ""
             report(
                 f"embedded Valkey on {url} (stopped with rede up); submit runs with: "
-                f"rede run {network} REQUEST --bus {url}"
+                f"{prefix}rede run {network} REQUEST --bus {url}"
             )
         asyncio.run(main(url))
     except RedeError as exc:
@@ -300,6 +305,7 @@ def up(
     finally:
         if embedded is not None:
             embedded.stop()
+            cli_keys.drop_throwaway_keys()
 
 
 def _stop_on_signals() -> asyncio.Event:

@@ -12,19 +12,29 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from rede.config import NetworkConfig
+from rede.console import make_console, print_error
 from rede.errors import RedeError
 
-console = Console()
+console = make_console()
 keys_app = typer.Typer(help="Per-agent signing keys for a network on a shared bus (Redis).")
 Dir = Annotated[Path, typer.Argument(help="The keys directory (bus.keys in the YAML).")]
 
 
 def _fail(exc: RedeError) -> None:
-    console.print(f"[red]error:[/red] {exc}", highlight=False)
+    print_error(make_console(stderr=True), exc)
     raise typer.Exit(1)
+
+
+@keys_app.callback()
+def _needs_the_redis_extra() -> None:
+    """Per-agent signing keys for a network on a shared bus (Redis)."""
+    try:
+        import rede.protocol.identity  # noqa: F401  (cryptography, from the redis extra)
+    except RedeError as exc:
+        _fail(exc)
 
 
 @keys_app.command("init")
@@ -146,3 +156,42 @@ def acl(
 
 def _quoted(arg: str) -> str:
     return f'"{arg}"' if any(c in arg for c in " <>*") else arg
+
+
+_THROWAWAY: list[Path] = []
+
+
+def throwaway_keys(conf: NetworkConfig) -> Path | None:
+    """For ``rede up`` on the embedded bus it starts: a keyring made for this one run, in a
+    private temporary directory handed to its agent processes through ``REDE_KEYS``, so its
+    bus is signed like any shared bus. None when the network says how to sign (or not)."""
+    import os
+    import tempfile
+
+    from rede.assembly import KEYS_ENV
+    from rede.protocol.identity import new_key
+
+    b = conf.bus
+    if b.keys or b.signing_key_env or b.insecure or os.environ.get(KEYS_ENV):
+        return None
+    directory = Path(tempfile.mkdtemp(prefix="rede-keys-"))  # mode 0700: this user only
+    _THROWAWAY.append(directory)
+    new_key(directory, "orchestrator", "orchestrator")
+    for name in dict.fromkeys(a.name for a in conf.agents):
+        new_key(directory, name, "agent")
+    os.environ[KEYS_ENV] = str(directory)  # the agent processes inherit it
+    return directory
+
+
+def drop_throwaway_keys() -> None:
+    import os
+    import shutil
+
+    from rede.assembly import KEYS_ENV
+
+    while _THROWAWAY:
+        directory = _THROWAWAY.pop()
+        if os.environ.get(KEYS_ENV) == str(directory):
+            del os.environ[KEYS_ENV]
+        shutil.rmtree(directory, ignore_errors=True)
+

@@ -36,10 +36,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from rede.errors import ConfigError, MissingExtra, SignatureError
 
-from rede.errors import ConfigError, SignatureError
+try:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
+except ImportError:  # the redis extra brings it, with the bus that needs it
+    raise MissingExtra(
+        "per-agent signing keys (bus.keys, rede keys)", "redis", "cryptography"
+    ) from None
+
 from rede.protocol.messages import Envelope, Heartbeat, owns
 
 log = logging.getLogger("rede.keys")
