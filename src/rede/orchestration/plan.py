@@ -132,7 +132,6 @@ def plan_prompt_schema(capabilities: Iterable[str], *, max_steps: int) -> dict[s
             "instruction": {"type": "string"},
             "depends_on": {"type": "array", "items": {"enum": ids}},
             "review": {"type": "boolean"},
-            "required": {"type": "boolean"},
         },
         "required": ["id", "capability", "instruction", "depends_on", "review"],
     }
@@ -174,7 +173,6 @@ def plan_output_schema(capabilities: Iterable[str], *, max_steps: int) -> dict[s
                 "instruction": {"type": "string", "minLength": 1, "maxLength": 160},
                 "depends_on": depends_on,
                 "review": {"type": "boolean"},
-                "required": {"type": "boolean"},
             },
             "required": ["id", "capability", "instruction", "depends_on", "review"],
             "additionalProperties": False,
