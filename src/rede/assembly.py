@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from rede.agents.confidence import llm_specialist
+from rede.agents.mcp import McpServer, mcp_spec, open_mcp
 from rede.agents.specialists import SpecialistSpec, check_template
 from rede.agents.tools import Tool, ToolFn, ToolSpecialist, resolve_tool
 from rede.bus import BusOptions
@@ -48,6 +49,8 @@ class Assembly:
         self.time_scale = time_scale
         self.dialects = DialectMemory()
         self.tools = self._add_tools(tools)
+        self.remote: dict[str, McpServer] = {}
+        """MCP servers (and remote A2A agents) by agent name, once :meth:`open_remote` ran."""
         for agent in config.agents:  # a template's mistakes show now, not in the first run
             self.prompts(agent)
 
@@ -161,7 +164,32 @@ class Assembly:
             options["seed"] = conf.seed
         return options
 
+    async def open_remote(self, only: set[str] | None = None) -> None:
+        """Start (or connect to) the MCP servers and remote A2A agents of the agents served
+        here (``only``: these names), each giving its agent its capabilities."""
+        for agent in self.config.agents:
+            if not agent.remote or agent.name in self.remote:
+                continue
+            if only is not None and agent.name not in only:
+                continue
+            if agent.mcp is not None:
+                self.remote[agent.name] = await open_mcp(agent, self.config.base_dir)
+
+    async def aclose_remote(self) -> None:
+        """Stop every MCP server started here and close remote connections."""
+        while self.remote:
+            _, server = self.remote.popitem()
+            await server.aclose()
+
     def spec(self, agent: AgentConfig) -> SpecialistSpec:
+        if agent.remote:
+            server = self.remote.get(agent.name)
+            if server is None:
+                raise ConfigError(
+                    f"agent {agent.name!r} is served by a remote server that is not open: "
+                    "start the network first (Network.start, or Assembly.open_remote)"
+                )
+            return mcp_spec(agent, server)
         if agent.tool is not None:
             return SpecialistSpec(
                 name=agent.name,

@@ -26,6 +26,7 @@ from rede.config._base import (
 from rede.config.network import NetworkConfig
 from rede.config.parts import (
     CONFIDENCE_METHODS,
+    A2aConfig,
     AgentConfig,
     AgreementConfig,
     AgreementTier,
@@ -34,6 +35,7 @@ from rede.config.parts import (
     DurableConfig,
     HumanConfig,
     LimitsConfig,
+    McpConfig,
     ModelConfig,
     RoutingConfig,
     SpawnConfig,
@@ -45,6 +47,7 @@ __all__ = [
     "META_CAPABILITIES",
     "NAME",
     "WELL_KNOWN",
+    "A2aConfig",
     "AgentConfig",
     "AgreementConfig",
     "AgreementTier",
@@ -53,6 +56,7 @@ __all__ = [
     "DurableConfig",
     "HumanConfig",
     "LimitsConfig",
+    "McpConfig",
     "ModelConfig",
     "NetworkConfig",
     "RoutingConfig",
