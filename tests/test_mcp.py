@@ -214,3 +214,22 @@ async def test_without_the_sdk_the_error_names_the_extra(
         async with network(stdio(token)):
             pass
     assert running(token) == []
+
+
+def test_rede_validate_lists_the_tools_found(token: str, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from rede.cli.app import app
+
+    spec = {
+        "name": "tooled",
+        "agents": [{"name": "calc", "mcp": stdio(token, tools={"add": "sum", "shout": "shout"})}],
+    }
+    path = tmp_path / "net.yaml"
+    path.write_text(json.dumps(spec))  # JSON is YAML
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "calc serves 2 tool(s): add as sum, shout" in result.output
+    result = CliRunner().invoke(app, ["validate", str(path), "--json"])
+    assert json.loads(result.output)["tools"] == {"calc": {"add": "sum", "shout": "shout"}}
+    assert running(token) == []

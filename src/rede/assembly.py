@@ -175,6 +175,18 @@ class Assembly:
             if agent.mcp is not None:
                 self.remote[agent.name] = await open_mcp(agent, self.config.base_dir)
 
+    async def probe_remote(self) -> dict[str, dict[str, str]]:
+        """Start every remote agent, note what it serves (agent -> tool -> capability), stop
+        them again: what ``rede validate`` lists."""
+        try:
+            await self.open_remote()
+            return {
+                name: dict(sorted((t.name, cap) for cap, t in server.tools.items()))
+                for name, server in self.remote.items()
+            }
+        finally:
+            await self.aclose_remote()
+
     async def aclose_remote(self) -> None:
         """Stop every MCP server started here and close remote connections."""
         while self.remote:
