@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -233,3 +234,58 @@ def test_rede_validate_lists_the_tools_found(token: str, tmp_path: Path) -> None
     result = CliRunner().invoke(app, ["validate", str(path), "--json"])
     assert json.loads(result.output)["tools"] == {"calc": {"add": "sum", "shout": "shout"}}
     assert running(token) == []
+
+
+# ---------------------------------------------------------------- a network as an MCP server
+
+
+def rede_mcp(network: Path | str, ledger: Path) -> Any:
+    from mcp import StdioServerParameters
+
+    return StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "rede", "mcp", str(network), "--fast", "--ledger", str(ledger)],
+        env={"PYTHONPATH": os.environ.get("PYTHONPATH", "")},
+    )
+
+
+async def test_rede_mcp_serves_a_network_as_the_tool_ask(tmp_path: Path) -> None:
+    from mcp import Client
+
+    from rede.cli.app import demo_network_path
+    from rede.orchestration.ledger import SQLiteLedger
+
+    ledger = tmp_path / "ledger.db"
+    async with Client(rede_mcp(demo_network_path(), ledger), read_timeout_seconds=60) as client:
+        tools = (await client.list_tools()).tools
+        assert [t.name for t in tools] == ["ask"]
+        result = await client.call_tool("ask", {"request": "Compare SQLite and Postgres"})
+    assert not result.is_error
+    out = result.structured_content
+    assert out["simulated"] is True and out["answer"].startswith("[simulated] ")
+    assert out["status"] == "ok" and out["cost_usd"] > 0 and out["tokens"] > 0
+    assert SQLiteLedger(ledger).decisions(out["run_id"])  # the run is in the ledger
+
+
+async def test_rede_mcp_real_answers_unmarked_and_failures_as_tool_errors(
+    tmp_path: Path,
+) -> None:
+    from mcp import Client
+
+    path = tmp_path / "calc.yaml"
+    path.write_text(
+        json.dumps(
+            {
+                "name": "calc",
+                "agents": [{"name": "calc", "tool": "arithmetic", "capabilities": ["arithmetic"]}],
+            }
+        )
+    )
+    async with Client(rede_mcp(path, tmp_path / "l.db"), read_timeout_seconds=60) as client:
+        ok = await client.call_tool("ask", {"request": "What is 6 * 7?"})
+        failed = await client.call_tool("ask", {"request": "no numbers here"})
+    assert ok.structured_content["answer"] == "6 * 7 = 42"
+    assert ok.structured_content["simulated"] is False
+    assert failed.is_error
+    assert "no arithmetic expression" in failed.content[0].text
+    assert "(run run-" in failed.content[0].text

@@ -15,6 +15,7 @@ from rich.table import Table
 from rede.bus.embedded import EmbeddedRedis
 from rede.cli import durable as cli_durable
 from rede.cli import extra as cli_extra
+from rede.cli.mcp import mcp_command
 from rede.cli.tui import LiveView, render_result
 from rede.config import NetworkConfig
 from rede.console import make_console, print_error
@@ -383,6 +384,7 @@ app.command("runs")(cli_extra.runs)
 app.command("resume")(cli_durable.resume)
 app.command("approve")(cli_durable.approve)
 app.command("reply")(cli_durable.reply)
+app.command("mcp")(mcp_command)
 
 
 def main() -> None:

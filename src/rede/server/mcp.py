@@ -1,0 +1,83 @@
+"""A network as an MCP server: one tool, ``ask``, that runs a request through the network.
+
+``rede mcp NETWORK.yaml`` serves it over stdio, the way IDEs and desktop clients start MCP
+servers (nothing but the protocol is written to stdout). The tool's result is structured:
+the answer, the run's status, cost, tokens and id, and ``simulated`` (true when simulated
+models wrote it; the answer's text then starts with ``[simulated]``, so no reader can take
+it for a real model's). A run that fails is a tool error naming what failed, with its run id.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from rede.errors import RedeError
+from rede.extras import require
+from rede.network import Network
+from rede.orchestration.run import RunResult
+
+SIMULATED_MARK = "[simulated] "
+
+
+class AskAnswer(BaseModel):
+    """What the ``ask`` tool returns."""
+
+    answer: str
+    status: str
+    run_id: str
+    cost_usd: float = Field(description="What the run's model calls cost, in US dollars.")
+    tokens: int
+    simulated: bool = Field(description="True when simulated models wrote the answer.")
+    sources: list[str] = Field(description="Where the usage came from: real, simulated, ...")
+
+
+def answer_of(run: RunResult) -> AskAnswer:
+    usage = run.usage
+    simulated = run.simulated
+    return AskAnswer(
+        answer=(SIMULATED_MARK if simulated else "") + run.answer,
+        status=run.status,
+        run_id=run.run_id,
+        cost_usd=usage.cost_usd,
+        tokens=usage.prompt_tokens + usage.completion_tokens,
+        simulated=simulated,
+        sources=sorted(run.sources),
+    )
+
+
+def mcp_app(net: Network) -> Any:
+    """An SDK ``MCPServer`` whose ``ask`` tool asks the (started) network."""
+    server, errors = require(
+        "rede mcp", "mcp", "mcp.server.mcpserver", "mcp.server.mcpserver.exceptions"
+    )
+    description = net.config.description or f"The Rede network {net.config.name!r}."
+    app = server.MCPServer(f"rede-{net.config.name}", instructions=description)
+
+    async def ask(request: str) -> AskAnswer:
+        try:
+            run = await net.ask(request)
+        except RedeError as exc:
+            run_id = getattr(exc.run, "run_id", None)
+            message = str(exc) + (f" (run {run_id})" if run_id else "")
+            raise errors.ToolError(message) from None  # shown to the client, unlike others
+        return answer_of(run)
+
+    caps = ", ".join(sorted(net.config.capabilities))
+    app.add_tool(
+        ask,
+        name="ask",
+        description=f"{description} Ask it anything its agents can do ({caps}); returns the "
+        "answer with the run's cost, tokens and id.",
+    )
+    return app
+
+
+async def serve_stdio(net: Network) -> None:
+    """Start the network and serve it over stdin/stdout until the client closes them."""
+    async with net:
+        await mcp_app(net).run_stdio_async()
+
+
+__all__ = ["SIMULATED_MARK", "AskAnswer", "answer_of", "mcp_app", "serve_stdio"]
