@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from rede.agents.a2a_remote import A2aRemote, a2a_spec, open_a2a
 from rede.agents.confidence import llm_specialist
 from rede.agents.mcp import McpServer, mcp_spec, open_mcp
 from rede.agents.specialists import SpecialistSpec, check_template
@@ -49,7 +50,7 @@ class Assembly:
         self.time_scale = time_scale
         self.dialects = DialectMemory()
         self.tools = self._add_tools(tools)
-        self.remote: dict[str, McpServer] = {}
+        self.remote: dict[str, McpServer | A2aRemote] = {}
         """MCP servers (and remote A2A agents) by agent name, once :meth:`open_remote` ran."""
         for agent in config.agents:  # a template's mistakes show now, not in the first run
             self.prompts(agent)
@@ -174,6 +175,8 @@ class Assembly:
                 continue
             if agent.mcp is not None:
                 self.remote[agent.name] = await open_mcp(agent, self.config.base_dir)
+            else:
+                self.remote[agent.name] = await open_a2a(agent)
 
     async def probe_remote(self) -> dict[str, dict[str, str]]:
         """Start every remote agent, note what it serves (agent -> tool -> capability), stop
@@ -201,6 +204,8 @@ class Assembly:
                     f"agent {agent.name!r} is served by a remote server that is not open: "
                     "start the network first (Network.start, or Assembly.open_remote)"
                 )
+            if isinstance(server, A2aRemote):
+                return a2a_spec(agent, server)
             return mcp_spec(agent, server)
         if agent.tool is not None:
             return SpecialistSpec(
