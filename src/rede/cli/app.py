@@ -15,6 +15,7 @@ from rich.table import Table
 from rede.bus.embedded import EmbeddedRedis
 from rede.cli import durable as cli_durable
 from rede.cli import extra as cli_extra
+from rede.cli.export import export_app
 from rede.cli.mcp import mcp_command
 from rede.cli.tui import LiveView, render_result
 from rede.config import NetworkConfig
@@ -385,6 +386,7 @@ app.command("resume")(cli_durable.resume)
 app.command("approve")(cli_durable.approve)
 app.command("reply")(cli_durable.reply)
 app.command("mcp")(mcp_command)
+app.add_typer(export_app, name="export")
 
 
 def main() -> None:
