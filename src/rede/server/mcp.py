@@ -76,8 +76,9 @@ def mcp_app(net: Network) -> Any:
 
 async def serve_stdio(net: Network) -> None:
     """Start the network and serve it over stdin/stdout until the client closes them."""
+    app = mcp_app(net)  # a missing extra says so before anything starts
     async with net:
-        await mcp_app(net).run_stdio_async()
+        await app.run_stdio_async()
 
 
 __all__ = ["SIMULATED_MARK", "AskAnswer", "answer_of", "mcp_app", "serve_stdio"]
