@@ -69,7 +69,8 @@ async def test_every_skill_of_the_card_becomes_a_capability(rede_server: LiveSer
 
 
 class Greeter(AgentExecutor):
-    """Echoes a message in capitals, fails on 'fail', and asks who is there on 'who'."""
+    """Echoes a message in capitals, fails on 'fail', takes 3 s on 'slow', and asks who is
+    there on 'who'."""
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
         task = context.current_task
@@ -91,6 +92,9 @@ class Greeter(AgentExecutor):
         elif "fail" in text:
             await updater.failed(say("cannot do that today"))
             return
+        elif "slow" in text:
+            await asyncio.sleep(3)  # a slow agent, not a wait for state
+            answer = "too late"
         elif "who" in text:
             await updater.requires_input(say("What is your name?"))
             return
@@ -143,6 +147,12 @@ async def test_an_sdk_agent_answers_and_fails_steps(greeter: LiveServer) -> None
         assert run.answer == "QUIET WORDS"
         with pytest.raises(RedeError, match="'partner' failed the step: cannot do that today"):
             await net.ask("please fail")
+
+
+async def test_a_slow_agent_fails_the_step_in_bounded_time(greeter: LiveServer) -> None:
+    async with local(greeter.url, skills={"shout": "shout"}, timeout_s=1) as net:
+        with pytest.raises(RedeError, match=r"'partner' did not answer within 1s"):
+            await net.ask("slow please")
 
 
 async def test_input_required_is_asked_of_a_person(greeter: LiveServer) -> None:

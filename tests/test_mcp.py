@@ -176,6 +176,15 @@ async def test_crash_mid_call_fails_the_step_and_the_server_is_restarted(token: 
     assert running(token) == []
 
 
+async def test_a_server_out_of_restarts_fails_steps_saying_so(token: str) -> None:
+    async with network(stdio(token, restarts=0)) as net:
+        with pytest.raises(RedeError, match=r"it is not started again \(mcp.restarts 0 used\)"):
+            await net.ask("die", plan=one_step("die", "now"))
+        with pytest.raises(RedeError, match=r"'calc' .* is not running \(restarted 0 times"):
+            await net.ask("pid", plan=one_step("pid", "now"))
+        assert running(token) == []
+
+
 async def test_hang_mid_call_fails_the_step_in_bounded_time(token: str) -> None:
     async with network(stdio(token, call_timeout_s=1)) as net:
         with pytest.raises(RedeError, match=r"'hang' of agent 'calc' did not answer within 1s"):

@@ -158,15 +158,20 @@ class McpServer:
         while True:
             self._lost.clear()
             try:
-                async with client:
-                    self._client = client
+                async with asyncio.timeout(self.conf.start_timeout_s) as starting, client:
                     await self._list_tools(client)
+                    starting.reschedule(None)  # started: the session lives until it is lost
+                    self._client = client
                     if not ready.done():
                         ready.set_result(None)
                     self._up.set()
                     await self._lost.wait()
             except Exception as exc:
-                self.last_error = _why(exc)
+                self.last_error = (
+                    "no answer within mcp.start_timeout_s"
+                    if isinstance(exc, TimeoutError)
+                    else _why(exc)
+                )
                 if not ready.done():
                     ready.set_exception(
                         RemoteAgentError(
