@@ -31,6 +31,7 @@ from typing import Any
 
 from rede.agents.specialists import Specialist, SpecialistSpec, TaskContext
 from rede.agents.tools import _first_object
+from rede.backoff import doubling
 from rede.config import NAME, AgentConfig, McpConfig
 from rede.errors import ConfigError, RemoteAgentError, one_line
 from rede.extras import require
@@ -115,6 +116,7 @@ class McpServer:
         self._up = asyncio.Event()
         self._lost = asyncio.Event()
         self._closing = False
+        self._stop = asyncio.Event()
         self._owner: asyncio.Task[None] | None = None
         self.last_error = ""
 
@@ -184,6 +186,10 @@ class McpServer:
                 self._up.clear()
                 self._client = None
             if self._closing or self.restarts >= self.conf.restarts:
+                return
+            with contextlib.suppress(TimeoutError):  # a pause before starting it again
+                await asyncio.wait_for(self._stop.wait(), doubling(0.1, self.restarts, 5.0))
+            if self._closing:
                 return
             self.restarts += 1
             client = self._make_client()
@@ -280,6 +286,7 @@ class McpServer:
     async def aclose(self) -> None:
         """Stop the server (or close the connection); nothing is left running."""
         self._closing = True
+        self._stop.set()
         self._lost.set()
         if self._owner is not None:
             owner, self._owner = self._owner, None
