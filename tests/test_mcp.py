@@ -298,3 +298,31 @@ async def test_rede_mcp_real_answers_unmarked_and_failures_as_tool_errors(
     assert failed.is_error
     assert "no arithmetic expression" in failed.content[0].text
     assert "(run run-" in failed.content[0].text
+
+
+@pytest.fixture
+def rede_mcp_http() -> Iterator[str]:
+    from rede.cli.app import demo_network_path
+
+    args = ["-m", "rede", "mcp", str(demo_network_path()), "--fast", "--ledger", ""]
+    proc = subprocess.Popen(
+        [sys.executable, *args, "--port", "0"], stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()  # said once it accepts connections
+        url = line.rsplit(" ", 1)[-1].strip()
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/mcp"), line
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def test_rede_mcp_over_streamable_http(rede_mcp_http: str) -> None:
+    from mcp import Client
+
+    async with Client(rede_mcp_http, read_timeout_seconds=60) as client:
+        result = await client.call_tool("ask", {"request": "What is 6*7?"})
+    assert result.structured_content["answer"] == "6*7 = 42"
+    assert result.structured_content["simulated"] is False  # the arithmetic tool answered

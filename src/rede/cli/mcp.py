@@ -27,13 +27,18 @@ def mcp_command(
     ledger: Annotated[
         str, typer.Option(help="SQLite file recording every run ('' to keep it in memory).")
     ] = DEFAULT_LEDGER,
+    port: Annotated[
+        int | None,
+        typer.Option(min=0, max=65535, help="Serve streamable HTTP on this port (0: any free)."),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on, with --port.")] = "127.0.0.1",
 ) -> None:
-    """Serve a network as an MCP server over stdin/stdout: its tool `ask` answers a request
-    with the run's answer, cost and run id (for IDEs and desktop MCP clients)."""
+    """Serve a network as an MCP server over stdin/stdout (or streamable HTTP with --port):
+    its tool `ask` answers a request with the run's answer, cost and run id."""
     from rede.network import Network
 
     try:
-        from rede.server.mcp import serve_stdio
+        from rede.server.mcp import serve_http, serve_stdio
 
         if ledger:
             Path(ledger).parent.mkdir(parents=True, exist_ok=True)
@@ -45,8 +50,13 @@ def mcp_command(
             time_scale=0.0 if fast else None,
             ledger=ledger or None,
         )
+
+        def say(line: str) -> None:
+            typer.echo(line, err=True)
+
+        serving = serve_stdio(net) if port is None else serve_http(net, host, port, say)
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(serve_stdio(net))
+            asyncio.run(serving)
     except RedeError as exc:  # stdout belongs to the protocol: errors go to stderr
         typer.echo(f"error: {one_line(str(exc))}", err=True)
         raise typer.Exit(1) from None

@@ -1,7 +1,8 @@
 """A network as an MCP server: one tool, ``ask``, that runs a request through the network.
 
 ``rede mcp NETWORK.yaml`` serves it over stdio, the way IDEs and desktop clients start MCP
-servers (nothing but the protocol is written to stdout). The tool's result is structured:
+servers (nothing but the protocol is written to stdout); with ``--port``, over streamable
+HTTP at ``http://HOST:PORT/mcp``. The tool's result is structured:
 the answer, the run's status, cost, tokens and id, and ``simulated`` (true when simulated
 models wrote it; the answer's text then starts with ``[simulated]``, so no reader can take
 it for a real model's). A run that fails is a tool error naming what failed, with its run id.
@@ -9,6 +10,8 @@ it for a real model's). A run that fails is a tool error naming what failed, wit
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -74,6 +77,28 @@ def mcp_app(net: Network) -> Any:
     return app
 
 
+async def serve_http(
+    net: Network, host: str = "127.0.0.1", port: int = 0, say: Callable[[str], None] = print
+) -> None:
+    """Start the network and serve it over streamable HTTP at ``http://HOST:PORT/mcp`` until
+    cancelled; ``say`` is told the address once it accepts connections (port 0: any free)."""
+    (uvicorn,) = require("rede mcp --port", "serve", "uvicorn")
+    app = mcp_app(net)
+    sock = socket.create_server((host, port), family=_family(host))
+    try:
+        config = uvicorn.Config(app.streamable_http_app(host=host), log_level="warning")
+        async with net:
+            bound = sock.getsockname()
+            say(f"serving network {net.config.name!r} over MCP at http://{host}:{bound[1]}/mcp")
+            await uvicorn.Server(config).serve(sockets=[sock])
+    finally:
+        sock.close()
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
 async def serve_stdio(net: Network) -> None:
     """Start the network and serve it over stdin/stdout until the client closes them."""
     app = mcp_app(net)  # a missing extra says so before anything starts
@@ -81,4 +106,4 @@ async def serve_stdio(net: Network) -> None:
         await app.run_stdio_async()
 
 
-__all__ = ["SIMULATED_MARK", "AskAnswer", "answer_of", "mcp_app", "serve_stdio"]
+__all__ = ["SIMULATED_MARK", "AskAnswer", "answer_of", "mcp_app", "serve_http", "serve_stdio"]
