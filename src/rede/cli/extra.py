@@ -103,7 +103,8 @@ def validate(
     network: Annotated[Path, typer.Argument(help="Network YAML.", exists=True, dir_okay=False)],
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Load and check a network without running it: the YAML, its models, prompts and tools."""
+    """Load and check a network without running it: the YAML, its models, prompts and tools
+    (MCP servers are started and A2A agents asked for their cards, to list what they serve)."""
     from rede.network import Network
 
     try:
