@@ -120,3 +120,51 @@ def test_a_ledger_without_accepted_steps_is_a_one_line_error(tmp_path: Path) -> 
     assert not out.exists()
     result = CliRunner().invoke(app, [*args, "--since", "yesterday"])
     assert result.exit_code == 1 and "--since 'yesterday' is not a date" in result.output
+
+
+async def test_agreement_votes_train_each_voter_with_the_agreed_answer(tmp_path: Path) -> None:
+    def says(word: str, hard_word: str) -> Any:
+        return lambda request: hard_word if "hard" in request.prompt_text else word
+
+    models = {
+        "a": ScriptedModel(says("alpha", "beta"), name="a"),
+        "b": ScriptedModel(says("alpha", "delta"), name="b"),
+        "big": ScriptedModel(says("alpha", "gamma"), name="big"),
+    }
+    ledger = tmp_path / "ledger.db"
+    own = {m: {"answer": "Agent $capability: $instruction"} for m in models}
+    own["b"] = {"answer": "Agent B, $capability: $instruction"}  # the agents' own templates
+    net = Network.from_dict(
+        {
+            "models": {m: {"spec": "sim:7b"} for m in models},
+            "agents": [
+                {"name": m, "capabilities": ["answer"], "model": m, "prompts": own[m]}
+                for m in models
+            ],
+            "routing": {
+                "agreement": {"answer": {"tiers": [{"agents": ["a", "b"]}, {"agents": ["big"]}]}}
+            },
+        },
+        models=models,
+        ledger=ledger,
+    )
+    async with net:
+        assert (await net.ask("an easy one")).answer == "alpha"
+        assert (await net.ask("a hard one")).answer == "gamma"
+    net.ledger.close()
+    done = export_sft(SQLiteLedger(ledger), Filters(include_simulated=True, prompts=own))
+    targets = [(e.agent, e.escalated, e.messages[-1]["content"]) for e in done.examples]
+    # easy: a and b agreed; hard: a and b disagreed, the big model's answer is their target
+    # (big's own example has a's prompt and answer: written once)
+    assert targets == [
+        ("a", False, "alpha"),
+        ("b", False, "alpha"),
+        ("a", True, "gamma"),
+        ("b", True, "gamma"),
+    ]
+    assert done.examples[1].messages[0]["content"] == "Agent B, answer: an easy one"
+    agreed = export_sft(
+        SQLiteLedger(ledger), Filters(include_simulated=True, prompts=own, min_agree=2)
+    )
+    assert [e.messages[-1]["content"] for e in agreed.examples] == ["alpha", "alpha"]
+    assert agreed.dropped["fewer than 2 agreed"] == 1

@@ -7,8 +7,10 @@ templates, or the network's own with ``prompts``), the answer the accepted outpu
 ``CONFIDENCE:`` line where the template asks for one.
 
 An escalated step (cascade) is an example *for the agent it was escalated from*: the small
-agent's prompt, with the larger agent's accepted answer as the target. So escalations today
-become a small model's training data tomorrow.
+agent's prompt, with the larger agent's accepted answer as the target. A step decided by
+cross-agent agreement is an example for each agent that voted, with the answer the vote
+settled on (escalated for those that voted otherwise); examples with the same prompt and
+answer are written once. So escalations today become a small model's training data tomorrow.
 
 What is kept and why not is counted (:class:`Export`). Filters: capabilities, agents (the
 examples for one specialist), the votes agreeing (``min_agree``, steps decided by
@@ -124,6 +126,7 @@ def export_sft(ledger: Ledger, filters: Filters | None = None) -> Export:
     """The examples of every run in ``ledger`` that pass ``filters``, and what was dropped."""
     f = filters or Filters()
     out = Export()
+    seen: set[str] = set()
     for run_id in ledger.runs():
         entries = ledger.entries(run_id)
         if not entries:
@@ -139,45 +142,79 @@ def export_sft(ledger: Ledger, filters: Filters | None = None) -> Export:
         for (step, cap), tries in _attempts(entries).items():
             if cap == "critique":
                 continue
-            why, example = _judge(entries, step, cap, tries, f)
-            if example is None:
+            why, examples = _judge(entries, step, cap, tries, f)
+            if not examples:
                 out.dropped[why] += 1
-            else:
-                out.examples.append(example)
+            for example in examples:
+                key = json.dumps(example.messages)
+                if key not in seen:  # agents sharing a template and answer: one example
+                    seen.add(key)
+                    out.examples.append(example)
     return out
 
 
 def _judge(
     entries: list[Entry], step: str, cap: str, tries: list[_Attempt], f: Filters
-) -> tuple[str, Example | None]:
-    """Why a step gives no example, or its example."""
+) -> tuple[str, list[Example]]:
+    """Why a step gives no example, or its examples: one for the agent that answered, or
+    for each agent that voted on it (cross-agent agreement), or for the agent it was
+    escalated from, each with the accepted answer as the target."""
     if f.capabilities and cap not in f.capabilities:
-        return "another capability", None
-    accepted = tries[-1]
+        return "another capability", []
+    accepted, trainees = _accepted(entries, step, tries)
     source = accepted.result.usage.source
     if source in NOT_MODELS:
-        return "a tool's result, not a model's", None
+        return "a tool's result, not a model's", []
     if source in NOT_REAL and not f.include_simulated:
-        return f"{source} (see --include-simulated)", None
+        return f"{source} (see --include-simulated)", []
+    if f.agents:
+        trainees = {a: esc for a, esc in trainees.items() if a in f.agents}
+        if not trainees:
+            return "another agent", []
+    why = _fails_quality(entries, step, f)
+    if why:
+        return why, []
+    examples = []
+    for agent, escalated in trainees.items():
+        asked = next(t for t in tries if t.agent == agent)
+        messages = _messages(asked.task, accepted.result, f.prompts.get(agent, {}))
+        examples.append(Example(cap, agent, messages, escalated, source))
+    return "", examples
+
+
+def _accepted(
+    entries: list[Entry], step: str, tries: list[_Attempt]
+) -> tuple[_Attempt, dict[str, bool]]:
+    """The accepted attempt of a step, and the agents to train on it (-> escalated?)."""
+    agreement = [d for d in _decisions(entries, "agreement", step) if "answer" in d]
+    votes = {d["agent"]: d.get("answer") for d in _decisions(entries, "vote", step)}
+    if agreement and votes:
+        final = agreement[-1]["answer"]
+        agreeing = [t for t in tries if votes.get(t.agent) == final]
+        if agreeing:
+            asked = {t.agent for t in tries}
+            return agreeing[-1], {a: v != final for a, v in votes.items() if a in asked}
     escalations = _decisions(entries, "escalate", step)
-    trains = escalations[0]["from_agent"] if escalations else accepted.agent
-    if f.agents and trains not in f.agents:
-        return "another agent", None
-    agreement = [d for d in _decisions(entries, "agreement", step) if "agree" in d]
+    if escalations and any(t.agent == escalations[0]["from_agent"] for t in tries):
+        return tries[-1], {escalations[0]["from_agent"]: True}
+    return tries[-1], {tries[-1].agent: False}
+
+
+def _fails_quality(entries: list[Entry], step: str, f: Filters) -> str:
+    """Why a step misses ``min_agree`` or ``min_score``; empty when it passes."""
     if f.min_agree is not None:
+        agreement = [d for d in _decisions(entries, "agreement", step) if "agree" in d]
         if not agreement:
-            return "no agreement recorded", None
+            return "no agreement recorded"
         if agreement[-1]["agree"] < f.min_agree:
-            return f"fewer than {f.min_agree} agreed", None
+            return f"fewer than {f.min_agree} agreed"
     if f.min_score is not None:
         scores = [d["score"] for d in _decisions(entries, "accepted", step)]
         if not scores:
-            return "no critic's acceptance", None
+            return "no critic's acceptance"
         if scores[-1] < f.min_score:
-            return f"critic score under {f.min_score:g}", None
-    asked = next((t for t in tries if t.agent == trains), accepted)
-    messages = _messages(asked.task, accepted.result, f.prompts.get(trains, {}))
-    return "", Example(cap, trains, messages, bool(escalations), source)
+            return f"critic score under {f.min_score:g}"
+    return ""
 
 
 def _messages(task: Task, result: Result, prompts: dict[str, str]) -> list[dict[str, str]]:
