@@ -64,8 +64,7 @@ app._tool_manager._tools["off_schema"].fn_metadata.output_schema = {
 def serve_http() -> None:
     import uvicorn
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    sock = socket.create_server(("127.0.0.1", 0))  # listening: a client may connect now
     print(sock.getsockname()[1], flush=True)
     config = uvicorn.Config(app.streamable_http_app(), log_level="warning")
     asyncio.run(uvicorn.Server(config).serve(sockets=[sock]))
