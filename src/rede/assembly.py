@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from rede.agents.a2a_remote import A2aRemote, a2a_spec, open_a2a
 from rede.agents.confidence import llm_specialist
+from rede.agents.mcp import McpServer, mcp_spec, open_mcp
 from rede.agents.specialists import SpecialistSpec, check_template
 from rede.agents.tools import Tool, ToolFn, ToolSpecialist, resolve_tool
 from rede.bus import BusOptions
@@ -58,6 +60,8 @@ class Assembly:
         self.time_scale = time_scale
         self.dialects = DialectMemory()
         self.tools = self._add_tools(tools)
+        self.remote: dict[str, McpServer | A2aRemote] = {}
+        """MCP servers (and remote A2A agents) by agent name, once :meth:`open_remote` ran."""
         for agent in config.agents:  # a template's mistakes show now, not in the first run
             self.prompts(agent)
 
@@ -186,7 +190,48 @@ class Assembly:
             options["seed"] = conf.seed
         return options
 
+    async def open_remote(self, only: set[str] | None = None) -> None:
+        """Start (or connect to) the MCP servers and remote A2A agents of the agents served
+        here (``only``: these names), each giving its agent its capabilities."""
+        for agent in self.config.agents:
+            if not agent.remote or agent.name in self.remote:
+                continue
+            if only is not None and agent.name not in only:
+                continue
+            if agent.mcp is not None:
+                self.remote[agent.name] = await open_mcp(agent, self.config.base_dir)
+            else:
+                self.remote[agent.name] = await open_a2a(agent)
+
+    async def probe_remote(self) -> dict[str, dict[str, str]]:
+        """Start every remote agent, note what it serves (agent -> tool -> capability), stop
+        them again: what ``rede validate`` lists."""
+        try:
+            await self.open_remote()
+            return {
+                name: dict(sorted((t.name, cap) for cap, t in server.tools.items()))
+                for name, server in self.remote.items()
+            }
+        finally:
+            await self.aclose_remote()
+
+    async def aclose_remote(self) -> None:
+        """Stop every MCP server started here and close remote connections."""
+        while self.remote:
+            _, server = self.remote.popitem()
+            await server.aclose()
+
     def spec(self, agent: AgentConfig) -> SpecialistSpec:
+        if agent.remote:
+            server = self.remote.get(agent.name)
+            if server is None:
+                raise ConfigError(
+                    f"agent {agent.name!r} is served by a remote server that is not open: "
+                    "start the network first (Network.start, or Assembly.open_remote)"
+                )
+            if isinstance(server, A2aRemote):
+                return a2a_spec(agent, server)
+            return mcp_spec(agent, server)
         if agent.tool is not None:
             return SpecialistSpec(
                 name=agent.name,

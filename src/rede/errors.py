@@ -3,6 +3,7 @@
     RedeError
     ├── ConfigError              a network YAML or an option is invalid
     ├── MissingExtra             an optional part is used without the extra that installs it
+    ├── RemoteAgentError         an MCP server or remote A2A agent failed to start, answer or fit
     ├── ProtocolError            a message on the bus is not a valid envelope
     │   ├── MalformedMessage     it does not parse or validate (names the field)
     │   ├── MessageTooLarge      it is over the configured size limit
@@ -48,6 +49,11 @@ class RedeError(Exception):
 
 class ConfigError(RedeError):
     """A network description or an option is invalid."""
+
+
+class RemoteAgentError(RedeError):
+    """An MCP server or a remote A2A agent cannot be started or reached, or answered with
+    something that does not fit (a result off its schema, a malformed agent card)."""
 
 
 class MissingExtra(RedeError):

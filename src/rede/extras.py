@@ -15,6 +15,7 @@ EXTRAS = {
     "serve": "rede serve: the HTTP API, the web page, A2A and Prometheus metrics",
     "redis": "the Redis bus across processes and machines, and the embedded Valkey server",
     "charts": "charts of benchmark reports (matplotlib)",
+    "mcp": "MCP servers as agents and `rede mcp` (a network as an MCP server)",
 }
 """Each extra of ``pyproject.toml`` (beside ``all`` and ``test``) and what it is for."""
 

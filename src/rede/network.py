@@ -138,6 +138,7 @@ class Network:
             self._owns_bus = True
         self._following = asyncio.create_task(self.registry.follow(self.bus))
         self._tasks.append(self._following)
+        await self.parts.open_remote(self._serve)  # MCP servers, A2A agents: capabilities
         for agent in self.config.agents:
             if self._serve is not None and agent.name not in self._serve:
                 continue
@@ -243,6 +244,7 @@ class Network:
         self._tasks.clear()
         self._runner_tasks.clear()
         self.runners.clear()
+        await self.parts.aclose_remote()
         for model in self.models.values():
             await model.aclose()
         if self.bus is not None and self._owns_bus:

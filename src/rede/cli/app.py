@@ -17,7 +17,9 @@ from rede.bus.embedded import EmbeddedRedis
 from rede.cli import durable as cli_durable
 from rede.cli import extra as cli_extra
 from rede.cli import keys as cli_keys
+from rede.cli.export import export_app
 from rede.cli.keys import keys_app
+from rede.cli.mcp import mcp_command
 from rede.cli.tui import LiveView, failure_detail, render_result
 from rede.config import NetworkConfig
 from rede.console import make_console, print_error
@@ -391,6 +393,8 @@ app.command("runs")(cli_extra.runs)
 app.command("resume")(cli_durable.resume)
 app.command("approve")(cli_durable.approve)
 app.command("reply")(cli_durable.reply)
+app.command("mcp")(mcp_command)
+app.add_typer(export_app, name="export")
 
 
 def main() -> None:

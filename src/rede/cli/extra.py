@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import sys
@@ -102,13 +103,16 @@ def validate(
     network: Annotated[Path, typer.Argument(help="Network YAML.", exists=True, dir_okay=False)],
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Load and check a network without running it: the YAML, its models, prompts and tools."""
+    """Load and check a network without running it: the YAML, its models, prompts and tools
+    (MCP servers are started and A2A agents asked for their cards, to list what they serve)."""
     from rede.network import Network
 
     try:
         net = Network.from_yaml(network)
+        remote = asyncio.run(net.parts.probe_remote())  # MCP servers and A2A agents found
         for agent in net.config.agents:
-            net.spec(agent)  # builds its model, reads its prompt files, resolves its tool
+            if not agent.remote:
+                net.spec(agent)  # builds its model, reads its prompt files, resolves its tool
     except RedeError as exc:
         print_error(console, f"{network}: {exc}", prefix="invalid")
         raise typer.Exit(1) from None
@@ -119,6 +123,7 @@ def validate(
         "capabilities": sorted(conf.capabilities),
         "models": {name: m.spec for name, m in conf.models.items()},
         "routing": conf.routing.strategy,
+        "tools": remote,
     }
     if as_json:
         console.print_json(json.dumps(summary))
@@ -128,6 +133,9 @@ def validate(
         f"({', '.join(summary['agents'])}), capabilities {', '.join(summary['capabilities'])}",
         highlight=False,
     )
+    for name, found in remote.items():
+        listed = ", ".join(t if t == c else f"{t} as {c}" for t, c in found.items())
+        console.print(f"  {name} serves {len(found)} tool(s): {listed or 'none'}", highlight=False)
 
 
 STARTER = """\

@@ -78,7 +78,7 @@ class NetworkConfig(_Conf):
                             f"routing.agreement.{capability} names unknown agent {name!r}; "
                             f"agents: {', '.join(sorted(names))}"
                         )
-                    if capability not in agent.capabilities:
+                    if capability not in agent.capabilities and not agent.remote:
                         raise ValueError(
                             f"routing.agreement.{capability} names agent {name!r}, which does "
                             f"not serve {capability!r} (it serves {', '.join(agent.capabilities)})"
@@ -106,7 +106,7 @@ class NetworkConfig(_Conf):
                     f"capability {cap!r} looks like a misspelling of {known!r} (the "
                     f"orchestrator and the bundled prompts know {known!r}); rename it"
                 )
-        if self.capabilities <= META_CAPABILITIES:
+        if self.capabilities <= META_CAPABILITIES and not any(a.remote for a in self.agents):
             raise ValueError(
                 f"the agents serve only {', '.join(sorted(self.capabilities))}: no agent can "
                 "do a step; add one with a capability such as write, research or answer"

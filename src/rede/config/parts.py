@@ -75,13 +75,55 @@ class ConfidenceConfig(_Conf):
         return self
 
 
+class McpConfig(_Conf):
+    """An MCP server whose tools are the agent's capabilities (``mcp:`` of an agent): a
+    command started over stdio, or the ``url`` of a streamable HTTP server."""
+
+    command: str | None = None
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    url: str | None = None
+    tools: dict[str, str] = Field(default_factory=dict)
+    """Tool name -> capability; when given, only these tools are served. Default: every
+    tool, each as a capability of its own name."""
+    start_timeout_s: float = Field(20, gt=0)
+    call_timeout_s: float = Field(30, gt=0)
+    restarts: int = Field(3, ge=0)
+    """How many times a server that died is started again (stdio) or reconnected."""
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> McpConfig:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("mcp needs exactly one of 'command' (stdio) or 'url' (HTTP)")
+        if self.url is not None and (self.args or self.env):
+            raise ValueError("mcp 'args' and 'env' apply to a 'command', not to a 'url'")
+        for cap in self.tools.values():
+            if not re.match(NAME, cap):
+                raise ValueError(f"mcp.tools maps to {cap!r}, which is not a capability name")
+        return self
+
+
+class A2aConfig(_Conf):
+    """A remote A2A agent whose skills are the agent's capabilities (``a2a:`` of an agent)."""
+
+    url: str
+    """The agent's base URL; its card is read from ``/.well-known/agent-card.json``."""
+    skills: dict[str, str] = Field(default_factory=dict)
+    """Skill id -> capability; when given, only these skills are served."""
+    timeout_s: float = Field(60, gt=0)
+
+
 class AgentConfig(_Conf):
     name: str = Field(pattern=NAME)
-    capabilities: list[str] = Field(min_length=1)
+    capabilities: list[str] = Field(default_factory=list)
+    """What the agent serves. ``mcp`` and ``a2a`` agents: found from the server when the
+    network starts (given here, each must be found there)."""
     model: str | None = None
     """A key of ``models`` (LLM agents)."""
     tool: str | None = None
     """A built-in tool name (``arithmetic``, ``echo``) or ``module:function`` (tool agents)."""
+    mcp: McpConfig | None = None
+    a2a: A2aConfig | None = None
     prompts: dict[str, str] = Field(default_factory=dict)
     """Per capability: a prompt template text, or a path (relative to the YAML) to one."""
     replicas: int = Field(1, ge=1, le=64)
@@ -101,8 +143,15 @@ class AgentConfig(_Conf):
 
     @model_validator(mode="after")
     def _one_kind(self) -> AgentConfig:
-        if (self.model is None) == (self.tool is None):
-            raise ValueError(f"agent {self.name!r} needs exactly one of 'model' or 'tool'")
+        kinds = [k for k in ("model", "tool", "mcp", "a2a") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError(
+                f"agent {self.name!r} needs exactly one of 'model', 'tool', 'mcp' or 'a2a'"
+            )
+        if not self.remote and not self.capabilities:
+            raise ValueError(f"agent {self.name!r} needs at least one capability")
+        if self.tool is None and self.model is None and self.confidence is not None:
+            raise ValueError(f"agent {self.name!r}: 'confidence' applies to model agents")
         if self.tool is not None and self.confidence is not None:
             raise ValueError(
                 f"agent {self.name!r}: 'confidence' applies to model agents; a tool's "
@@ -112,6 +161,11 @@ class AgentConfig(_Conf):
             if not re.match(NAME, cap):
                 raise ValueError(f"capability {cap!r} of agent {self.name!r} is not a valid name")
         return self
+
+    @property
+    def remote(self) -> bool:
+        """An MCP or A2A agent: its capabilities are found when the network starts."""
+        return self.mcp is not None or self.a2a is not None
 
 
 class AgreementTier(_Conf):
