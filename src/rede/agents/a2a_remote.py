@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from rede.agents.mcp import capability_name
+from rede.agents.remote import adopt_capabilities, remote_spec
 from rede.agents.specialists import Specialist, SpecialistSpec, TaskContext, render_context
 from rede.config import A2aConfig, AgentConfig
-from rede.errors import ConfigError, RemoteAgentError, one_line
+from rede.errors import RemoteAgentError, one_line
 from rede.extras import require
 from rede.protocol.messages import Result, Task, Usage
 
@@ -208,28 +209,12 @@ async def open_a2a(agent: AgentConfig) -> A2aRemote:
     assert agent.a2a is not None
     remote = A2aRemote(agent.name, agent.a2a)
     await remote.start()
-    found = set(remote.tools)
-    if agent.capabilities and not set(agent.capabilities) <= found:
-        await remote.aclose()
-        raise ConfigError(
-            f"agent {agent.name!r} lists capabilities "
-            f"{', '.join(sorted(set(agent.capabilities) - found))} that its A2A agent has no "
-            f"skill for (it has {', '.join(sorted(found))})"
-        )
-    if not agent.capabilities:
-        agent.capabilities = sorted(found)
+    await adopt_capabilities(agent, set(remote.tools), "its A2A agent has no skill", remote.aclose)
     return remote
 
 
 def a2a_spec(agent: AgentConfig, remote: A2aRemote) -> SpecialistSpec:
-    return SpecialistSpec(
-        name=agent.name,
-        capabilities=agent.capabilities,
-        specialist=A2aSpecialist(remote),
-        quality=agent.quality if agent.quality is not None else 0.8,
-        tier=agent.tier,
-        concurrency=max(agent.concurrency, len(agent.capabilities)),  # see mcp_spec
-    )
+    return remote_spec(agent, A2aSpecialist(remote), quality=0.8)
 
 
 __all__ = ["A2aRemote", "A2aSpecialist", "RemoteSkill", "a2a_spec", "open_a2a"]

@@ -29,11 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rede.agents.remote import adopt_capabilities, remote_spec
 from rede.agents.specialists import Specialist, SpecialistSpec, TaskContext
 from rede.agents.tools import _first_object
 from rede.backoff import doubling
 from rede.config import NAME, AgentConfig, McpConfig
-from rede.errors import ConfigError, RemoteAgentError, one_line
+from rede.errors import RemoteAgentError, one_line
 from rede.extras import require
 from rede.protocol.messages import Result, Task, Usage
 
@@ -354,30 +355,12 @@ async def open_mcp(agent: AgentConfig, base_dir: Path | None) -> McpServer:
     assert agent.mcp is not None
     server = McpServer(agent.name, agent.mcp, base_dir)
     await server.start()
-    found = set(server.tools)
-    if agent.capabilities and not set(agent.capabilities) <= found:
-        await server.aclose()
-        raise ConfigError(
-            f"agent {agent.name!r} lists capabilities "
-            f"{', '.join(sorted(set(agent.capabilities) - found))} that its MCP server has no "
-            f"tool for (it has {', '.join(sorted(found)) or 'none'})"
-        )
-    if not agent.capabilities:
-        agent.capabilities = sorted(found)
+    await adopt_capabilities(agent, set(server.tools), "its MCP server has no tool", server.aclose)
     return server
 
 
 def mcp_spec(agent: AgentConfig, server: McpServer) -> SpecialistSpec:
-    return SpecialistSpec(
-        name=agent.name,
-        capabilities=agent.capabilities,
-        specialist=McpSpecialist(server),
-        quality=agent.quality if agent.quality is not None else 0.99,
-        tier=agent.tier,
-        # the runner holds a slot while waiting on each capability's topic: a server with
-        # more tools than slots would leave some tools never served
-        concurrency=max(agent.concurrency, len(agent.capabilities)),
-    )
+    return remote_spec(agent, McpSpecialist(server), quality=0.99)
 
 
 __all__ = [
