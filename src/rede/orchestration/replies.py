@@ -113,6 +113,9 @@ def read_reply(s: RunState, calls: Calls, env: Envelope) -> None:
         future = s.futures.get((env.step_id or "", env.attempt))
         if future is not None and not future.done():
             future.set_result(Result(status="failed", error=f"dead-lettered: {payload.message}"))
+    elif isinstance(payload, Event) and payload.name == "started":
+        # the agent started a task that waited for its slot: its step timeout counts from now
+        s.started_at[(env.step_id or "", env.attempt)] = asyncio.get_running_loop().time()
     elif isinstance(payload, Event) and payload.name == "redelivered":
         # an agent took over a task whose first holder died or stalled
         s.decide(

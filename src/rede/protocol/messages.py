@@ -125,6 +125,9 @@ class Task(_Model):
     """The same for a task sent again after its orchestrator was replaced (a resumed run):
     an agent that already answered it, or is answering it, replies with that answer instead
     of calling its model again."""
+    timeout_s: float | None = Field(None, gt=0)
+    """How long the agent may work on it, counted from when it starts (the step timeout):
+    a task waiting for the agent's slot is not timed by it; ``deadline`` bounds both."""
 
 
 class Result(_Model):
