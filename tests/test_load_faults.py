@@ -57,3 +57,68 @@ async def test_runs_queued_behind_a_busy_agent_finish_instead_of_timing_out() ->
     assert [r.answer for r in results] == [f"answer to q{i}" for i in range(40)]
     ignored = [d for r in results for d in r.decisions if d["name"] == "duplicate_ignored"]
     assert not ignored, "no answer was computed and thrown away"
+
+
+async def test_a_run_over_max_runs_is_refused_up_front_saying_when_to_retry() -> None:
+    from rede.errors import Busy
+
+    net = network(max_runs=2)  # admit_wait_s 0: refused at once
+    async with net:
+        results = await asyncio.gather(
+            *(net.ask(f"q{i}", plan=ONE_STEP) for i in range(5)), return_exceptions=True
+        )
+        busy = [r for r in results if isinstance(r, Busy)]
+        done = [r for r in results if not isinstance(r, BaseException)]
+        assert len(done) == 2 and all(r.status == "ok" for r in done)
+        assert len(busy) == 3
+        assert busy[0].retry_after_s >= 1
+        assert "limits.max_runs=2" in str(busy[0]) and "retry after" in str(busy[0])
+        assert net.admission.refused == 3 and net.admission.running == 0
+        # nothing of a refused run started: no model call, no step
+        again = await net.ask("later", plan=ONE_STEP)
+        assert again.status == "ok"
+
+
+async def test_runs_over_max_runs_wait_their_turn_within_admit_wait_s() -> None:
+    net = network(max_runs=2, admit_wait_s=30)
+    async with net:
+        results = await asyncio.gather(
+            *(net.ask(f"q{i}", plan=ONE_STEP) for i in range(8)), return_exceptions=True
+        )
+    assert not failures(results)
+    assert net.admission.refused == 0
+
+
+async def test_a_busy_agents_card_says_how_many_tasks_it_takes_at_once() -> None:
+    net = network()
+    async with net:
+        (card,) = net.registry.cards()
+    assert card.concurrency == 1
+
+
+def test_rede_serve_refuses_a_run_over_max_runs_with_429_and_retry_after() -> None:
+    import httpx
+
+    from rede.server import ServerSettings, create_app
+    from rede.server.live import LiveServer, free_port
+    from serve_support import Gate, gated_network, wait_closed
+
+    gate = Gate()
+    net = gated_network(gate)
+    net.config.limits.max_runs = 1
+    net.admission.max_runs = 1
+    port = free_port()
+    with LiveServer(create_app([net], ServerSettings(port=port)), port=port) as live:
+        first = httpx.post(f"{live.url}/v1/runs", json={"input": "one"})
+        assert first.status_code == 202, first.text
+        refused = httpx.post(f"{live.url}/v1/runs", json={"input": "two"})
+        assert refused.status_code == 429
+        assert int(refused.headers["retry-after"]) >= 1
+        assert refused.json()["error"]["code"] == "network_busy"
+        assert "limits.max_runs=1" in refused.json()["error"]["message"]
+        live.call(gate.open)
+        assert wait_closed(live.url, first.json()["id"])["status"] == "ok"
+        again = httpx.post(f"{live.url}/v1/runs", json={"input": "three"})
+        assert again.status_code == 202, "a place is free again once the run ended"
+        live.call(gate.open)
+        assert wait_closed(live.url, again.json()["id"])["status"] == "ok"

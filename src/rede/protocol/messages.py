@@ -103,6 +103,8 @@ class AgentCard(_Model):
     latency_s: float = Field(0.0, ge=0)
     success_rate: float = Field(1.0, ge=0, le=1)
     load: int = Field(0, ge=0)
+    concurrency: int = Field(1, ge=1)
+    """Tasks it works on at once; more wait on the bus for a slot (``load`` counts both)."""
     last_heartbeat: datetime = Field(default_factory=utcnow)
     simulated: bool = False
 

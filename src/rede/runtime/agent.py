@@ -131,6 +131,7 @@ class AgentRunner:
             quality=s.quality,
             tier=s.tier,
             load=self.in_flight,
+            concurrency=s.concurrency,
             simulated=s.specialist.simulated,
         )
 
