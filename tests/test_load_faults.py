@@ -7,9 +7,10 @@ agent's work from when it starts. A run refused up front says when to come back.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
-from rede.bus import Bus
+from rede.bus import Bus, BusOptions
 from rede.models import ModelRequest, ScriptedModel
 from rede.network import Network
 from rede.orchestration.plan import Plan, Step
@@ -122,3 +123,93 @@ def test_rede_serve_refuses_a_run_over_max_runs_with_429_and_retry_after() -> No
         assert again.status_code == 202, "a place is free again once the run ended"
         live.call(gate.open)
         assert wait_closed(live.url, again.json()["id"])["status"] == "ok"
+
+
+# ---------------------------------------------------------------------- Redis outages
+
+
+class Gated:
+    """A model that answers ``ask`` once ``go`` is set, counting its calls."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.go = asyncio.Event()
+        self.calls = 0
+
+    async def __call__(self, request: ModelRequest) -> str:
+        self.calls += 1
+        self.started.set()
+        await self.go.wait()
+        return f"answer to {request.metadata.get('request', '')}"
+
+
+class Heard(logging.Handler):
+    """Sets an event when a warning containing every phrase is logged."""
+
+    def __init__(self, *phrases: str) -> None:
+        super().__init__(logging.WARNING)
+        self.phrases = phrases
+        self.event = asyncio.Event()
+        self.loop = asyncio.get_running_loop()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if all(phrase in record.getMessage() for phrase in self.phrases):
+            self.loop.call_soon_threadsafe(self.event.set)
+
+
+def redis_network(url: str, namespace: str, model: Gated) -> Network:
+    from rede.bus.redis import RedisBus
+
+    short = BusOptions(reconnect_timeout_s=0.3, first_connect_timeout_s=5)
+    return Network.from_dict(
+        {
+            "name": "outage",
+            "models": {"m": {"spec": "sim:7b"}},
+            "agents": [{"name": "researcher", "capabilities": ["work"], "model": "m"}],
+            "heartbeat_s": 0.2,
+            "agent_ttl_s": 3,
+            "limits": {"step_timeout_s": 20, "wall_time_s": 60},
+        },
+        bus=RedisBus(url, short, namespace=namespace),
+        models={"m": ScriptedModel(model, name="m")},
+    )
+
+
+async def outage(redis_server_factory: Any, *, appendonly: bool) -> tuple[Any, Gated]:
+    """One run through a Redis outage longer than the bus's reconnect window (0.3 s): the
+    server stops while the agent works on the run's only step and comes back (with its
+    data, or empty) once the orchestrator's reply reader has given up on it once."""
+    server = redis_server_factory(appendonly=appendonly)
+    model = Gated()
+    heard = Heard("orchestrator", "lost the bus")
+    logging.getLogger("rede.runtime").addHandler(heard)
+    try:
+        async with redis_network(server.url, server.namespace(), model) as net:
+            run = asyncio.create_task(net.ask("q", plan=ONE_STEP))
+            await model.started.wait()
+            await asyncio.to_thread(server.stop)
+            async with asyncio.timeout(30):
+                await heard.event.wait()
+            model.go.set()
+            await asyncio.to_thread(server.start)
+            async with asyncio.timeout(60):
+                return await run, model
+    finally:
+        logging.getLogger("rede.runtime").removeHandler(heard)
+
+
+async def test_a_run_outlasts_a_redis_outage_longer_than_the_reconnect_window(
+    redis_server_factory,
+) -> None:
+    result, model = await outage(redis_server_factory, appendonly=True)
+    assert result.status == "ok", result.error
+    assert result.answer == "answer to q"
+    assert model.calls == 1, "the step's model was paid once"
+
+
+async def test_a_run_finishes_when_redis_comes_back_empty(redis_server_factory) -> None:
+    result, model = await outage(redis_server_factory, appendonly=False)
+    assert result.status == "ok", result.error
+    assert result.answer == "answer to q"
+    assert model.calls == 1, "the re-published step was answered from the agent's kept reply"
+    assert [d for d in result.decisions if d["name"] == "republished"], "and the ledger says so"

@@ -30,6 +30,7 @@ from rede.protocol.topics import Topic
 from rede.routing.auction import run_auction
 from rede.routing.feedback import reported_confidence
 from rede.routing.router import Route, RouteRequest
+from rede.runtime._outlast import until_done
 
 
 @dataclass(frozen=True)
@@ -284,7 +285,8 @@ class Calls:
         services = s.services
         if s.reader is not None and s.reader.done():  # no reply can come: say why, now
             raise _reader_gone(s)
-        await services.bus.publish(Topic.task(ask.capability, route.agent), env)
+        topic = Topic.task(ask.capability, route.agent)  # sent through any outage
+        await until_done(lambda: services.bus.publish(topic, env), f"sending a task to {topic}")
         # one future, completed by whichever comes first: the reply (the reader), the agent
         # vanishing (a registry callback), the reader dying (its done callback, see
         # RunState.reader_stopped); the step timeout, counted from the agent's start of the

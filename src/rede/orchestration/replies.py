@@ -35,6 +35,7 @@ from rede.protocol.messages import (
     Result,
 )
 from rede.protocol.topics import Topic
+from rede.runtime._outlast import resubscribing
 from rede.runtime.agent import reply_topic
 
 
@@ -56,13 +57,20 @@ class SharedReplies:
         async with self._lock:
             if self.reader is None or self.reader.done():
                 await self._close()
-                self._sub = await self.bus.subscribe(
-                    self.topic, group="orchestrator", consumer=self.consumer
+                self._sub = await self._subscribe()
+                # a bus that fails under the reader is subscribed to again, for as long as
+                # its runs live (each ends at its own deadline): an outage is not a lost run
+                self.reader = asyncio.create_task(
+                    resubscribing(
+                        self._sub, self._subscribe, self._read, f"orchestrator {self.consumer}"
+                    )
                 )
-                self.reader = asyncio.create_task(self._read(self._sub))
                 self.reader.add_done_callback(self._stopped)
             self.runs[s.run_id] = (s, calls)
             return self.reader
+
+    async def _subscribe(self) -> Subscription:
+        return await self.bus.subscribe(self.topic, group="orchestrator", consumer=self.consumer)
 
     async def leave(self, s: RunState) -> None:
         """Run ``s`` ended; the last one to end closes the reader and deletes the topic."""
