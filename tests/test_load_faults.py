@@ -161,55 +161,79 @@ def redis_network(url: str, namespace: str, model: Gated) -> Network:
     from rede.bus.redis import RedisBus
 
     short = BusOptions(reconnect_timeout_s=0.3, first_connect_timeout_s=5)
+    agent = {"name": "researcher", "capabilities": ["work"], "model": "m", "concurrency": 1}
     return Network.from_dict(
         {
             "name": "outage",
             "models": {"m": {"spec": "sim:7b"}},
-            "agents": [{"name": "researcher", "capabilities": ["work"], "model": "m"}],
+            "agents": [agent],
             "heartbeat_s": 0.2,
             "agent_ttl_s": 3,
-            "limits": {"step_timeout_s": 20, "wall_time_s": 60},
+            "limits": {"step_timeout_s": 20, "step_retries": 0, "wall_time_s": 60},
         },
         bus=RedisBus(url, short, namespace=namespace),
         models={"m": ScriptedModel(model, name="m")},
     )
 
 
-async def outage(redis_server_factory: Any, *, appendonly: bool) -> tuple[Any, Gated]:
-    """One run through a Redis outage longer than the bus's reconnect window (0.3 s): the
-    server stops while the agent works on the run's only step and comes back (with its
-    data, or empty) once the orchestrator's reply reader has given up on it once."""
+async def outage(redis_server_factory: Any, *, appendonly: bool) -> tuple[list[Any], Gated]:
+    """Two runs through a Redis outage longer than the bus's reconnect window (0.3 s): the
+    server stops while the agent (one slot) works on the first run's step and the second's
+    waits for the slot, and comes back (with its data, or empty) once the orchestrator's
+    reply reader has given up on it once."""
     server = redis_server_factory(appendonly=appendonly)
     model = Gated()
     heard = Heard("orchestrator", "lost the bus")
     logging.getLogger("rede.runtime").addHandler(heard)
     try:
         async with redis_network(server.url, server.namespace(), model) as net:
-            run = asyncio.create_task(net.ask("q", plan=ONE_STEP))
+            first = asyncio.create_task(net.ask("q0", plan=ONE_STEP))
             await model.started.wait()
+            second = asyncio.create_task(net.ask("q1", plan=ONE_STEP))
+            await queued_behind(net, server.url)
             await asyncio.to_thread(server.stop)
             async with asyncio.timeout(30):
                 await heard.event.wait()
             model.go.set()
             await asyncio.to_thread(server.start)
             async with asyncio.timeout(60):
-                return await run, model
+                return list(await asyncio.gather(first, second)), model
     finally:
         logging.getLogger("rede.runtime").removeHandler(heard)
 
 
-async def test_a_run_outlasts_a_redis_outage_longer_than_the_reconnect_window(
+async def queued_behind(net: Network, url: str) -> None:
+    """Wait (a blocking read, no polling) until a second task is on the agent's stream."""
+    import redis.asyncio as aioredis
+
+    from rede.protocol.topics import Topic
+
+    assert net.bus is not None
+    key = net.bus.key(Topic.task("work", "researcher"))  # type: ignore[attr-defined]
+    client = aioredis.from_url(url)
+    try:
+        ((first_id, _),) = await client.xrange(key, count=1)
+        assert await client.xread({key: first_id}, count=1, block=20_000)
+    finally:
+        await client.aclose()
+
+
+def answered_once(results: list[Any], model: Gated) -> None:
+    assert [r.status for r in results] == ["ok", "ok"], [r.error for r in results]
+    assert [r.answer for r in results] == ["answer to q0", "answer to q1"]
+    assert model.calls == 2, "each step's model was paid once"
+
+
+async def test_runs_outlast_a_redis_outage_longer_than_the_reconnect_window(
     redis_server_factory,
 ) -> None:
-    result, model = await outage(redis_server_factory, appendonly=True)
-    assert result.status == "ok", result.error
-    assert result.answer == "answer to q"
-    assert model.calls == 1, "the step's model was paid once"
+    results, model = await outage(redis_server_factory, appendonly=True)
+    answered_once(results, model)
 
 
-async def test_a_run_finishes_when_redis_comes_back_empty(redis_server_factory) -> None:
-    result, model = await outage(redis_server_factory, appendonly=False)
-    assert result.status == "ok", result.error
-    assert result.answer == "answer to q"
-    assert model.calls == 1, "the re-published step was answered from the agent's kept reply"
-    assert [d for d in result.decisions if d["name"] == "republished"], "and the ledger says so"
+async def test_runs_finish_when_redis_comes_back_empty(redis_server_factory) -> None:
+    # its streams are gone: the task waiting for the slot and the reply topic with them
+    results, model = await outage(redis_server_factory, appendonly=False)
+    answered_once(results, model)
+    republished = [d for r in results for d in r.decisions if d["name"] == "republished"]
+    assert {d["step"] for d in republished} == {"s0"}, "the ledger says what was sent again"

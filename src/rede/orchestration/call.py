@@ -286,6 +286,7 @@ class Calls:
         if s.reader is not None and s.reader.done():  # no reply can come: say why, now
             raise _reader_gone(s)
         topic = Topic.task(ask.capability, route.agent)  # sent through any outage
+        s.in_flight[key] = (topic, env)
         await until_done(lambda: services.bus.publish(topic, env), f"sending a task to {topic}")
         # one future, completed by whichever comes first: the reply (the reader), the agent
         # vanishing (a registry callback), the reader dying (its done callback, see
@@ -303,6 +304,7 @@ class Calls:
             unwatch()
             s.futures.pop(key, None)
             s.started_at.pop(key, None)
+            s.in_flight.pop(key, None)
 
     def _task_envelope(
         self, rec: StepRecord, ask: Ask, attempt: int, budget: Budget

@@ -23,6 +23,7 @@ from rede.bus import Bus, Subscription
 from rede.errors import RedeError, RunLimitExceeded, StepFailed
 from rede.orchestration.call import Ask, Calls
 from rede.orchestration.human import HUMAN, ask_person
+from rede.orchestration.recovery import Recovery
 from rede.orchestration.run import CallRecord
 from rede.orchestration.state import RunState
 from rede.protocol.messages import (
@@ -50,6 +51,8 @@ class SharedReplies:
         self.reader: asyncio.Task[None] | None = None
         self._sub: Subscription | None = None
         self._lock = asyncio.Lock()
+        self.recovery = Recovery(bus, consumer, self._live, self._ready)
+        """Sends the runs' awaited tasks again if the bus comes back empty."""
 
     async def join(self, s: RunState, calls: Calls) -> asyncio.Task[None]:
         """Route the replies to run ``s`` to it (opening the topic for the first live run);
@@ -66,8 +69,16 @@ class SharedReplies:
                     )
                 )
                 self.reader.add_done_callback(self._stopped)
+                await self.recovery.start()
             self.runs[s.run_id] = (s, calls)
             return self.reader
+
+    def _live(self) -> list[RunState]:
+        return [s for s, _ in self.runs.values()]
+
+    async def _ready(self) -> None:
+        """The reply topic and its group exist (made again on a bus that lost them)."""
+        await (await self._subscribe()).aclose()
 
     async def _subscribe(self) -> Subscription:
         return await self.bus.subscribe(self.topic, group="orchestrator", consumer=self.consumer)
@@ -80,6 +91,7 @@ class SharedReplies:
                 await self._close()
 
     async def _close(self) -> None:
+        await self.recovery.stop()
         reader, sub = self.reader, self._sub
         self.reader = self._sub = None
         if reader is not None:
