@@ -283,19 +283,22 @@ async def kills(name: str, waves: int, per_wave: int, seed: int) -> Trial:
     killed = 0
     opts = {"visibility_timeout_s": 2.0, "concurrency": 8}
 
+    async def restart(host: Network, spec: Any) -> None:
+        await asyncio.sleep(0.5)  # the supervisor's restart_s
+        host.start_runner(spec)
+
     async def killer(hosts: list[Network]) -> None:
         nonlocal killed
-        while not stop.is_set():
-            await asyncio.sleep(0.5)
-            host = rng.choice(hosts)
-            name = rng.choice(["researcher", "writer"])
-            specs = [r.spec for r in host.runners if r.spec.name == name]
-            if not specs:
-                continue
-            await host.kill(name)
-            killed += 1
-            await asyncio.sleep(0.5)  # the supervisor's restart_s
-            host.start_runner(specs[0])
+        async with asyncio.TaskGroup() as tg:
+            while not stop.is_set():
+                await asyncio.sleep(0.5)
+                host = rng.choice(hosts)
+                name = rng.choice(["researcher", "writer"])
+                specs = [r.spec for r in host.runners if r.spec.name == name]
+                if specs:  # else it is restarting now
+                    await host.kill(name)
+                    killed += 1
+                    tg.create_task(restart(host, specs[0]))
 
     try:
         async with (
