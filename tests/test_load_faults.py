@@ -117,6 +117,10 @@ def test_rede_serve_refuses_a_run_over_max_runs_with_429_and_retry_after() -> No
         assert int(refused.headers["retry-after"]) >= 1
         assert refused.json()["error"]["code"] == "network_busy"
         assert "limits.max_runs=1" in refused.json()["error"]["message"]
+        (view,) = httpx.get(f"{live.url}/v1/networks").json()["data"]
+        assert view["admission"]["max_runs"] == 1 and view["admission"]["refused"] == 1
+        assert view["admission"]["running"] == 1
+        assert view["agents"][0]["concurrency"] == 4  # the agent's configured slots
         live.call(gate.open)
         assert wait_closed(live.url, first.json()["id"])["status"] == "ok"
         again = httpx.post(f"{live.url}/v1/runs", json={"input": "three"})
