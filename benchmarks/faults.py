@@ -34,6 +34,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import shutil
 import socket
 import subprocess
@@ -165,6 +166,8 @@ class Trial:
     failed: Counter[str] = field(default_factory=Counter)
     refused: int = 0
     thrown_away: int = 0
+    retried: int = 0
+    republished: int = 0
     answered_twice: int = 0
     paid_twice: int = 0
     latencies: list[float] = field(default_factory=list)
@@ -177,14 +180,17 @@ class Trial:
             if isinstance(r, Busy):
                 self.refused += 1
             elif isinstance(r, BaseException):
-                self.failed[f"{type(r).__name__}: {str(r)[:90]}"] += 1
+                self.failed[f"{type(r).__name__}: {_plain(str(r))}"] += 1
             elif r.status != "ok":
-                self.failed[f"status {r.status}: {str(r.error)[:90]}"] += 1
+                self.failed[f"status {r.status}: {_plain(str(r.error))}"] += 1
             else:
                 self.ok += 1
                 self.latencies.append(lat)
             if not isinstance(r, BaseException):
-                self.thrown_away += sum(d["name"] == "duplicate_ignored" for d in r.decisions)
+                names = Counter(d["name"] for d in r.decisions)
+                self.thrown_away += names["duplicate_ignored"]
+                self.retried += names["reroute"] + names["retry"]
+                self.republished += names["republished"]
 
     def pct(self, p: float) -> float | None:
         lat = sorted(self.latencies)
@@ -199,6 +205,8 @@ class Trial:
             "how": dict(self.failed.most_common(3)),
             "refused": self.refused,
             "thrown_away": self.thrown_away,
+            "retried": self.retried,
+            "republished": self.republished,
             "answered_twice": self.answered_twice,
             "paid_twice": self.paid_twice,
             "p50_s": self.pct(50),
@@ -206,6 +214,11 @@ class Trial:
             "wall_s": round(self.wall_s, 1),
             "notes": self.notes,
         }
+
+
+def _plain(text: str) -> str:
+    """An error without its run id or port, so that one kind of failure counts as one."""
+    return re.sub(r"run-[0-9a-f]+|127\.0\.0\.1:\d+", "…", text)[:110]
 
 
 async def timed(net: Network, request: str) -> tuple[Any, float]:
@@ -280,7 +293,7 @@ async def kills(name: str, waves: int, per_wave: int, seed: int) -> Trial:
     calls = Calls(0.1)
     rng = random.Random(seed)
     stop = asyncio.Event()
-    killed = 0
+    killed = in_hand = 0
     opts = {"visibility_timeout_s": 2.0, "concurrency": 8}
 
     async def restart(host: Network, spec: Any) -> None:
@@ -288,7 +301,7 @@ async def kills(name: str, waves: int, per_wave: int, seed: int) -> Trial:
         host.start_runner(spec)
 
     async def killer(hosts: list[Network]) -> None:
-        nonlocal killed
+        nonlocal killed, in_hand
         async with asyncio.TaskGroup() as tg:
             while not stop.is_set():
                 await asyncio.sleep(0.5)
@@ -296,6 +309,7 @@ async def kills(name: str, waves: int, per_wave: int, seed: int) -> Trial:
                 name = rng.choice(["researcher", "writer"])
                 specs = [r.spec for r in host.runners if r.spec.name == name]
                 if specs:  # else it is restarting now
+                    in_hand += sum(r.in_flight for r in host.runners if r.spec.name == name)
                     await host.kill(name)
                     killed += 1
                     tg.create_task(restart(host, specs[0]))
@@ -317,7 +331,10 @@ async def kills(name: str, waves: int, per_wave: int, seed: int) -> Trial:
     finally:
         redis.cleanup()
     trial.paid_twice = calls.paid_twice
-    trial.notes += f"; {killed} crashes"
+    trial.notes += (
+        f"; {killed} crashes with {in_hand} tasks in hand (each redone elsewhere: paid twice "
+        "at most that many times)"
+    )
     return trial
 
 
@@ -391,16 +408,17 @@ async def one(name: str, args: argparse.Namespace) -> Trial:
 
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| trial | runs | ok | failed (how) | refused | thrown away | answered twice "
-        "| paid twice | p50 / p99 s | wall s |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---|---:|",
+        "| trial | runs | ok | failed (how) | refused | thrown away | retried | re-sent "
+        "| answered twice | paid twice | p50 / p99 s | wall s |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for r in rows:
         how = "; ".join(f"{k} (x{v})" for k, v in r["how"].items()) or "-"
         lat = f"{r['p50_s']} / {r['p99_s']}" if r["p50_s"] is not None else "see notes"
         lines.append(
             f"| {r['trial']} | {r['runs']} | {r['ok']} | {r['failed']}: {how} | "
-            f"{r['refused']} | {r['thrown_away']} | {r['answered_twice']} | "
+            f"{r['refused']} | {r['thrown_away']} | {r['retried']} | {r['republished']} | "
+            f"{r['answered_twice']} | "
             f"{r['paid_twice']} | {lat} | {r['wall_s']} |"
         )
     return "\n".join(lines)
