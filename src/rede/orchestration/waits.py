@@ -35,35 +35,59 @@ async def wait_reply(
     sent = loop.time()
     until = sent + timeout
     queued = False
-    while True:
-        done, _ = await asyncio.wait([future], timeout=max(0.0, until - loop.time()))
-        if done:
-            return future.result()
-        started = s.started_at.get(key)
-        if started is not None and started + timeout > loop.time():
-            until = started + timeout  # the agent started it late: time its work from then
-            continue
-        if started is not None or not await _queued(s, agent, capability):
-            raise Lost(f"no reply within {timeout:g}s")
-        left = _slot_time_left(s, loop.time() - sent)
-        if left <= 0:
-            raise Lost(
-                f"no reply within {timeout:g}s, and {agent} did not start the task in "
-                f"{loop.time() - sent:.1f}s waiting for its slot (limits.slot_wait_s, or the "
-                "run's deadline)"
-            )
-        if not queued:
-            queued = True
-            s.decide(
-                "queued",
-                step=key[0],
-                attempt=key[1],
-                agent=agent,
-                reason=f"no reply within {timeout:g}s: {agent} has not started the task, "
-                f"queued behind others; waiting for its slot up to {left:.1f}s more",
-            )
-            s.emit("waiting_for_slot", step=key[0], agent=agent, timeout_s=left)
-        until = loop.time() + min(timeout, left)
+    away = _Away(loop)
+    unwatch = s.services.bus.watch_reachability(away)
+    try:
+        while True:
+            done, _ = await asyncio.wait([future], timeout=max(0.0, until - loop.time()))
+            if done:
+                return future.result()
+            now = loop.time()
+            started = s.started_at.get(key)
+            # the step timeout counts from the agent's start, and not while the bus is away
+            due = (sent if started is None else started) + timeout + away.seconds()
+            if away.since is not None or due > now:
+                until = max(due, now + timeout) if away.since is not None else due
+                continue
+            queued = await _still_queued(s, key, agent, capability, started, sent, queued)
+            until = loop.time() + min(timeout, _slot_time_left(s, loop.time() - sent))
+    finally:
+        unwatch()
+
+
+async def _still_queued(
+    s: RunState,
+    key: tuple[str, int],
+    agent: str,
+    capability: str,
+    started: float | None,
+    sent: float,
+    queued: bool,
+) -> bool:
+    """The step timeout passed: go on waiting (True) while the task waits for the agent's
+    slot, within ``slot_wait_s`` and the run's deadline; else raise :class:`Lost`."""
+    loop = asyncio.get_running_loop()
+    timeout = s.limits.step_timeout_s
+    if started is not None or not await _queued(s, agent, capability):
+        raise Lost(f"no reply within {timeout:g}s")
+    left = _slot_time_left(s, loop.time() - sent)
+    if left <= 0:
+        raise Lost(
+            f"no reply within {timeout:g}s, and {agent} did not start the task in "
+            f"{loop.time() - sent:.1f}s waiting for its slot (limits.slot_wait_s, or the "
+            "run's deadline)"
+        )
+    if not queued:
+        s.decide(
+            "queued",
+            step=key[0],
+            attempt=key[1],
+            agent=agent,
+            reason=f"no reply within {timeout:g}s: {agent} has not started the task, "
+            f"queued behind others; waiting for its slot up to {left:.1f}s more",
+        )
+        s.emit("waiting_for_slot", step=key[0], agent=agent, timeout_s=left)
+    return True
 
 
 async def _queued(s: RunState, agent: str, capability: str) -> bool:
@@ -75,6 +99,26 @@ async def _queued(s: RunState, agent: str, capability: str) -> bool:
     except RedeError:
         return True  # the bus is away: the task may well be waiting there still
     return backlog.waiting > 0
+
+
+class _Away:
+    """Counts the time the bus was unreachable (a ``watch_reachability`` callback)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.since: float | None = None
+        self.total = 0.0
+
+    def __call__(self, up: bool) -> None:
+        now = self.loop.time()
+        if not up and self.since is None:
+            self.since = now
+        elif up and self.since is not None:
+            self.total += now - self.since
+            self.since = None
+
+    def seconds(self) -> float:
+        return self.total + (0.0 if self.since is None else self.loop.time() - self.since)
 
 
 def _slot_time_left(s: RunState, waited: float) -> float:
