@@ -168,6 +168,7 @@ class Trial:
     thrown_away: int = 0
     retried: int = 0
     republished: int = 0
+    redelivered: int = 0
     answered_twice: int = 0
     paid_twice: int = 0
     latencies: list[float] = field(default_factory=list)
@@ -191,6 +192,7 @@ class Trial:
                 self.thrown_away += names["duplicate_ignored"]
                 self.retried += names["reroute"] + names["retry"]
                 self.republished += names["republished"]
+                self.redelivered += names["redelivered"]
 
     def pct(self, p: float) -> float | None:
         lat = sorted(self.latencies)
@@ -207,6 +209,7 @@ class Trial:
             "thrown_away": self.thrown_away,
             "retried": self.retried,
             "republished": self.republished,
+            "redelivered": self.redelivered,
             "answered_twice": self.answered_twice,
             "paid_twice": self.paid_twice,
             "p50_s": self.pct(50),
