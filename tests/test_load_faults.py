@@ -60,6 +60,21 @@ async def test_runs_queued_behind_a_busy_agent_finish_instead_of_timing_out() ->
     assert not ignored, "no answer was computed and thrown away"
 
 
+async def test_a_step_waits_for_a_slot_no_longer_than_slot_wait_s_and_says_so() -> None:
+    net = network(slot_wait_s=0.3)  # 40 x 20 ms on one slot: the last ones wait ~0.8 s
+    async with net:
+        results = await asyncio.gather(
+            *(net.ask(f"q{i}", plan=ONE_STEP) for i in range(40)), return_exceptions=True
+        )
+    failed = failures(results)
+    assert failed and len(failed) < 40
+    assert all("limits.slot_wait_s" in str(f) for f in failed), failed[0]
+    waited = [r for r in results if not isinstance(r, BaseException) and r.status == "ok"]
+    queued = [d for r in waited for d in r.decisions if d["name"] == "queued"]
+    assert queued, "a run that waited past the step timeout says it was queued"
+    assert all(d["agent"] == "researcher" for d in queued)
+
+
 async def test_a_run_over_max_runs_is_refused_up_front_saying_when_to_retry() -> None:
     from rede.errors import Busy
 
