@@ -306,9 +306,7 @@ class Calls:
             s.started_at.pop(key, None)
             s.in_flight.pop(key, None)
 
-    def _task_envelope(
-        self, rec: StepRecord, ask: Ask, attempt: int, budget: Budget
-    ) -> Envelope:
+    def _task_envelope(self, rec: StepRecord, ask: Ask, attempt: int, budget: Budget) -> Envelope:
         s = self.s
         timeout = s.limits.step_timeout_s
         return Envelope(
