@@ -248,6 +248,8 @@ async def test_runs_outlast_a_redis_outage_longer_than_the_reconnect_window(
 ) -> None:
     results, model = await outage(redis_server_factory, appendonly=True)
     answered_once(results, model)
+    republished = [d for r in results for d in r.decisions if d["name"] == "republished"]
+    assert not republished, "Redis kept its data (and the orchestrator's mark): nothing re-sent"
 
 
 async def test_runs_finish_when_redis_comes_back_empty(redis_server_factory) -> None:
