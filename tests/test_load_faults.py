@@ -258,3 +258,22 @@ async def test_runs_finish_when_redis_comes_back_empty(redis_server_factory) -> 
     answered_once(results, model)
     republished = [d for r in results for d in r.decisions if d["name"] == "republished"]
     assert {d["step"] for d in republished} == {"s0"}, "the ledger says what was sent again"
+
+
+def test_load_routing_weighs_an_agents_queue_by_its_slots() -> None:
+    from rede.config import RoutingConfig
+    from rede.protocol.messages import AgentCard
+    from rede.routing.router import Router
+    from rede.runtime.registry import Registry
+
+    registry = Registry(ttl_s=60)
+    for name, slots in (("narrow", 1), ("wide", 16)):
+        registry.observe(
+            AgentCard(id=f"{name}-1", name=name, capabilities=["work"], concurrency=slots)
+        )
+    router = Router(registry, RoutingConfig(strategy="load"))
+    router.started("narrow")  # its one slot taken
+    for _ in range(4):
+        router.started("wide")
+    route = router.choose("work")
+    assert route is not None and route.agent == "wide", "4 of 16 slots is less than 1 of 1"
