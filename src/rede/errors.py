@@ -21,6 +21,7 @@
     ├── StepFailed               a step failed on every agent that could take it
     │   └── StepsFailed          every step of a plan failed: nothing to answer with
     ├── RunTakenOver             another orchestrator holds the run now (this one stalled)
+    ├── Busy                     a run was refused up front: too many running; retry later
     └── RunLimitExceeded         a run hit a hard limit (steps, rounds, time, cost, tokens)
 
 Every message says what was wrong and, where it can, what to do about it.
@@ -191,6 +192,19 @@ class RunTakenOver(RedeError):
             "lease lapse (stalled past durable.lease_s) and stops; the new holder finishes it"
         )
         self.run_id, self.owner = run_id, owner
+
+
+class Busy(RedeError):
+    """A run was refused before it started: the network runs its limit of runs at once
+    (``limits.max_runs``). Nothing was spent; send it again after ``retry_after_s``."""
+
+    def __init__(self, network: str, running: int, limit: int, retry_after_s: int) -> None:
+        super().__init__(
+            f"busy: network {network!r} is running {running} runs, its limit "
+            f"(limits.max_runs={limit}); retry after {retry_after_s} s"
+        )
+        self.network, self.running, self.limit = network, running, limit
+        self.retry_after_s = retry_after_s
 
 
 class RunLimitExceeded(RedeError):

@@ -28,6 +28,7 @@ from rede.config import AgentConfig, NetworkConfig
 from rede.errors import ConfigError, RedeError
 from rede.models import ChatModel
 from rede.models.sim import SimModel
+from rede.orchestration.admission import Admission
 from rede.orchestration.human import answer_wait
 from rede.orchestration.ledger import Ledger, SQLiteLedger
 from rede.orchestration.orchestrator import Observer, Orchestrator
@@ -81,6 +82,9 @@ class Network:
         self.router = Router(self.registry, config.routing, configured=_configured(config))
         self.bus: Bus | None = None
         self.orchestrator: Orchestrator | None = None
+        lim = config.limits
+        self.admission = Admission(config.name, lim.max_runs, lim.admit_wait_s)
+        """Runs at once here, and the next one's wait or ``Busy`` refusal."""
         self.runners: list[AgentRunner] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._following: asyncio.Task[None] | None = None
@@ -293,9 +297,10 @@ class Network:
                 with contextlib.suppress(RedeError):
                     await self.wait_for_agents(missing, timeout=self.config.agent_ttl_s)
             self._agents_seen = True
-        return await self.orchestrator.run(
-            request, metadata=metadata, observer=observer, plan=plan, run_id=run_id
-        )
+        async with self.admission.admitted(run_id):  # raises Busy: nothing started, nothing spent
+            return await self.orchestrator.run(
+                request, metadata=metadata, observer=observer, plan=plan, run_id=run_id
+            )
 
     # ------------------------------------------------------------------ durable runs
 

@@ -261,7 +261,15 @@ class LimitsConfig(_Conf):
     network_max_cost_usd: float | None = Field(None, ge=0)
     """Cap on what all runs of this network together may spend (while it is running)."""
     network_max_tokens: int | None = Field(None, ge=1)
+    max_runs: int | None = Field(None, ge=1)
+    """Runs of this network at once in one process; the next waits ``admit_wait_s`` for
+    one to end and is then refused with ``Busy`` (HTTP 429). None: no limit."""
+    admit_wait_s: float = Field(0, ge=0)
     step_timeout_s: float = Field(60, gt=0)
+    """How long an agent may work on a step, counted from when it starts the task."""
+    slot_wait_s: float | None = Field(None, gt=0)
+    """How long a step's task may wait for a busy agent's slot before the call counts as
+    lost; None: as long as the run's deadline (``wall_time_s``) allows."""
     step_retries: int = Field(2, ge=0)
     plan_repairs: int = Field(2, ge=0)
 

@@ -19,20 +19,18 @@ from typing import Any
 
 from rede.errors import BusError, StepFailed
 from rede.models._base import tokens_for_chars
-from rede.orchestration.patience import ensure_agent
+from rede.orchestration.patience import ensure_agent, time_left
 from rede.orchestration.run import CallRecord, StepRecord
 from rede.orchestration.spend import before_call, call_size, refused_for_budget, task_budget
 from rede.orchestration.state import ReaderStopped, RunState
 from rede.orchestration.tries import Tries, expected_kind
+from rede.orchestration.waits import Lost, wait_reply
 from rede.protocol.messages import Budget, ContextItem, Critique, Envelope, Result, Task
 from rede.protocol.topics import Topic
 from rede.routing.auction import run_auction
 from rede.routing.feedback import reported_confidence
 from rede.routing.router import Route, RouteRequest
-
-
-class Lost(Exception):
-    """A call got no reply: the agent timed out or vanished."""
+from rede.runtime._outlast import until_done
 
 
 @dataclass(frozen=True)
@@ -270,8 +268,7 @@ class Calls:
         """Publish the task to the agent and wait for its reply, the agent's disappearance,
         the step timeout, or the run's reply reader dying (then raise, naming why)."""
         s = self.s
-        timeout = s.limits.step_timeout_s
-        env = self._task_envelope(rec, ask, attempt, timeout, budget)
+        env = self._task_envelope(rec, ask, attempt, budget)
         key = (rec.id, attempt)
         future: asyncio.Future[Result | Critique] = asyncio.get_running_loop().create_future()
         s.futures[key] = future
@@ -288,36 +285,37 @@ class Calls:
         services = s.services
         if s.reader is not None and s.reader.done():  # no reply can come: say why, now
             raise _reader_gone(s)
-        await services.bus.publish(Topic.task(ask.capability, route.agent), env)
+        topic = Topic.task(ask.capability, route.agent)  # sent through any outage
+        s.in_flight[key] = (topic, env)
+        await until_done(lambda: services.bus.publish(topic, env), f"sending a task to {topic}")
         # one future, completed by whichever comes first: the reply (the reader), the agent
-        # vanishing (a registry callback), the timeout (a timer), the reader dying (its
-        # done callback, see RunState.reader_stopped); no task per call
-        loop = asyncio.get_running_loop()
+        # vanishing (a registry callback), the reader dying (its done callback, see
+        # RunState.reader_stopped); the step timeout, counted from the agent's start of the
+        # task and not its wait for a slot, is wait_reply's (see rede.orchestration.waits)
         lost = functools.partial(_fail, future)
-        timer = loop.call_later(timeout, lost, Lost(f"no reply within {timeout:g}s"))
         unwatch = services.registry.on_gone(
             route.agent, lambda: lost(Lost("agent vanished from the registry (missed heartbeats)"))
         )
         try:
-            return await future
+            return await wait_reply(s, key, route.agent, ask.capability, future)
         except ReaderStopped:
             raise _reader_gone(s) from None
         finally:
-            timer.cancel()
             unwatch()
             s.futures.pop(key, None)
+            s.started_at.pop(key, None)
+            s.in_flight.pop(key, None)
 
-    def _task_envelope(
-        self, rec: StepRecord, ask: Ask, attempt: int, timeout: float, budget: Budget
-    ) -> Envelope:
+    def _task_envelope(self, rec: StepRecord, ask: Ask, attempt: int, budget: Budget) -> Envelope:
         s = self.s
+        timeout = s.limits.step_timeout_s
         return Envelope(
             run_id=s.run_id,
             step_id=rec.id,
             sender=s.services.sender,
             reply_to=str(s.reply_topic),
             attempt=attempt,
-            deadline=datetime.now(UTC) + timedelta(seconds=timeout),
+            deadline=datetime.now(UTC) + timedelta(seconds=_horizon(s)),
             payload=Task(
                 capability=ask.capability,
                 instruction=ask.instruction,
@@ -328,8 +326,20 @@ class Calls:
                 budget=budget,
                 metadata={**s.metadata, **(ask.metadata or {})},
                 idempotency_key=f"{s.run_id}/{rec.id}/{attempt}/{ask.capability}",
+                timeout_s=timeout,
             ),
         )
+
+
+def _horizon(s: RunState) -> float:
+    """How long a task stays worth doing: a wait for the agent's slot (``slot_wait_s``,
+    within the run's deadline) and then the step timeout of work."""
+    timeout, wait = s.limits.step_timeout_s, s.limits.slot_wait_s
+    horizon = timeout + (wait if wait is not None else float("inf"))
+    left = time_left(s)
+    if left is not None:
+        horizon = min(horizon, left)
+    return max(timeout, horizon) if horizon != float("inf") else timeout
 
 
 def _fail(future: asyncio.Future[Any], error: BaseException) -> None:

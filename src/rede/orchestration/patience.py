@@ -77,7 +77,7 @@ def _coming_back(s: RunState, rec: StepRecord, capability: str, tries: Tries) ->
         return None
     r = returning[0]
     wait = registry.due_in(r) + s.limits.step_timeout_s
-    left = _time_left(s)
+    left = time_left(s)
     if left is not None and registry.due_in(r) >= left:
         raise StepFailed(
             rec.id,
@@ -100,7 +100,7 @@ def _coming_back(s: RunState, rec: StepRecord, capability: str, tries: Tries) ->
     return wait
 
 
-def _time_left(s: RunState) -> float | None:
+def time_left(s: RunState) -> float | None:
     """Seconds left before the run's wall-time deadline, or None without one."""
     clock = s.clock
     when = clock.when() if clock is not None else None

@@ -27,6 +27,7 @@ from rede.bus import Bus, Subscription
 from rede.errors import RedeError, RunLimitExceeded, StepFailed
 from rede.orchestration.call import Ask, Calls
 from rede.orchestration.human import HUMAN, ask_person
+from rede.orchestration.recovery import Recovery
 from rede.orchestration.run import CallRecord
 from rede.orchestration.state import RunState
 from rede.protocol.messages import (
@@ -40,6 +41,7 @@ from rede.protocol.messages import (
     owns,
 )
 from rede.protocol.topics import Topic
+from rede.runtime._outlast import resubscribing
 from rede.runtime.agent import reply_topic
 
 
@@ -54,6 +56,8 @@ class SharedReplies:
         self.reader: asyncio.Task[None] | None = None
         self._sub: Subscription | None = None
         self._lock = asyncio.Lock()
+        self.recovery = Recovery(bus, consumer, self._live, self._ready)
+        """Sends the runs' awaited tasks again if the bus comes back empty."""
 
     async def join(self, s: RunState, calls: Calls) -> asyncio.Task[None]:
         """Route the replies to run ``s`` to it (opening the topic for the first live run);
@@ -61,13 +65,28 @@ class SharedReplies:
         async with self._lock:
             if self.reader is None or self.reader.done():
                 await self._close()
-                self._sub = await self.bus.subscribe(
-                    self.topic, group="orchestrator", consumer=self.consumer
+                self._sub = await self._subscribe()
+                # a bus that fails under the reader is subscribed to again, for as long as
+                # its runs live (each ends at its own deadline): an outage is not a lost run
+                self.reader = asyncio.create_task(
+                    resubscribing(
+                        self._sub, self._subscribe, self._read, f"orchestrator {self.consumer}"
+                    )
                 )
-                self.reader = asyncio.create_task(self._read(self._sub))
                 self.reader.add_done_callback(self._stopped)
+                await self.recovery.start()
             self.runs[s.run_id] = (s, calls)
             return self.reader
+
+    def _live(self) -> list[RunState]:
+        return [s for s, _ in self.runs.values()]
+
+    async def _ready(self) -> None:
+        """The reply topic and its group exist (made again on a bus that lost them)."""
+        await (await self._subscribe()).aclose()
+
+    async def _subscribe(self) -> Subscription:
+        return await self.bus.subscribe(self.topic, group="orchestrator", consumer=self.consumer)
 
     async def leave(self, s: RunState) -> None:
         """Run ``s`` ended; the last one to end closes the reader and deletes the topic."""
@@ -77,6 +96,7 @@ class SharedReplies:
                 await self._close()
 
     async def _close(self) -> None:
+        await self.recovery.stop()
         reader, sub = self.reader, self._sub
         self.reader = self._sub = None
         if reader is not None:
@@ -121,6 +141,9 @@ def read_reply(s: RunState, calls: Calls, env: Envelope) -> None:
         future = s.futures.get((env.step_id or "", env.attempt))
         if future is not None and not future.done():
             future.set_result(Result(status="failed", error=f"dead-lettered: {payload.message}"))
+    elif isinstance(payload, Event) and payload.name == "started":
+        # the agent started a task that waited for its slot: its step timeout counts from now
+        s.started_at[(env.step_id or "", env.attempt)] = asyncio.get_running_loop().time()
     elif isinstance(payload, Event) and payload.name == "redelivered":
         # an agent took over a task whose first holder died or stalled
         s.decide(

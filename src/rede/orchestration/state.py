@@ -78,6 +78,10 @@ class RunState:
     attempts: dict[str, int] = field(default_factory=dict)
     sent_to: dict[tuple[str, int], tuple[Route, str]] = field(default_factory=dict)
     """(step, attempt) -> the route and capability of the task sent, for late replies."""
+    in_flight: dict[tuple[str, int], tuple[Topic, Envelope]] = field(default_factory=dict)
+    """(step, attempt) -> the task sent and awaited, to send again if the bus loses it."""
+    started_at: dict[tuple[str, int], float] = field(default_factory=dict)
+    """(step, attempt) -> when (loop time) the agent said it started a task that waited."""
     replies: set[str] = field(default_factory=set)
     """Ids of the replies received, so a reply delivered twice is counted once."""
     calls: int = 0

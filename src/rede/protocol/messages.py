@@ -115,6 +115,8 @@ class AgentCard(_Model):
     latency_s: float = Field(0.0, ge=0)
     success_rate: float = Field(1.0, ge=0, le=1)
     load: int = Field(0, ge=0)
+    concurrency: int = Field(1, ge=1)
+    """Tasks it works on at once; more wait on the bus for a slot (``load`` counts both)."""
     last_heartbeat: datetime = Field(default_factory=utcnow)
     simulated: bool = False
 
@@ -137,6 +139,9 @@ class Task(_Model):
     """The same for a task sent again after its orchestrator was replaced (a resumed run):
     an agent that already answered it, or is answering it, replies with that answer instead
     of calling its model again."""
+    timeout_s: float | None = Field(None, gt=0)
+    """How long the agent may work on it, counted from when it starts (the step timeout):
+    a task waiting for the agent's slot is not timed by it; ``deadline`` bounds both."""
 
 
 class Result(_Model):

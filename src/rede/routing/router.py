@@ -11,7 +11,7 @@ capability (``routing:`` in the network YAML):
   threshold is escalated to the next tier, and after the last tier to the ``manager`` agent
   if the network names one (see :meth:`Router.escalation`).
 - ``auction``: a call for bids; the award follows the rule in :mod:`rede.routing.auction`.
-- ``load``: the least loaded agent (queue depth per replica), cheapest on ties.
+- ``load``: the least loaded agent (queue depth per replica and slot), cheapest on ties.
 
 Estimates, all per (agent, capability):
 
@@ -351,7 +351,7 @@ class Router:
             return self._route(v, req, strategy, f"no agent fits the budget; cheapest is {v.name}")
         views = payable
         if strategy == "load":
-            v = min(views, key=lambda v: (self.load(v), cost[v.name], v.name))
+            v = min(views, key=lambda v: (self.load(v) / v.card.concurrency, cost[v.name], v.name))
             return self._route(
                 v,
                 req,

@@ -73,6 +73,14 @@ def _loop_time(deadline: datetime | None) -> float | None:
     return asyncio.get_running_loop().time() + left
 
 
+def _overrun(env: Envelope, task: Task, name: str) -> str:
+    deadline = env.deadline.isoformat() if env.deadline is not None else "none"
+    limit = f"the task's deadline ({deadline})"
+    if task.timeout_s is not None:
+        limit += f" or its {task.timeout_s:g}s of work"
+    return f"{limit} passed while {name!r} worked on it; its work was cancelled"
+
+
 def reply_topic(text: str) -> Topic:
     """Where a task's answer may go: a reply or inbox stream, never another agent's task
     stream or any other topic (an injected task must not make an agent write there)."""
@@ -124,6 +132,7 @@ class AgentRunner:
             quality=s.quality,
             tier=s.tier,
             load=self.in_flight,
+            concurrency=s.concurrency,
             simulated=s.specialist.simulated,
         )
 
@@ -233,7 +242,7 @@ class AgentRunner:
                     data={"delivery_count": delivery.delivery_count, "topic": str(delivery.topic)},
                 )
                 await self._publish(topic, env.reply(note, sender=self.id))
-            until = _loop_time(env.deadline)
+            until = await self._started(env, topic)
             every = self.bus.options.visibility_timeout_s / 3
             lease = Lease(delivery, every, until, self.once.renewals)
             try:
@@ -255,6 +264,22 @@ class AgentRunner:
         finally:
             self.in_flight -= 1
             self._slots.release()
+
+    async def _started(self, env: Envelope, topic: Topic) -> float | None:
+        """When this task's work must end (its deadline, or its ``timeout_s`` from now);
+        a task that waited for a slot tells its run it has started, so the run times the
+        work from now and not the wait (see :mod:`rede.orchestration.waits`)."""
+        until = _loop_time(env.deadline)
+        task = env.payload
+        assert isinstance(task, Task)
+        if task.timeout_s is None:
+            return until
+        now = asyncio.get_running_loop().time()
+        if (datetime.now(UTC) - env.created_at).total_seconds() > min(1.0, task.timeout_s / 4):
+            note = Event(name="started", data={"agent": self.id})
+            await self._publish(topic, env.reply(note, sender=self.id))
+        work = now + task.timeout_s
+        return work if until is None else min(until, work)
 
     async def _run_task(self, env: Envelope, until: float | None):  # type: ignore[no-untyped-def]
         task = env.payload
@@ -278,12 +303,7 @@ class AgentRunner:
             raise
         except Exception as exc:
             if scope.expired():
-                assert env.deadline is not None
-                return Result(
-                    status="failed",
-                    error=f"the task's deadline ({env.deadline.isoformat()}) passed while "
-                    f"{self.spec.name!r} worked on it; its work was cancelled",
-                )
+                return Result(status="failed", error=_overrun(env, task, self.spec.name))
             return Result(status="failed", error=f"{type(exc).__name__}: {exc}")
         if not isinstance(reply, Result | Critique):
             return Result(

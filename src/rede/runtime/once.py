@@ -14,6 +14,7 @@ is done again (at least once, as ever), never waited for in vain.
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +26,7 @@ from rede.runtime._lease import Lease, Renewals
 
 Reply = Result | Critique
 PENDING = b"pending"
+KEPT_HERE = 1024
 
 
 class OnceOnly:
@@ -39,6 +41,9 @@ class OnceOnly:
         self.reused = 0
         """Tasks answered from a kept answer instead of a model call."""
         self._running: dict[str, asyncio.Future[Reply]] = {}
+        self._done: OrderedDict[str, Reply] = OrderedDict()
+        """The last ``KEPT_HERE`` answers, also kept in this process: a bus that lost its
+        data (a Redis restarted empty) lost those it kept, and the task comes again."""
         self.renewals = Renewals()
         """The runner's leases' shared timer (its deliveries' and its pending marks')."""
 
@@ -51,7 +56,7 @@ class OnceOnly:
         if here is not None:  # this runner is doing it now: the same answer, once
             self.reused += 1
             return await asyncio.shield(here)
-        kept = await self._kept_or_claimed(key, deadline)
+        kept = self._done.get(key) or await self._kept_or_claimed(key, deadline)
         if kept is not None:
             self.reused += 1
             return kept
@@ -70,7 +75,10 @@ class OnceOnly:
             self._running.pop(key, None)
             await renewal.end()
         if not (isinstance(reply, Result) and reply.status == "failed"):
-            await self._keep(key, reply)  # a failure is not kept: the work may be tried again
+            self._done[key] = reply  # a failure is not kept: the work may be tried again
+            while len(self._done) > KEPT_HERE:
+                self._done.popitem(last=False)
+            await self._keep(key, reply)
         return reply
 
     async def _kept_or_claimed(self, key: str, deadline: datetime | None) -> Reply | None:

@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 
 from rede import ConfigError, Network, __version__
+from rede.errors import Busy
 from rede.protocol.messages import new_id
 from rede.server import a2a, openai_api, runs_api
 from rede.server.http import (
@@ -169,6 +170,12 @@ def create_app(
         metrics.rejected.labels("capacity").inc()
         headers = {"Retry-After": str(settings.retry_after_s)}
         return error_response(429, str(exc), "too_many_runs", headers=headers)
+
+    @app.exception_handler(Busy)
+    async def busy(request: Request, exc: Busy) -> Response:
+        metrics.rejected.labels("busy").inc()
+        headers = {"Retry-After": str(exc.retry_after_s)}
+        return error_response(429, str(exc), "network_busy", headers=headers)
 
     @app.exception_handler(Draining)
     async def draining(request: Request, exc: Draining) -> Response:

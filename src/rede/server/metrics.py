@@ -43,12 +43,20 @@ class _Live(Collector):
         replicas = GaugeMetricFamily(
             "rede_agent_replicas", "Live replicas of an agent.", labels=["model", "agent"]
         )
+        slots = GaugeMetricFamily(
+            "rede_agent_concurrency",
+            "Tasks one replica of an agent works on at once (more wait on the bus).",
+            labels=["model", "agent"],
+        )
         for model, net in self.runs.networks.items():
             for name, depth, live in _agents(net):
                 queue.add_metric([model, name], depth)
                 replicas.add_metric([model, name], live)
+            for agent in net.config.agents:
+                slots.add_metric([model, agent.name], agent.concurrency)
         yield queue
         yield replicas
+        yield slots
         yield from _bus_rejections(self.runs)
 
 

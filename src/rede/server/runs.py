@@ -261,8 +261,13 @@ class RunManager:
         run = ServedRun(
             id=f"run-{uuid.uuid4().hex[:16]}", model=model, request=request, source=source
         )
+        net.admission.reserve(run.id)  # Busy (429) over the network's limits.max_runs
         if net.orchestrator is not None:  # durable before the client hears of it
-            net.orchestrator.accept(run.id, request)
+            try:
+                net.orchestrator.accept(run.id, request)
+            except BaseException:
+                net.admission.unreserve(run.id)
+                raise
         self.runs[run.id] = run
         self.active += 1
         run.task = asyncio.create_task(self._execute(net, run), name=f"rede-{run.id}")

@@ -70,6 +70,7 @@ def describe_network(name: str, net: Network) -> dict[str, Any]:
                 "healthy": view is not None,
                 "heartbeat_age_s": age,
                 "load": view.load if view is not None else 0,
+                "concurrency": agent.concurrency,
                 "in_flight": net.router.in_flight.get(agent.name, 0),
                 "latency_s": card.latency_s if card else None,
                 "success_rate": card.success_rate if card else None,
@@ -84,6 +85,21 @@ def describe_network(name: str, net: Network) -> dict[str, Any]:
         "routing": net.config.routing.strategy,
         "bus": net.bus.url if net.bus is not None else None,
         "agents": agents,
+        "admission": _admission(net),
+    }
+
+
+def _admission(net: Network) -> dict[str, Any]:
+    """Runs at once here and the limits on them and on a step's wait for a slot."""
+    adm, limits = net.admission, net.config.limits
+    return {
+        "max_runs": adm.max_runs,
+        "admit_wait_s": adm.wait_s,
+        "running": adm.running,
+        "waiting": adm.waiting,
+        "refused": adm.refused,
+        "slot_wait_s": limits.slot_wait_s,
+        "step_timeout_s": limits.step_timeout_s,
     }
 
 
