@@ -79,6 +79,7 @@ def orchestrator_rules(name: str = "orchestrator", namespace: str = "") -> list[
         f"%W~{ns}rede.events",
         f"%W~{ns}rede.dead",
         f"~{ns}rede:rejected:*",
+        f"~{ns}rede:kept:rede:alive:{name}-{INSTANCE}",  # its mark: gone if Redis came back empty
     ]
     return [*keys, *COMMANDS]
 
