@@ -149,8 +149,10 @@ class LiveView:
         return Panel(table, title=self.title, subtitle=sub)
 
 
-def render_result(console: Console, result: RunResult) -> None:
-    label = " (simulated models)" if result.simulated else ""
+def render_result(console: Console, result: RunResult, *, label: str = "") -> None:
+    """The answer and the run's figures; ``label`` says what models wrote it (simulated
+    models are always said to be)."""
+    label = " (simulated models)" if result.simulated else (f" ({label})" if label else "")
     console.print(
         Panel(
             Text(result.answer or "(no answer)"),
