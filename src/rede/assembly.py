@@ -171,6 +171,8 @@ class Assembly:
             options["json_mode"] = conf.json_mode
         if backend == "openai" and "seed" in conf.model_fields_set:
             options["seed"] = conf.seed
+        if conf.max_tokens is not None:
+            options["max_tokens"] = conf.max_tokens
         return options
 
     def spec(self, agent: AgentConfig) -> SpecialistSpec:

@@ -33,16 +33,13 @@ MODEL = gguf.SMOLLM2
 REAL_MODEL = {"spec": f"llamacpp:{MODEL.name}", "max_tokens": 160}
 """Every model of the demo on the one SmolLM2 (one engine, 2 slots): the steps' replies capped
 at 160 tokens, which a 135M model fills with repetition when let run."""
-REAL_LIMITS = {"wall_time_s": 300, "step_timeout_s": 120}
-"""A real model on 2 CPU cores takes seconds a step, not the simulator's fractions."""
 
 
 def real_demo_config(path: Path, model: dict[str, Any] | None = None) -> dict[str, Any]:
     """The demo network's description with every model replaced by ``model`` (default: the
-    bundled SmolLM2 in this process) and limits for a real model on a CPU."""
+    bundled SmolLM2 in this process)."""
     conf: dict[str, Any] = read_yaml(path, "network")
     conf["models"] = {name: dict(model or REAL_MODEL) for name in conf["models"]}
-    conf["limits"] = {**conf.get("limits", {}), **REAL_LIMITS}
     conf["description"] = f"{conf.get('description', '')} On a {MODEL.label}.".strip()
     return conf
 

@@ -46,7 +46,9 @@ class ModelConfig(_Conf):
     n_ctx: int | None = Field(None, ge=256)
     """llamacpp models only: the context window of each slot, in tokens (default 4096)."""
     max_tokens: int | None = Field(None, ge=1)
-    """llamacpp models only: the completion cap of a call that sets none (default 256)."""
+    """llamacpp and openai models (and sim models pointed at a server with ``--base-url``):
+    the completion cap of a call that sets none and has no JSON schema (llamacpp default
+    256; openai: the server's)."""
     cache_prompt: bool | None = None
     """llamacpp models only: reuse a slot's KV cache for a prompt's shared prefix (default
     true)."""
