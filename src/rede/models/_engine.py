@@ -49,6 +49,8 @@ class Engine:
     key: EngineKey
     slots: list[_Slot] = field(default_factory=list)
     users: int = 0
+    peak: int = 0
+    """The most calls that ever held a slot at once: how parallel the calls really ran."""
     _free: list[int] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _pool: ThreadPoolExecutor | None = None
@@ -100,6 +102,7 @@ class Engine:
                 key=lambda i: shared_prefix(self.slots[i].prompt, prompt),
             )
             self._free.remove(best)
+            self.peak = max(self.peak, len(self.slots) - len(self._free))
         if not cache_prompt:
             self.slots[best].llama.reset()
             self.slots[best].prompt = ""

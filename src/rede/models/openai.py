@@ -156,8 +156,8 @@ class OpenAIModel(ChatModel):
         self.dialects = dialects if dialects is not None else DialectMemory()
         self.seed = seed
         self.max_tokens = max_tokens
-        """The completion cap of a request that sets none and has no JSON schema (whose
-        schema bounds it); None leaves it to the server."""
+        """The completion cap of a request that sets none and whose reply no schema bounds
+        (none sent, or ``structured: none``); None leaves it to the server."""
         self.unsupported: set[str] = set()
         """Optional parameters this server rejected; they are no longer sent."""
         self._owns_http = http_client is None
@@ -262,7 +262,8 @@ class OpenAIModel(ChatModel):
 
         Returns the client's completion (or stream) and the dialect used (None: the request
         has no schema)."""
-        if self.max_tokens and request.max_tokens is None and request.json_schema is None:
+        unbounded = request.json_schema is None or self.structured == "none"
+        if self.max_tokens and request.max_tokens is None and unbounded:
             request = request.model_copy(update={"max_tokens": self.max_tokens})
         params = request_params(
             self.name, request, stream=stream, seed=self.seed, unsupported=self.unsupported
