@@ -156,6 +156,57 @@ def over_server(url: str) -> Any:
     return make
 
 
+async def ttft(model: LlamaCppModel, request: ModelRequest) -> tuple[float, float]:
+    """A streamed call's time to its first token and its whole time."""
+    start = time.perf_counter()
+    first = None
+    async for chunk in model.stream(request):
+        first = first or (time.perf_counter() if chunk.delta else None)
+    return (first or start) - start, time.perf_counter() - start
+
+
+async def fan_out(engines: Engines, repeats: int) -> dict[str, Any]:
+    """Two independent research calls at once: on 2 slots, and queued on 1 (1 thread each)."""
+    asks = [ModelRequest.of(f"List three facts about {topic}.", max_tokens=64)
+            for topic in ("Redis Streams", "Apache Kafka")]  # fmt: skip
+    walls: dict[int, list[float]] = {1: [], 2: []}
+    for _ in range(repeats):  # interleaved, so that the machine's load falls on both alike
+        for slots in (2, 1):
+            model = LlamaCppModel("smollm2", slots=slots, threads=1, engines=engines)
+            model.engine  # noqa: B018 - loaded before the clock starts
+            start = time.perf_counter()
+            await asyncio.gather(*(model.complete(a) for a in asks))
+            walls[slots].append(time.perf_counter() - start)
+            await model.aclose()
+    return {"2_slots_s": walls[2], "1_slot_s": walls[1]}
+
+
+async def prefix_cache(engines: Engines, repeats: int) -> dict[str, Any]:
+    """A call whose prompt shares a long prefix with the slot's last one (as a refine call
+    shares its draft's): time to first token with the slot's KV cache kept, and cleared."""
+    context = " ".join(f"Fact {i}: Redis Streams keeps an append-only log per key." for i in
+                       range(40))  # fmt: skip
+    first, second = (ModelRequest.of(f"{context}\n\n{q}", max_tokens=8) for q in
+                     ("Summarise the facts.", "Which product is this about?"))  # fmt: skip
+    out: dict[str, list[float]] = {"cached_s": [], "cleared_s": []}
+    for _ in range(repeats):
+        for cache, key in ((True, "cached_s"), (False, "cleared_s")):
+            model = LlamaCppModel("smollm2", slots=1, threads=1, engines=engines,
+                                  cache_prompt=cache)  # fmt: skip
+            await model.complete(first)  # the slot now holds the shared prefix
+            out[key].append((await ttft(model, second))[0])
+            await model.aclose()
+    probe = LlamaCppModel("smollm2", slots=1, threads=1, engines=engines)
+    out["prompt_tokens"] = (await probe.complete(second)).usage.prompt_tokens
+    await probe.aclose()
+    return out
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
+
+
 async def main(args: argparse.Namespace) -> list[dict[str, Any]]:
     plan = parse_plan(json.dumps(PLAN), {"research", "write"}, max_steps=6)
     engines = Engines()
@@ -167,9 +218,18 @@ async def main(args: argparse.Namespace) -> list[dict[str, Any]]:
         ("network, 1 slot", lambda: network(in_process(engines, slots=1), plan=plan)),
         ("network, no prefix cache", lambda: network(in_process(engines, cache=False), plan=plan)),
     ]
-    for name, run in runs:
+    for name, run in [] if args.only_micro else runs:
         rows.append({"run": name, **await run()})
         report(rows[-1])
+    fan = await fan_out(engines, args.repeats)
+    print(f"fan-out, 2 research calls: 2 slots {median(fan['2_slots_s']):.2f} s, queued on 1 "
+          f"slot {median(fan['1_slot_s']):.2f} s (median of {args.repeats}; "
+          f"{fan})", flush=True)  # fmt: skip
+    cache = await prefix_cache(engines, args.repeats)
+    print(f"prefix cache, {cache['prompt_tokens']}-token prompt sharing its prefix: TTFT "
+          f"{median(cache['cached_s']):.2f} s cached, {median(cache['cleared_s']):.2f} s "
+          f"cleared (median of {args.repeats}; {cache})", flush=True)  # fmt: skip
+    rows.append({"run": "micro", "fan_out": fan, "prefix_cache": cache})
     if args.server:
         with smollm.server(smollm.model_path(), threads=2) as url:
             rows.append({"run": "network, llama.cpp server", **await network(
@@ -196,6 +256,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--server", action="store_true", help="also via llama.cpp's server")
     parser.add_argument("--json", type=Path, help="write the rows here")
+    parser.add_argument("--repeats", type=int, default=3, help="of each micro-measure")
+    parser.add_argument("--only-micro", action="store_true", help="skip the network runs")
     options = parser.parse_args()
     print("real model, SmolLM2-135M, weak (Q4_1, llama.cpp, CPU)", flush=True)
     result = asyncio.run(main(options))
