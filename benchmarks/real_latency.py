@@ -4,10 +4,11 @@ Every figure comes from one run of this script, on one machine, on one loaded mo
 
 - ``one model``: the request sent straight to SmolLM2, streamed.
 - ``network (planner)``: the demo network end to end (``rede demo --real``'s set-up: every
-  agent on the one SmolLM2, 2 parallel slots of 1 thread, prefix caching on).
+  agent on the one SmolLM2, 2 parallel slots sharing the cores, prefix caching on).
 - ``network``, ``1 slot``, ``no prefix cache``, ``llama.cpp server``: the same network on one
   fixed plan (two research steps in parallel, a reviewed write, the synthesis), so that the
-  only change between rows is fan-out (2 slots vs 1, each of 1 thread), prefix
+  only change between rows is fan-out (2 slots sharing the cores, 2 slots of 1 thread each,
+  or 1 slot with both cores), prefix
   caching (a slot keeps its last prompt's KV cache: on or off) or where the model runs (in
   this process, or ``python -m llama_cpp.server`` with 2 threads through the openai backend).
 
@@ -136,11 +137,14 @@ async def network(
     }  # fmt: skip
 
 
-def in_process(engines: Engines, *, slots: int = 2, cache: bool = True) -> Any:
-    """Every model on one engine of ``slots`` slots of 1 thread each."""
+def in_process(
+    engines: Engines, *, slots: int = 2, cache: bool = True, threads: int | None = None
+) -> Any:
+    """Every model on one engine of ``slots`` slots (the cores shared among the calls
+    running, unless ``threads`` fixes each call's)."""
 
     def make(name: str) -> ChatModel:
-        return LlamaCppModel("smollm2", slots=slots, threads=1, cache_prompt=cache,
+        return LlamaCppModel("smollm2", slots=slots, threads=threads, cache_prompt=cache,
                              engines=engines, max_tokens=MAX_TOKENS)  # fmt: skip
 
     return make
@@ -166,13 +170,14 @@ async def ttft(model: LlamaCppModel, request: ModelRequest) -> tuple[float, floa
 
 
 async def fan_out(engines: Engines, repeats: int) -> dict[str, Any]:
-    """Two independent research calls at once: on 2 slots, and queued on 1 (1 thread each)."""
+    """Two independent research calls at once: on 2 slots sharing the cores, and queued on
+    1 slot that has them all."""
     asks = [ModelRequest.of(f"List three facts about {topic}.", max_tokens=64)
             for topic in ("Redis Streams", "Apache Kafka")]  # fmt: skip
     walls: dict[int, list[float]] = {1: [], 2: []}
     for _ in range(repeats):  # interleaved, so that the machine's load falls on both alike
         for slots in (2, 1):
-            model = LlamaCppModel("smollm2", slots=slots, threads=1, engines=engines)
+            model = LlamaCppModel("smollm2", slots=slots, engines=engines)
             model.engine  # noqa: B018 - loaded before the clock starts
             start = time.perf_counter()
             await asyncio.gather(*(model.complete(a) for a in asks))
@@ -215,6 +220,8 @@ async def main(args: argparse.Namespace) -> list[dict[str, Any]]:
         ("one model", lambda: one_model(engines)),
         ("network (planner)", lambda: network(in_process(engines), plan=None)),
         ("network, 2 slots", lambda: network(in_process(engines), plan=plan)),
+        ("network, 2 slots x 1 thread",
+         lambda: network(in_process(engines, threads=1), plan=plan)),
         ("network, 1 slot", lambda: network(in_process(engines, slots=1), plan=plan)),
         ("network, no prefix cache", lambda: network(in_process(engines, cache=False), plan=plan)),
     ]

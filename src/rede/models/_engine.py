@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -14,6 +15,7 @@ from typing import Any
 
 from rede.errors import ConfigError
 
+CORES = os.cpu_count() or 1
 INSTALL = 'pip install -e ".[local]"  (or: pip install "llama-cpp-python[server]==0.3.36")'
 
 
@@ -32,6 +34,7 @@ class EngineKey:
     path: str
     slots: int
     threads: int
+    """CPU threads per call; 0: share the cores among the calls running (see ``_share``)."""
     n_ctx: int
 
 
@@ -64,8 +67,8 @@ class Engine:
                 llama(
                     model_path=key.path,
                     n_ctx=key.n_ctx,
-                    n_threads=key.threads,
-                    n_threads_batch=key.threads,
+                    n_threads=key.threads or CORES,
+                    n_threads_batch=key.threads or CORES,
                     verbose=False,
                 )
             )
@@ -103,6 +106,7 @@ class Engine:
             )
             self._free.remove(best)
             self.peak = max(self.peak, len(self.slots) - len(self._free))
+            self._share()
         if not cache_prompt:
             self.slots[best].llama.reset()
             self.slots[best].prompt = ""
@@ -112,6 +116,19 @@ class Engine:
         self.slots[index].prompt = prompt
         with self._lock:
             self._free.append(index)
+            self._share()
+
+    def _share(self) -> None:
+        """With ``threads`` 0, give the calls running now the machine's cores between them
+        (at least 1 each): a call alone (the DAG's sequential parts) gets every core, two
+        parallel steps one half each. llama.cpp reads the count at its next decode, so a
+        running call changes pace within a token. Called under the lock."""
+        if self.key.threads:
+            return
+        busy = [i for i in range(len(self.slots)) if i not in self._free]
+        share = max(1, CORES // max(1, len(busy)))
+        for i in busy:
+            self.slots[i].llama._ctx.set_n_threads(share, share)
 
     async def run(self, prompt: str, cache_prompt: bool, fn: Any) -> tuple[Any, float]:
         """``fn(llama)`` in a free slot's thread: its value and the seconds it held the slot."""

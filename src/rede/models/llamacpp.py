@@ -7,7 +7,8 @@ package ships (:mod:`rede.models.gguf`). Needs the ``local`` extra
 An :class:`Engine` holds ``slots`` ``llama_cpp.Llama`` contexts over one model file (the
 weights are memory-mapped once; each slot has its own KV cache) and runs each call in its own
 worker thread, off the event loop: llama.cpp releases the GIL while it computes, so ``slots``
-calls run truly in parallel, each on ``threads`` CPU threads. Every model of a network that
+calls run truly in parallel; by default the cores are shared among the calls running (a
+call alone gets them all), or each call has ``threads``. Every model of a network that
 names the same file and settings shares one engine (:class:`Engines`).
 
 Prefix caching: a slot keeps the tokens of its last prompt in its KV cache, and llama.cpp
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
@@ -53,18 +53,14 @@ REPEAT_PENALTY = 1.1
 """llama.cpp's repetition penalty: greedy decoding of a 135M model loops without one."""
 
 
-def default_threads(slots: int) -> int:
-    return max(1, (os.cpu_count() or 1) // slots)
-
-
 class LlamaCppModel(ChatModel):
     """A GGUF model in this process. ``arg`` is a path or a bundled name (``smollm2``).
 
-    ``slots``: calls that run at once (default 2); ``threads``: CPU threads per slot (default:
-    the cores shared among the slots); ``n_ctx``: context window per slot; ``seed``: fixed
-    sampling; ``max_tokens``: completion cap for requests that set none; ``cache_prompt``:
-    reuse a slot's KV cache for a shared prompt prefix; ``engines``: where the network's
-    loaded models are shared."""
+    ``slots``: calls that run at once (default 2); ``threads``: CPU threads per call
+    (default: the machine's cores shared among the calls running at the moment); ``n_ctx``:
+    context window per slot; ``seed``: fixed sampling; ``max_tokens``: completion cap for
+    requests that set none; ``cache_prompt``: reuse a slot's KV cache for a shared prompt
+    prefix; ``engines``: where the network's loaded models are shared."""
 
     source = "real"
 
@@ -95,7 +91,7 @@ class LlamaCppModel(ChatModel):
         self.seed = seed
         self.max_tokens = max_tokens
         self.cache_prompt = cache_prompt
-        self.key = EngineKey(str(path), slots, threads or default_threads(slots), n_ctx)
+        self.key = EngineKey(str(path), slots, threads or 0, n_ctx)
         self._engines = engines if engines is not None else Engines()
         self._engine: Engine | None = None
 
