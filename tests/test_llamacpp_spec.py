@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from rede.agents.specialists import parse_json_object
 from rede.cli.app import app
 from rede.config import NetworkConfig
-from rede.errors import ConfigError
-from rede.models import gguf, model_from_spec
+from rede.errors import ConfigError, ModelError
+from rede.models import ModelRequest, ToolSpec, gguf, model_from_spec
 
 ABSENT = gguf.Bundled(
     name="absent",
@@ -86,3 +86,12 @@ def test_models_list_shows_the_spec_and_where_the_model_is(cache: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "llamacpp:smollm2" in result.output
     assert "llamacpp:absent" in result.output and "rede models fetch absent" in result.output
+
+
+async def test_a_request_with_tools_is_refused_before_any_model_loads(cache: Path) -> None:
+    (cache / "absent.Q4.gguf").write_bytes(b"GGUF")
+    model = model_from_spec("llamacpp:absent")
+    request = ModelRequest.of("Weather?", tools=[ToolSpec(name="get_weather")])
+
+    with pytest.raises(ModelError, match=r"does not call tools"):
+        await model.complete(request)

@@ -113,6 +113,11 @@ class LlamaCppModel(ChatModel):
     # ---------------------------------------------------------------- the calls
 
     def _params(self, request: ModelRequest) -> dict[str, Any]:
+        if request.tools:
+            raise ModelError(
+                f"{self.name}: the llamacpp backend does not call tools; serve the model with "
+                "python -m llama_cpp.server and use an openai model for tool calls"
+            )
         params: dict[str, Any] = {
             "messages": [m.model_dump() for m in request.messages],
             "max_tokens": request.max_tokens
