@@ -127,7 +127,7 @@ class Engine:
             return
         busy = [i for i in range(len(self.slots)) if i not in self._free]
         share = max(1, CORES // max(1, len(busy)))
-        for i in busy:
+        for i in busy:  # _ctx: llama-cpp-python 0.3's context object (the extra pins 0.3.36)
             self.slots[i].llama._ctx.set_n_threads(share, share)
 
     async def run(self, prompt: str, cache_prompt: bool, fn: Any) -> tuple[Any, float]:
