@@ -24,6 +24,7 @@ from rede.bus import BusOptions
 from rede.config import AgentConfig, ModelConfig, NetworkConfig
 from rede.errors import ConfigError
 from rede.models import ChatModel, model_from_spec
+from rede.models._engine import Engines
 from rede.models._structured import DialectMemory
 from rede.models.sim import SimModel
 from rede.protocol.codec import describe_validation_error
@@ -59,6 +60,8 @@ class Assembly:
         self.api_key = api_key
         self.time_scale = time_scale
         self.dialects = DialectMemory()
+        self.engines = Engines()
+        """The llama.cpp models loaded in this process, shared by the models that name them."""
         self.tools = self._add_tools(tools)
         self.remote: dict[str, McpServer | A2aRemote] = {}
         """MCP servers (and remote A2A agents) by agent name, once :meth:`open_remote` ran."""
@@ -174,7 +177,16 @@ class Assembly:
                 if v is not None
             }
             options.update(self._openai_options(conf, backend), dialects=self.dialects)
+        elif backend == "llamacpp":
+            options = self._llamacpp_options(conf)
         return model_from_spec(conf.spec, **options)
+
+    def _llamacpp_options(self, conf: ModelConfig) -> dict[str, Any]:
+        fields = ("slots", "threads", "n_ctx", "max_tokens", "cache_prompt", "price")
+        options = {k: getattr(conf, k) for k in fields if getattr(conf, k) is not None}
+        if "seed" in conf.model_fields_set:
+            options["seed"] = conf.seed
+        return {**options, "engines": self.engines}
 
     @staticmethod
     def _openai_options(conf: ModelConfig, backend: str) -> dict[str, Any]:
@@ -188,6 +200,8 @@ class Assembly:
             options["json_mode"] = conf.json_mode
         if backend == "openai" and "seed" in conf.model_fields_set:
             options["seed"] = conf.seed
+        if conf.max_tokens is not None:
+            options["max_tokens"] = conf.max_tokens
         return options
 
     async def open_remote(self, only: set[str] | None = None) -> None:

@@ -16,6 +16,7 @@ EXTRAS = {
     "redis": "the Redis bus across processes and machines, and the embedded Valkey server",
     "charts": "charts of benchmark reports (matplotlib)",
     "mcp": "MCP servers as agents and `rede mcp` (a network as an MCP server)",
+    "local": "a GGUF model run in this process by llama.cpp (rede demo --real, llamacpp:)",
 }
 """Each extra of ``pyproject.toml`` (beside ``all`` and ``test``) and what it is for."""
 

@@ -132,10 +132,14 @@ def split_confidence(text: str) -> tuple[str, float | None]:
 
 
 def parse_json_object(text: str) -> dict[str, Any]:
-    """The first JSON object in a model's reply (code fences and chatter around it allowed)."""
+    """The first JSON object in a model's reply (code fences and chatter around it allowed).
+
+    Raw control characters (a newline) inside strings are accepted: llama-cpp-python's schema
+    grammars allow them (its ``char`` rule is ``[^"\\]``), so a reply decoded under a schema
+    by that server, or by the ``llamacpp`` backend, may hold them."""
     stripped = re.sub(r"^```(?:json)?\s*|\s*```$", "", text.strip())
     try:
-        value = json.loads(stripped)
+        value = json.loads(stripped, strict=False)
     except RecursionError:
         raise ValueError(f"the reply's JSON is nested too deeply: {text[:60]!r}...") from None
     except json.JSONDecodeError:
@@ -143,7 +147,7 @@ def parse_json_object(text: str) -> dict[str, Any]:
         if start < 0 or end <= start:
             raise ValueError(f"no JSON object in the reply: {text[:200]!r}") from None
         try:
-            value = json.loads(text[start : end + 1])
+            value = json.loads(text[start : end + 1], strict=False)
         except RecursionError:
             raise ValueError(f"the reply's JSON is nested too deeply: {text[:60]!r}...") from None
         except json.JSONDecodeError as exc:

@@ -163,8 +163,10 @@ class LiveView:
         return Panel(table, title=self.title, subtitle=sub, expand=wide)
 
 
-def render_result(console: Console, result: RunResult) -> None:
-    label = " (simulated models)" if result.simulated else ""
+def render_result(console: Console, result: RunResult, *, label: str = "") -> None:
+    """The answer and the run's figures; ``label`` says what models wrote it (simulated
+    models are always said to be)."""
+    label = " (simulated models)" if result.simulated else (f" ({label})" if label else "")
     answer = Text(result.answer or "(no answer)")
     title = f"{'Partial answer' if result.partial else 'Answer'}{label}"
     if console.is_terminal:

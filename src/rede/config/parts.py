@@ -17,7 +17,8 @@ from rede.models._base import Price
 
 class ModelConfig(_Conf):
     spec: str
-    """``backend:argument``: ``sim:7b``, ``openai:llama3.1:8b``, ``replay:PATH``."""
+    """``backend:argument``: ``sim:7b``, ``openai:llama3.1:8b``, ``replay:PATH``,
+    ``llamacpp:PATH.gguf``, ``llamacpp:smollm2``."""
     base_url: str | None = None
     api_key: str | None = None
     price: Price | None = None
@@ -38,6 +39,19 @@ class ModelConfig(_Conf):
     total_timeout_s: float | None = Field(None, gt=0)
     """OpenAI models only: the longest a streamed answer may take from its start to its
     last chunk (default ``timeout_s``): a server that drips chunks is cut off then."""
+    slots: int | None = Field(None, ge=1, le=64)
+    """llamacpp models only: calls run at once, each in its own llama.cpp context (default 2)."""
+    threads: int | None = Field(None, ge=1, le=256)
+    """llamacpp models only: CPU threads per slot (default: the cores shared among slots)."""
+    n_ctx: int | None = Field(None, ge=256)
+    """llamacpp models only: the context window of each slot, in tokens (default 4096)."""
+    max_tokens: int | None = Field(None, ge=1)
+    """llamacpp and openai models (and sim models pointed at a server with ``--base-url``):
+    the completion cap of a call that sets none and has no JSON schema (llamacpp default
+    256; openai: the server's)."""
+    cache_prompt: bool | None = None
+    """llamacpp models only: reuse a slot's KV cache for a prompt's shared prefix (default
+    true)."""
 
 
 CONFIDENCE_METHODS = ("self", "logprobs", "agreement")

@@ -1,7 +1,8 @@
 """Model backends behind one :class:`ChatModel` interface.
 
 A model SPEC is ``backend:argument``: ``openai:llama3.2`` (with a base URL), ``sim:7b``,
-``replay:<folder of recordings>``. ``scripted`` models are built in Python, for tests."""
+``replay:<folder of recordings>``, ``llamacpp:PATH.gguf`` or ``llamacpp:smollm2`` (a real model
+in this process, with the ``local`` extra). ``scripted`` models are built in Python, for tests."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from rede.models._base import (
 )
 from rede.models.scripted import ScriptedModel
 
-BACKENDS = ("openai", "sim", "replay")
+BACKENDS = ("openai", "sim", "replay", "llamacpp")
 
 
 def model_from_spec(spec: str, **options: Any) -> ChatModel:
@@ -30,7 +31,7 @@ def model_from_spec(spec: str, **options: Any) -> ChatModel:
     if not sep or not arg:
         raise ConfigError(
             f"model spec {spec!r} must be 'backend:argument', e.g. 'openai:llama3.2', "
-            f"'sim:7b', 'replay:PATH'; backends: {', '.join(BACKENDS)}"
+            f"'sim:7b', 'replay:PATH', 'llamacpp:smollm2'; backends: {', '.join(BACKENDS)}"
         )
     if backend == "openai":
         from rede.models.openai import OpenAIModel
@@ -44,6 +45,10 @@ def model_from_spec(spec: str, **options: Any) -> ChatModel:
         from rede.models.replay import ReplayModel
 
         return ReplayModel.from_path(arg, **options)
+    if backend == "llamacpp":
+        from rede.models.llamacpp import LlamaCppModel
+
+        return LlamaCppModel(arg, **options)
     raise ConfigError(
         f"unknown model backend {backend!r} in {spec!r}; known: {', '.join(BACKENDS)}"
     )

@@ -111,7 +111,8 @@ class OpenAIModel(ChatModel):
     dialects are remembered, by base URL (a network shares one across its models).
     ``json_mode`` is the older switch: ``True`` is ``structured="json_object"``, ``False``
     is ``"none"``. ``seed`` is sent with every request when set (fixed-seed sampling on
-    servers that honour it: llama.cpp, vLLM, Ollama, OpenAI).
+    servers that honour it: llama.cpp, vLLM, Ollama, OpenAI). ``max_tokens`` caps the
+    completion of a request that sets no cap and has no schema.
 
     ``http_client``: an ``httpx.AsyncClient`` (``httpx2`` with recent ``openai`` releases)
     for the requests: proxies, connection limits, a ``MockTransport`` in tests. The model
@@ -134,6 +135,7 @@ class OpenAIModel(ChatModel):
         structured: StructuredMode | None = None,
         dialects: DialectMemory | None = None,
         seed: int | None = None,
+        max_tokens: int | None = None,
         http_client: httpx2.AsyncClient | None = None,
     ) -> None:
         if not model:
@@ -153,6 +155,9 @@ class OpenAIModel(ChatModel):
         self.structured: StructuredMode = structured_mode(model, structured, json_mode)
         self.dialects = dialects if dialects is not None else DialectMemory()
         self.seed = seed
+        self.max_tokens = max_tokens
+        """The completion cap of a request that sets none and whose reply no schema bounds
+        (none sent, or ``structured: none``); None leaves it to the server."""
         self.unsupported: set[str] = set()
         """Optional parameters this server rejected; they are no longer sent."""
         self._owns_http = http_client is None
@@ -257,6 +262,9 @@ class OpenAIModel(ChatModel):
 
         Returns the client's completion (or stream) and the dialect used (None: the request
         has no schema)."""
+        unbounded = request.json_schema is None or self.structured == "none"
+        if self.max_tokens and request.max_tokens is None and unbounded:
+            request = request.model_copy(update={"max_tokens": self.max_tokens})
         params = request_params(
             self.name, request, stream=stream, seed=self.seed, unsupported=self.unsupported
         )
