@@ -102,3 +102,19 @@ def test_the_installed_command_prints_one_error_line_into_a_pipe(tmp_path: Path)
     assert proc.stderr.strip().splitlines() == [
         f"error: no ledger at {missing}; run something first or pass --ledger"
     ]
+
+
+def test_every_command_prints_through_rede_consoles() -> None:
+    """A plain ``rich.console.Console()`` lays out at COLUMNS off a terminal and cuts cells:
+    every console of the package comes from :func:`rede.console.make_console`."""
+    import ast
+
+    package = Path(__file__).resolve().parents[1] / "src" / "rede"
+    plain = [
+        f"{path.relative_to(package)}:{node.lineno}"
+        for path in package.rglob("*.py")
+        if path.name != "console.py"
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Console"
+    ]
+    assert not plain, plain

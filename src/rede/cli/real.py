@@ -13,17 +13,17 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from rede.cli.tui import LiveView, render_result
 from rede.config import NetworkConfig, read_yaml
+from rede.console import make_console
 from rede.errors import ConfigError, RedeError
 from rede.models import gguf
 from rede.network import Network
 from rede.protocol.messages import new_id
 
-console = Console()
-err = Console(stderr=True)
+console = make_console()
+err = make_console(stderr=True)
 
 HELP = (
     "Run the demo on a real model in this process (SmolLM2-135M through llama.cpp; "

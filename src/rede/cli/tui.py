@@ -12,6 +12,7 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
+from rede.console import make_console
 from rede.orchestration.failures import once_each
 from rede.orchestration.run import RunResult
 from rede.protocol.messages import Event
@@ -53,7 +54,7 @@ class LiveView:
     def __init__(
         self, console: Console | None = None, *, simulated: bool = False, title: str = "Rede run"
     ) -> None:
-        self.console = console or Console()
+        self.console = console or make_console()
         self.simulated = simulated
         self.title = title
         self.rows: dict[str, _Row] = {}

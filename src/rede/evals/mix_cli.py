@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from rede.console import make_console
 from rede.errors import ConfigError, RedeError
 from rede.evals.classifier import DomainClassifier, check_domains, dispatch_tool
 from rede.evals.mix import DOMAINS, MixedWorkload, run_mix, write_atomically
@@ -20,8 +20,8 @@ from rede.evals.mix_summary import MixSummary
 from rede.evals.report import slug
 from rede.evals.systems import SOURCE_WORDS, ModelSystem, NetworkSystem, System
 
-console = Console()
-err = Console(stderr=True)
+console = make_console()
+err = make_console(stderr=True)
 SHARED = Path("../shared/data")
 DISPATCH_TOOL = "dispatch"
 """The tool name a routed network's ``plan`` agent names; ``rede bench mix`` gives it."""
