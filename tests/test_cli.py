@@ -89,7 +89,30 @@ def test_run_reports_a_bad_network_file_clearly(tmp_path: Path) -> None:
     bad.write_text("agents:\n  - {name: a, capabilities: [x], model: missing}\n")
     result = runner.invoke(app, ["run", str(bad), "hello", "--ledger", ""])
     assert result.exit_code == 1
-    assert "uses model 'missing', which is not in 'models'" in result.output
+    assert "agents.a.model: 'missing' is not in models (known: none)" in result.output
+    assert "Value error" not in result.output
+
+
+def test_a_misspelt_key_or_model_gets_a_did_you_mean(tmp_path: Path) -> None:
+    team = "models: {small: {spec: 'sim:7b'}}\n"
+    cases = {
+        "agnets:\n  - {name: w, capabilities: [write], model: small}\n": (
+            "unknown key 'agnets': did you mean 'agents'?"
+        ),
+        "agents:\n  - {name: w, capabilities: [write], model: small, concurency: 2}\n": (
+            "unknown key 'concurency': did you mean 'concurrency'?"
+        ),
+        "agents:\n  - {name: w, capabilities: [write], model: smal}\n": (
+            "agents.w.model: 'smal' is not in models (known: small); did you mean 'small'?"
+        ),
+    }
+    for i, (body, said) in enumerate(cases.items()):
+        bad = tmp_path / f"bad{i}.yaml"
+        bad.write_text(team + body)
+        result = runner.invoke(app, ["validate", str(bad)])
+        assert result.exit_code == 1
+        assert said in result.output, result.output
+        assert result.output.count(str(bad)) == 1  # named once
 
 
 def test_schema_prints_json_schema() -> None:

@@ -114,7 +114,9 @@ def validate(
             if not agent.remote:
                 net.spec(agent)  # builds its model, reads its prompt files, resolves its tool
     except RedeError as exc:
-        print_error(console, f"{network}: {exc}", prefix="invalid")
+        said = str(exc)
+        print_error(console, said if said.startswith(str(network)) else f"{network}: {said}",
+                    prefix="invalid")
         raise typer.Exit(1) from None
     conf = net.config
     summary = {

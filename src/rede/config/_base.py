@@ -74,4 +74,48 @@ def validate_mapping(model: type[M], data: Any, *, source: str, what: str, key: 
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{source}: {describe_validation_error(exc)}") from exc
+        raise ConfigError(f"{source}: {config_error(model, exc)}") from exc
+
+
+def config_error(model: type[BaseModel], exc: ValidationError) -> str:
+    """A validation error in the YAML's words: a misspelt key gets "did you mean", and a
+    check of the whole network speaks for itself (no pydantic "Value error," prefix)."""
+    hints = []
+    for err in exc.errors()[:5]:
+        if err["type"] == "extra_forbidden":
+            *parent, key = err["loc"]
+            fields = _fields_at(model, parent)
+            close = difflib.get_close_matches(str(key), fields, n=1, cutoff=0.7)
+            if close:
+                hints.append(f"unknown key {key!r}: did you mean {close[0]!r}?")
+    text = describe_validation_error(exc).replace("(root): Value error, ", "")
+    text = text.replace(": Value error, ", ": ")
+    return "; ".join([*hints, text])
+
+
+def _fields_at(model: type[BaseModel], loc: list[Any]) -> list[str]:
+    """The field names of the model found at ``loc`` inside ``model`` (list items, dict
+    values and optional fields followed), or none where the path leaves the models."""
+    current: Any = model
+    for part in loc:
+        is_model = isinstance(current, type) and issubclass(current, BaseModel)
+        if isinstance(part, int) or not is_model:
+            continue  # a list index or a dict key: the item's type is already in hand
+        field = current.model_fields.get(str(part))
+        if field is None:
+            return []
+        current = _model_in(field.annotation)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _model_in(annotation: Any) -> Any:
+    """The pydantic model inside ``X``, ``X | None``, ``list[X]`` or ``dict[str, X]``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None

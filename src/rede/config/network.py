@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +55,11 @@ class NetworkConfig(_Conf):
             raise ValueError(f"agent names must be unique; repeated: {', '.join(sorted(dupes))}")
         for agent in self.agents:
             if agent.model is not None and agent.model not in self.models:
+                close = difflib.get_close_matches(agent.model, list(self.models), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise ValueError(
-                    f"agent {agent.name!r} uses model {agent.model!r}, which is not in 'models' "
-                    f"(known: {', '.join(sorted(self.models)) or 'none'})"
+                    f"agents.{agent.name}.model: {agent.model!r} is not in models "
+                    f"(known: {', '.join(sorted(self.models)) or 'none'}){hint}"
                 )
         return self
 
