@@ -6,6 +6,7 @@ to an impostor, no agent stalled. On the unsigned bus (in-process, or Redis with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from datetime import timedelta
@@ -340,6 +341,20 @@ async def test_a_replayed_heartbeat_does_not_bring_a_stopped_agent_back(
     registry = Registry(ttl_s=5)
     follow = asyncio.create_task(registry.follow(bus))
     try:
+        def card(n: int) -> AgentCard:
+            return AgentCard(
+                id=f"researcher-{n:016x}", name="researcher", capabilities=["research"]
+            )
+
+        async def beat(live: AgentCard) -> None:
+            env = Envelope(sender=live.id, payload=Heartbeat(card=live))
+            await bus.publish(Topic.registry(), env)
+
+        first, marker = card(1), card(2)
+        while not registry.cards():  # until the registry reads the topic (it reads from now)
+            await beat(first)
+            with contextlib.suppress(TimeoutError):
+                await registry.wait_for(lambda reg: bool(reg.cards()), 0.5)
         old = AgentCard(
             id="researcher-00000000000000ff",
             name="researcher",
@@ -349,12 +364,10 @@ async def test_a_replayed_heartbeat_does_not_bring_a_stopped_agent_back(
         await bus.publish_raw(
             Topic.registry(), forge(agent, Envelope(sender=old.id, payload=Heartbeat(card=old)))
         )
-        live = AgentCard(
-            id="researcher-0000000000000001", name="researcher", capabilities=["research"]
-        )
-        await bus.publish(Topic.registry(), Envelope(sender=live.id, payload=Heartbeat(card=live)))
-        await registry.wait_for(lambda reg: bool(reg.cards()), 10)
-        assert [c.id for c in registry.cards()] == [live.id], "the replay was ignored"
+        await beat(marker)  # read after the replay: once it is in, the replay was read too
+        await registry.wait_for(lambda reg: marker.id in {c.id for c in reg.cards()}, 10)
+        ids = {c.id for c in registry.cards()}
+        assert ids == {first.id, marker.id}, "the replay was ignored"
     finally:
         follow.cancel()
         await asyncio.gather(follow, return_exceptions=True)
