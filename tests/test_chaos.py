@@ -18,7 +18,7 @@ def test_a_small_chaos_soak_loses_nothing_and_answers_once(tmp_path: Path) -> No
     out = tmp_path / "chaos"
     path = os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])
     env = {**os.environ, "PYTHONPATH": path}
-    args = ["--runs", "50", "--agents", "4", "--kill-every", "6", "--redis-restarts", "1",
+    args = ["--runs", "50", "--agents", "4", "--kill-every", "1.5", "--redis-restarts", "1",
             "--outage-s", "2", "--orchestrator-kills", "1", "--concurrency", "16",
             "--deadline-s", "60", "--out", str(out)]  # fmt: skip
     done = subprocess.run(
