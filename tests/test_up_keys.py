@@ -9,7 +9,7 @@ import stat
 import pytest
 
 from rede.assembly import KEYS_ENV
-from rede.cli.keys import drop_throwaway_keys, throwaway_keys
+from rede.cli.keys import throwaway_keys
 from rede.config import NetworkConfig
 from rede.protocol.identity import KEYRING, Keyring
 
@@ -26,16 +26,13 @@ def test_a_throwaway_keyring_has_every_identity_and_goes_away(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv(KEYS_ENV, raising=False)
-    directory = throwaway_keys(NetworkConfig.model_validate(TEAM))
-    assert directory is not None
-    try:
+    with throwaway_keys(NetworkConfig.model_validate(TEAM)) as directory:
+        assert directory is not None
         assert os.environ[KEYS_ENV] == str(directory)
         assert stat.S_IMODE(directory.stat().st_mode) == 0o700  # this user's only
         ring = Keyring(directory / KEYRING)
         owners = {ring.get(kid).principal for kid in ring.kids()}  # type: ignore[union-attr]
         assert owners == {"orchestrator", "writer", "critic"}
-    finally:
-        drop_throwaway_keys()
     assert not directory.exists() and KEYS_ENV not in os.environ
 
 
@@ -44,4 +41,5 @@ def test_no_throwaway_keyring_when_the_network_says_how_to_sign(
     bus: dict[str, object], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv(KEYS_ENV, raising=False)
-    assert throwaway_keys(NetworkConfig.model_validate({**TEAM, "bus": bus})) is None
+    with throwaway_keys(NetworkConfig.model_validate({**TEAM, "bus": bus})) as directory:
+        assert directory is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 from importlib import resources
@@ -292,26 +293,24 @@ def up(
             report=report,
         )
 
-    embedded: EmbeddedRedis | None = None
     try:
-        conf = NetworkConfig.from_yaml(network)
-        url = bus or conf.bus.url
-        if url.startswith("memory:"):  # processes need a shared bus: start one of our own
-            embedded = EmbeddedRedis().start()  # in the main thread: see its docstring
-            url = embedded.url
-            keys = cli_keys.throwaway_keys(conf)  # signed, as every shared bus is
-            prefix = f"{KEYS_ENV}={keys} " if keys else ""
-            report(
-                f"embedded Valkey on {url} (stopped with rede up); submit runs with: "
-                f"{prefix}rede run {network} REQUEST --bus {url}"
-            )
-        asyncio.run(main(url))
+        with contextlib.ExitStack() as stack:
+            conf = NetworkConfig.from_yaml(network)
+            url = bus or conf.bus.url
+            if url.startswith("memory:"):  # processes need a shared bus: start one of our own
+                embedded = EmbeddedRedis().start()  # in the main thread: see its docstring
+                stack.callback(embedded.stop)
+                url = embedded.url
+                # signed, as every shared bus is (removed after the server stops: LIFO)
+                keys = stack.enter_context(cli_keys.throwaway_keys(conf))
+                prefix = f"{KEYS_ENV}={keys} " if keys else ""
+                report(
+                    f"embedded Valkey on {url} (stopped with rede up); submit runs with: "
+                    f"{prefix}rede run {network} REQUEST --bus {url}"
+                )
+            asyncio.run(main(url))
     except RedeError as exc:
         raise _fail(str(exc)) from None
-    finally:
-        if embedded is not None:
-            embedded.stop()
-            cli_keys.drop_throwaway_keys()
 
 
 def _stop_on_signals() -> asyncio.Event:

@@ -8,6 +8,10 @@ drops an old one, ``list`` shows the keyring. See :mod:`rede.protocol.identity`.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -158,40 +162,27 @@ def _quoted(arg: str) -> str:
     return f'"{arg}"' if any(c in arg for c in " <>*") else arg
 
 
-_THROWAWAY: list[Path] = []
-
-
-def throwaway_keys(conf: NetworkConfig) -> Path | None:
+@contextlib.contextmanager
+def throwaway_keys(conf: NetworkConfig) -> Iterator[Path | None]:
     """For ``rede up`` on the embedded bus it starts: a keyring made for this one run, in a
     private temporary directory handed to its agent processes through ``REDE_KEYS``, so its
-    bus is signed like any shared bus. None when the network says how to sign (or not)."""
-    import os
-    import tempfile
-
+    bus is signed like any shared bus; removed, and ``REDE_KEYS`` unset, on leaving. None
+    when the network says how to sign (or not)."""
     from rede.assembly import KEYS_ENV
     from rede.protocol.identity import new_key
 
     b = conf.bus
     if b.keys or b.signing_key_env or b.insecure or os.environ.get(KEYS_ENV):
-        return None
-    directory = Path(tempfile.mkdtemp(prefix="rede-keys-"))  # mode 0700: this user only
-    _THROWAWAY.append(directory)
-    new_key(directory, "orchestrator", "orchestrator")
-    for name in dict.fromkeys(a.name for a in conf.agents):
-        new_key(directory, name, "agent")
-    os.environ[KEYS_ENV] = str(directory)  # the agent processes inherit it
-    return directory
-
-
-def drop_throwaway_keys() -> None:
-    import os
-    import shutil
-
-    from rede.assembly import KEYS_ENV
-
-    while _THROWAWAY:
-        directory = _THROWAWAY.pop()
-        if os.environ.get(KEYS_ENV) == str(directory):
-            del os.environ[KEYS_ENV]
-        shutil.rmtree(directory, ignore_errors=True)
-
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="rede-keys-") as made:  # mode 0700: this user only
+        directory = Path(made)
+        new_key(directory, "orchestrator", "orchestrator")
+        for name in dict.fromkeys(a.name for a in conf.agents):
+            new_key(directory, name, "agent")
+        os.environ[KEYS_ENV] = made  # the agent processes inherit it
+        try:
+            yield directory
+        finally:
+            if os.environ.get(KEYS_ENV) == made:
+                del os.environ[KEYS_ENV]
