@@ -76,24 +76,25 @@ def _coming_back(s: RunState, rec: StepRecord, capability: str, tries: Tries) ->
     if not returning:
         return None
     r = returning[0]
-    wait = registry.due_in(r) + s.limits.step_timeout_s
+    due = registry.due_in(r)
     left = time_left(s)
-    if left is not None and registry.due_in(r) >= left:
+    if left is not None and due >= left:
         raise StepFailed(
             rec.id,
             f"no live agent serves {capability!r}: its supervisor starts {r.agent} again in "
-            f"{registry.due_in(r):.1f}s ({r.quick_exits} quick exits in a row), after the "
+            f"{due:.1f}s ({r.quick_exits} quick exits in a row), after the "
             f"run's deadline ({left:.1f}s left); failures: "
             f"{'; '.join(tries.failures) or 'none'}",
         )
+    wait = due + s.limits.step_timeout_s
+    wait = wait if left is None else min(wait, left)
     s.decide(
         "wait_for_agent",
         step=rec.id,
         capability=capability,
         reason=f"its supervisor is starting {r.agent} again (due in "
-        f"{registry.due_in(r):.1f}s); waiting up to {wait:.1f}s more",
+        f"{due:.1f}s); waiting up to {wait:.1f}s more",
     )
-    wait = wait if left is None else min(wait, left)
     s.emit(
         "waiting_for_agent", step=rec.id, capability=capability, timeout_s=wait, restarting=r.agent
     )

@@ -61,7 +61,7 @@ OUTSIDE_KILLS = frozenset(
 
 def killed_from_outside(code: int) -> bool:
     """Whether a return code says the process was killed by an outside signal."""
-    return code < 0 and -code in {int(s) for s in OUTSIDE_KILLS}
+    return code < 0 and -code in OUTSIDE_KILLS  # a Signals member equals its number
 
 
 def exit_status(code: int) -> str:
