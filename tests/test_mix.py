@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from rede.cli.app import app
 from rede.errors import ConfigError
@@ -75,6 +75,15 @@ def routed_yaml(tmp_path: Path, domains: tuple[str, ...] = DOMAINS) -> Path:
     path = tmp_path / "mix.yaml"
     path.write_text(yaml.safe_dump(conf))
     return path
+
+
+def bench_mix(network: Path, out: Path, *more: str) -> Result:
+    """``rede bench mix`` of ``network`` on the fixtures' three datasets."""
+    return CliRunner().invoke(
+        app,
+        ["bench", "mix", "--network", str(network), "--gsm8k", str(DATA["gsm8k"]),
+         "--math", str(DATA["math"]), "--crux", str(DATA["crux"]), "--out", str(out), *more],
+    )  # fmt: skip
 
 
 def test_every_dataset_is_split_once_into_dev_and_test() -> None:
@@ -156,12 +165,7 @@ async def test_run_mix_scores_each_domain_and_counts_routing(tmp_path: Path) -> 
 
 def test_a_network_without_a_domain_is_refused_naming_it(tmp_path: Path) -> None:
     path = routed_yaml(tmp_path, domains=("gsm8k", "math"))
-    run = CliRunner().invoke(
-        app,
-        ["bench", "mix", "--network", str(path), "--gsm8k", str(DATA["gsm8k"]),
-         "--math", str(DATA["math"]), "--crux", str(DATA["crux"]), "--out",
-         str(tmp_path / "out"), "-q"],
-    )  # fmt: skip
+    run = bench_mix(path, tmp_path / "out", "-q")
     assert run.exit_code == 1
     assert "names domain 'crux', which no specialist" in run.output
     assert not (tmp_path / "out" / "summary.json").exists()
@@ -182,24 +186,16 @@ def test_specialists_recorded_on_another_benchmark_are_refused(tmp_path: Path) -
     wrong = replay_folder(tmp_path, "gemma9b", ("crux",))  # no GSM8K or MATH recordings
     conf["models"]["gemma9b"]["spec"] = f"replay:{wrong}"
     path.write_text(yaml.safe_dump(conf))
-    run = CliRunner().invoke(
-        app,
-        ["bench", "mix", "--network", str(path), "--gsm8k", str(DATA["gsm8k"]),
-         "--math", str(DATA["math"]), "--crux", str(DATA["crux"]), "--out",
-         str(tmp_path / "out"), "-q"],
-    )  # fmt: skip
+    run = bench_mix(path, tmp_path / "out", "-q")
     assert run.exit_code == 1
     assert "model 'gemma9b'" in run.output and "has no recording of" in run.output
     assert not (tmp_path / "out" / "summary.json").exists()
 
 
 def test_cli_runs_the_test_split_and_prints_the_table(tmp_path: Path) -> None:
-    run = CliRunner().invoke(
-        app,
-        ["bench", "mix", "--network", str(routed_yaml(tmp_path)), "--split", "test",
-         "--gsm8k", str(DATA["gsm8k"]), "--math", str(DATA["math"]), "--crux",
-         str(DATA["crux"]), "--out", str(tmp_path / "out"), "--ledger",
-         str(tmp_path / "runs.db"), "-q"],
+    run = bench_mix(
+        routed_yaml(tmp_path), tmp_path / "out", "--split", "test", "--ledger",
+        str(tmp_path / "runs.db"), "-q",
     )  # fmt: skip
     assert run.exit_code == 0, run.output
     assert "replayed" in run.output and "misrouted" in run.output
