@@ -340,6 +340,17 @@ async def test_rede_runs_live_view_and_result_show_the_failed_step_and_the_parti
 # ---------------------------------------------------------------- durable runs
 
 
+async def die_while_writing(net: Network, models: dict[str, ScriptedModel], run_id: str) -> None:
+    """Start run ``run_id`` and stop it as a killed process would, once its writer is called."""
+    async with net:
+        running = asyncio.create_task(net.ask("the costs", run_id=run_id))
+        async with asyncio.timeout(10):
+            while not models["writer-8b"].requests:  # noqa: ASYNC110 - polls a model's state
+                await asyncio.sleep(0.01)
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+
+
 async def test_a_resumed_run_does_not_run_a_failed_and_continued_step_again(
     tmp_path: Path,
 ) -> None:
@@ -351,13 +362,7 @@ async def test_a_resumed_run_does_not_run_a_failed_and_continued_step_again(
         return "unreachable"
 
     first, old = demo_like(lambda r: USER_PLAN, policy="continue", writer=never, ledger=ledger)
-    async with first:
-        running = asyncio.create_task(first.ask("the costs", run_id="run-continued"))
-        async with asyncio.timeout(10):
-            while not old["writer-8b"].requests:  # noqa: ASYNC110 - polls a model's state
-                await asyncio.sleep(0.01)
-        running.cancel()
-        await asyncio.gather(running, return_exceptions=True)
+    await die_while_writing(first, old, "run-continued")
 
     second, new = demo_like(lambda r: USER_PLAN, policy="continue", ledger=ledger)
     async with second:
@@ -383,13 +388,7 @@ async def test_a_resumed_run_keeps_its_repaired_plan(tmp_path: Path) -> None:
         return fixed if is_replan(request) else USER_PLAN
 
     first, old = demo_like(planner, writer=never, ledger=ledger)
-    async with first:
-        running = asyncio.create_task(first.ask("the costs", run_id="run-replanned"))
-        async with asyncio.timeout(10):
-            while not old["writer-8b"].requests:  # noqa: ASYNC110 - polls a model's state
-                await asyncio.sleep(0.01)
-        running.cancel()
-        await asyncio.gather(running, return_exceptions=True)
+    await die_while_writing(first, old, "run-replanned")
     assert len(old["planner-3b"].requests) == 2
 
     second, new = demo_like(planner, ledger=ledger)
